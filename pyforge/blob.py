@@ -1,0 +1,156 @@
+"""Blob: a float32 array of data and one of gradients ("diff"), as in Caffe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .proto import caffe_pb2
+
+DTYPE = np.float32
+
+
+class Blob:
+    """Holds ``data`` and ``diff`` arrays of one shape.
+
+    Layers read and write the arrays in place. Blobs that share memory (in-place layers, shared
+    parameters, test nets sharing the train net's weights) share the ndarray objects themselves,
+    so every write must be in place (``out=`` or slice assignment), never a rebinding.
+    """
+
+    __slots__ = ("data", "diff")
+
+    def __init__(self, shape: Sequence[int] = ()) -> None:
+        shape = tuple(int(d) for d in shape)
+        self.data = np.zeros(shape, dtype=DTYPE)
+        self.diff = np.zeros(shape, dtype=DTYPE)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def count(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def num_axes(self) -> int:
+        return self.data.ndim
+
+    def shape_at(self, axis: int) -> int:
+        return self.data.shape[self.canonical_axis(axis)]
+
+    def canonical_axis(self, axis: int) -> int:
+        """Caffe's CanonicalAxisIndex: negative axes count from the end."""
+        ndim = self.data.ndim
+        if not -ndim <= axis < max(ndim, 1):
+            raise IndexError(f"axis {axis} out of range for a {ndim}-axis blob {self.shape}")
+        return axis + ndim if axis < 0 else axis
+
+    def count_range(self, start: int, end: int | None = None) -> int:
+        """Product of the dimensions in ``[start, end)``."""
+        dims = self.data.shape[start:end]
+        return int(np.prod(dims, dtype=np.int64)) if dims else 1
+
+    def reshape(self, shape: Sequence[int]) -> None:
+        """Give the blob a new shape; contents are kept only when the shape is unchanged."""
+        shape = tuple(int(d) for d in shape)
+        if shape == self.data.shape:
+            return
+        if any(d < 0 for d in shape):
+            raise ValueError(f"negative dimension in blob shape {shape}")
+        if self.data.size == int(np.prod(shape, dtype=np.int64)):
+            self.data = self.data.reshape(shape)
+            self.diff = self.diff.reshape(shape)
+        else:
+            self.data = np.zeros(shape, dtype=DTYPE)
+            self.diff = np.zeros(shape, dtype=DTYPE)
+
+    def reshape_like(self, other: Blob) -> None:
+        self.reshape(other.shape)
+
+    def share_data(self, other: Blob) -> None:
+        """Use ``other``'s data array (Caffe ShareData); shapes must have equal counts."""
+        if self.count != other.count:
+            raise ValueError(f"cannot share data of {other.shape} with {self.shape}")
+        self.data = other.data if other.shape == self.shape else other.data.reshape(self.shape)
+
+    def share_diff(self, other: Blob) -> None:
+        if self.count != other.count:
+            raise ValueError(f"cannot share diff of {other.shape} with {self.shape}")
+        self.diff = other.diff if other.shape == self.shape else other.diff.reshape(self.shape)
+
+    def shape_string(self) -> str:
+        """Caffe's shape_string: ``"64 1 28 28 (50176)"``; a scalar is ``"(1)"``."""
+        dims = " ".join(str(d) for d in self.shape)
+        return f"{dims} ({self.count})" if dims else f"({self.count})"
+
+    def asum_data(self) -> float:
+        return float(np.abs(self.data, dtype=np.float64).sum()) if self.count else 0.0
+
+    def asum_diff(self) -> float:
+        return float(np.abs(self.diff, dtype=np.float64).sum()) if self.count else 0.0
+
+    def sumsq_data(self) -> float:
+        flat = self.data.ravel()
+        return float(np.dot(flat, flat)) if self.count else 0.0
+
+    def sumsq_diff(self) -> float:
+        flat = self.diff.ravel()
+        return float(np.dot(flat, flat)) if self.count else 0.0
+
+    # --- protobuf -------------------------------------------------------------------------
+    def to_proto(self, write_diff: bool = False) -> caffe_pb2.BlobProto:
+        proto = caffe_pb2.BlobProto()
+        proto.shape.dim.extend(self.shape)
+        proto.data.extend(self.data.ravel())
+        if write_diff:
+            proto.diff.extend(self.diff.ravel())
+        return proto
+
+    def from_proto(self, proto: caffe_pb2.BlobProto, reshape: bool = True) -> None:
+        """Load data (and diff, if present) from a BlobProto (float or double fields)."""
+        shape = proto_shape(proto)
+        if reshape:
+            self.reshape(shape)
+        elif not shapes_equal(proto, self.shape):
+            raise ValueError(f"shape mismatch: {shape} vs {self.shape}")
+        values = proto_values(proto, "data")
+        if values is not None:
+            self.data[...] = values.reshape(self.shape)
+        diff = proto_values(proto, "diff")
+        if diff is not None and diff.size:
+            self.diff[...] = diff.reshape(self.shape)
+
+
+def proto_shape(proto: caffe_pb2.BlobProto) -> tuple[int, ...]:
+    """A BlobProto's shape: the ``shape`` message, or the legacy num/channels/height/width."""
+    if proto.HasField("shape"):
+        return tuple(int(d) for d in proto.shape.dim)
+    if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
+        return (proto.num, proto.channels, proto.height, proto.width)
+    return ()
+
+
+def shapes_equal(proto: caffe_pb2.BlobProto, shape: Sequence[int]) -> bool:
+    """Caffe's Blob::ShapeEquals: legacy 4-D shapes compare right-aligned, padded with 1s."""
+    shape = tuple(shape)
+    if proto.HasField("shape"):
+        return tuple(proto.shape.dim) == shape
+    if len(shape) > 4:
+        return False
+    legacy = (proto.num, proto.channels, proto.height, proto.width)
+    padded = (1,) * (4 - len(shape)) + shape
+    return legacy == padded
+
+
+def proto_values(proto: caffe_pb2.BlobProto, which: str) -> np.ndarray | None:
+    """The float32 values of ``data`` or ``diff`` (reading ``double_*`` if that is what is set)."""
+    single = getattr(proto, which)
+    if len(single):
+        return np.array(single, dtype=DTYPE)
+    double = getattr(proto, "double_" + which)
+    if len(double):
+        return np.array(double, dtype=np.float64).astype(DTYPE)
+    return None

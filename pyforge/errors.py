@@ -1,0 +1,49 @@
+"""User-facing errors.
+
+Every problem caused by the user's files or flags is raised as a :class:`PyforgeError`. The CLI
+prints its message as one line on stderr and exits with its ``exit_code``; a Python traceback is
+shown only with ``--debug``. Internal bugs stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+# Exit statuses, documented in the README.
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad input: a file, a flag value, a net that does not build
+EXIT_USAGE = 2  # the command line itself is malformed (click's own convention)
+EXIT_DIVERGED = 3  # training stopped on a non-finite value
+
+
+class PyforgeError(Exception):
+    """An error in the user's input, reported as one clear line."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Extra lines shown under the message (for example the offending source line).
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ParseError(PyforgeError):
+    """A text-format or binary protobuf file that does not parse."""
+
+
+class NetError(PyforgeError):
+    """A net definition that cannot be built (unknown layer type, bad shapes, bad wiring)."""
+
+
+class SolverError(PyforgeError):
+    """A solver definition that breaks one of Caffe's checks."""
+
+
+class DataError(PyforgeError):
+    """A data source that is missing, unreadable or inconsistent."""
+
+
+class WeightsError(PyforgeError):
+    """Weights or solver state that do not fit the net."""

@@ -1,0 +1,96 @@
+"""Caffe's DataTransformer: crop, mirror, mean subtraction and scale, in Caffe's order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blob import proto_shape, proto_values
+from ..errors import DataError, NetError
+from ..kernels.transform import transform_batch
+from ..proto import caffe_pb2, read_binary_proto, resolve_path
+
+TRAIN = caffe_pb2.TRAIN
+
+
+class DataTransformer:
+    """Applies a TransformationParameter to batches of (N, C, H, W) images.
+
+    Random choices (mirror, TRAIN crop offsets) for batch ``k`` come from a generator seeded
+    with ``(seed, k)``, so a batch is the same whether it is prepared early by the prefetch
+    thread or again after a resume. Caffe also mirrors randomly in TEST when ``mirror`` is set;
+    only the crop offset depends on the phase (centre crop in TEST).
+    """
+
+    def __init__(self, param: caffe_pb2.TransformationParameter, phase: int, seed: int,
+                 where: str, source_file: str | None = None) -> None:
+        self.param = param
+        self.phase = phase
+        self.seed = seed
+        self.where = where
+        self.scale = np.float32(param.scale)
+        self.crop = int(param.crop_size)
+        self.mirror = param.mirror
+        if param.mean_file and len(param.mean_value):
+            raise NetError(f"{where}: give either mean_file or mean_value, not both")
+        self.mean_image: np.ndarray | None = None
+        if param.mean_file:
+            path = resolve_path(param.mean_file, source_file, "mean_file")
+            blob = read_binary_proto(path, caffe_pb2.BlobProto())
+            shape = proto_shape(blob)
+            values = proto_values(blob, "data")
+            if values is None or len(shape) != 4 or shape[0] != 1:
+                raise DataError(f"{where}: mean_file '{path}' must hold a 1 x C x H x W blob, "
+                                f"found shape {shape}")
+            self.mean_image = values.reshape(shape[1:])
+        self.mean_values = [np.float32(v) for v in param.mean_value]
+        self._mean_cache: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def output_shape(self, channels: int, height: int, width: int) -> tuple[int, int, int]:
+        if self.crop:
+            if self.crop > height or self.crop > width:
+                raise DataError(f"{self.where}: crop_size {self.crop} is larger than the "
+                                f"{height}x{width} images")
+            return channels, self.crop, self.crop
+        return channels, height, width
+
+    def _mean(self, shape: tuple[int, int, int]) -> np.ndarray:
+        mean = self._mean_cache.get(shape)
+        if mean is not None:
+            return mean
+        c, h, w = shape
+        if self.mean_image is not None:
+            if self.mean_image.shape != shape:
+                raise DataError(f"{self.where}: mean_file has shape {self.mean_image.shape} but "
+                                f"the data is {c}x{h}x{w}")
+            mean = self.mean_image
+        elif self.mean_values:
+            if len(self.mean_values) != 1 and len(self.mean_values) != c:
+                raise DataError(f"{self.where}: give 1 mean_value or one per channel ({c}), "
+                                f"found {len(self.mean_values)}")
+            per_channel = np.array(self.mean_values * (c if len(self.mean_values) == 1 else 1),
+                                   dtype=np.float32)
+            mean = np.broadcast_to(per_channel[:, None, None], shape).copy()
+        else:
+            mean = np.zeros(shape, dtype=np.float32)
+        self._mean_cache[shape] = mean
+        return mean
+
+    def transform(self, raw: np.ndarray, batch_index: int, out: np.ndarray) -> None:
+        """Transform ``raw`` (N, C, H, W) into ``out`` (N, C, crop or H, crop or W)."""
+        n, c, h, w = raw.shape
+        rng = None
+        if self.mirror or (self.crop and self.phase == TRAIN):
+            rng = np.random.default_rng([self.seed, batch_index])
+        mirror = np.zeros(n, dtype=np.bool_)
+        if self.mirror:
+            mirror = rng.integers(0, 2, size=n).astype(np.bool_)
+        h_off = np.zeros(n, dtype=np.int64)
+        w_off = np.zeros(n, dtype=np.int64)
+        if self.crop:
+            if self.phase == TRAIN:
+                h_off = rng.integers(0, h - self.crop + 1, size=n)
+                w_off = rng.integers(0, w - self.crop + 1, size=n)
+            else:
+                h_off[:] = (h - self.crop) // 2
+                w_off[:] = (w - self.crop) // 2
+        transform_batch(raw, h_off, w_off, mirror, self._mean((c, h, w)), self.scale, out)

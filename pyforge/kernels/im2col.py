@@ -1,0 +1,96 @@
+"""im2col / col2im over a whole minibatch, in Caffe's column order.
+
+The column matrix has one row per (channel, kernel row, kernel column), in that order, which is
+the order of a Caffe convolution weight ``(num_output, C, kh, kw)`` flattened, so .caffemodel
+weights multiply it without any permutation. Its columns run over (image, output row, output
+column), so a convolution of the whole batch is one GEMM ``W @ col`` of shape
+``(num_output, N * OH * OW)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import pjit, prange
+
+
+@pjit
+def im2col_batch(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
+    """Fill ``col`` (C*kh*kw, N*oh*ow) from ``x`` (N, C, H, W); out-of-image taps are 0."""
+    n_img, channels, height, width = x.shape
+    ohw = oh * ow
+    rows = channels * kh * kw
+    for r in prange(rows):
+        c = r // (kh * kw)
+        ki = (r // kw) % kh
+        kj = r % kw
+        for n in range(n_img):
+            base = n * ohw
+            for y in range(oh):
+                iy = y * sh - ph + ki * dh
+                start = base + y * ow
+                if iy < 0 or iy >= height:
+                    for xo in range(ow):
+                        col[r, start + xo] = 0.0
+                else:
+                    for xo in range(ow):
+                        ix = xo * sw - pw + kj * dw
+                        if ix < 0 or ix >= width:
+                            col[r, start + xo] = 0.0
+                        else:
+                            col[r, start + xo] = x[n, c, iy, ix]
+
+
+@pjit
+def col2im_batch(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
+    """Overwrite ``dx`` (N, C, H, W) with the sum of ``col``'s entries at each input position.
+
+    Parallel over channels: each channel's rows write only that channel's slice of ``dx``, and
+    the order of additions inside a channel is fixed, so the result is deterministic.
+    """
+    n_img, channels, height, width = dx.shape
+    ohw = oh * ow
+    for c in prange(channels):
+        for n in range(n_img):
+            for i in range(height):
+                for j in range(width):
+                    dx[n, c, i, j] = 0.0
+        for ki in range(kh):
+            for kj in range(kw):
+                r = (c * kh + ki) * kw + kj
+                for n in range(n_img):
+                    base = n * ohw
+                    for y in range(oh):
+                        iy = y * sh - ph + ki * dh
+                        if iy < 0 or iy >= height:
+                            continue
+                        start = base + y * ow
+                        for xo in range(ow):
+                            ix = xo * sw - pw + kj * dw
+                            if ix >= 0 and ix < width:
+                                dx[n, c, iy, ix] += col[r, start + xo]
+
+
+@pjit
+def cn_to_nc_bias(src, bias, use_bias, dst):
+    """``dst[n, c, :] = src[c, n*S:(n+1)*S] (+ bias[c])`` for src (C, N*S), dst (N, C, S)."""
+    n_img, channels, spatial = dst.shape
+    for p in prange(n_img * channels):
+        n = p // channels
+        c = p % channels
+        b = bias[c] if use_bias else np.float32(0.0)
+        base = n * spatial
+        for s in range(spatial):
+            dst[n, c, s] = src[c, base + s] + b
+
+
+@pjit
+def nc_to_cn(src, dst):
+    """``dst[c, n*S:(n+1)*S] = src[n, c, :]`` for src (N, C, S), dst (C, N*S)."""
+    n_img, channels, spatial = src.shape
+    for p in prange(n_img * channels):
+        n = p // channels
+        c = p % channels
+        base = n * spatial
+        for s in range(spatial):
+            dst[c, base + s] = src[n, c, s]

@@ -1,0 +1,178 @@
+"""Convolution: im2col over the whole minibatch and one BLAS GEMM per group."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blob import Blob
+from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
+from ..proto import caffe_pb2
+from .base import Layer, register_layer
+
+
+def _spatial_values(layer: Layer, repeated, h_field: str, w_field: str, default: int,
+                    conv: caffe_pb2.ConvolutionParameter, what: str) -> tuple[int, int]:
+    """Caffe's repeated (1 or 2 values) or the _h/_w pair, never both."""
+    has_hw = conv.HasField(h_field) or conv.HasField(w_field)
+    if has_hw:
+        if len(repeated):
+            raise layer.error(f"either {what} or {h_field}/{w_field} may be given, not both")
+        if not (conv.HasField(h_field) and conv.HasField(w_field)):
+            raise layer.error(f"{h_field} and {w_field} must be given together")
+        return int(getattr(conv, h_field)), int(getattr(conv, w_field))
+    values = list(repeated)
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise layer.error(f"{what} must have 1 or 2 values for a 2-D convolution, found {len(values)}")
+
+
+@register_layer("Convolution", "CONVOLUTION")
+class ConvolutionLayer(Layer):
+    """Caffe type ``Convolution``: bottoms (N, C, H, W) -> tops (N, num_output, OH, OW).
+
+    Params: weight (num_output, C/group, kh, kw), bias (num_output) when ``bias_term``.
+    Reads convolution_param: num_output, kernel_size|kernel_h/w, pad|pad_h/w, stride|stride_h/w,
+    dilation, group, bias_term, weight_filler, bias_filler, axis. Several bottoms give as many
+    tops, all convolved with the same weights.
+    """
+
+    min_bottom_blobs = 1
+    min_top_blobs = 1
+    equal_num_bottom_top_blobs = True
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        conv = self.param.convolution_param
+        if conv.axis not in (1, -3) or bottom[0].num_axes != 4:
+            raise self.error(
+                f"supports 2-D convolution of (N, C, H, W) bottoms with axis 1; found a "
+                f"{bottom[0].num_axes}-axis bottom {bottom[0].shape} and axis {conv.axis}"
+            )
+        if conv.force_nd_im2col:
+            pass  # the N-D and 2-D im2col give identical results; 2-D is used.
+        self.kernel = _spatial_values(self, conv.kernel_size, "kernel_h", "kernel_w", 0, conv,
+                                      "kernel_size")
+        if min(self.kernel) <= 0:
+            raise self.error(f"kernel size must be positive, found {self.kernel}")
+        self.pad = _spatial_values(self, conv.pad, "pad_h", "pad_w", 0, conv, "pad")
+        self.stride = _spatial_values(self, conv.stride, "stride_h", "stride_w", 1, conv,
+                                      "stride")
+        if min(self.stride) <= 0:
+            raise self.error(f"stride must be positive, found {self.stride}")
+        dil = list(conv.dilation)
+        if len(dil) > 2:
+            raise self.error(f"dilation must have 1 or 2 values, found {len(dil)}")
+        self.dilation = (dil[0], dil[-1]) if dil else (1, 1)
+        self.group = int(conv.group)
+        self.num_output = int(conv.num_output)
+        channels = bottom[0].shape[1]
+        if self.num_output <= 0:
+            raise self.error("num_output must be given and positive")
+        if self.group <= 0 or channels % self.group or self.num_output % self.group:
+            raise self.error(
+                f"group {self.group} must divide both the input channels ({channels}) and "
+                f"num_output ({self.num_output})"
+            )
+        self.channels = channels
+        self.bias_term = conv.bias_term
+        weight_shape = (self.num_output, channels // self.group, *self.kernel)
+        if self.blobs:
+            return
+        self.blobs = [self.make_param(weight_shape, conv.weight_filler, "weight_filler")]
+        if self.bias_term:
+            self.blobs.append(self.make_param((self.num_output,), conv.bias_filler, "bias_filler"))
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int]:
+        outs = []
+        for size, k, p, s, d in zip((height, width), self.kernel, self.pad, self.stride,
+                                    self.dilation):
+            extent = d * (k - 1) + 1
+            outs.append((size + 2 * p - extent) // s + 1)
+        return outs[0], outs[1]
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        first = bottom[0].shape
+        for i, b in enumerate(bottom):
+            if b.num_axes != 4 or b.shape[1] != self.channels:
+                raise self.error(
+                    f"bottom {i} has shape {b.shape}; expected (N, {self.channels}, H, W)"
+                )
+            if b.shape != first:
+                raise self.error(f"all bottoms need the same shape: {first} vs {b.shape}")
+        n, _, h, w = first
+        oh, ow = self.output_shape(h, w)
+        if oh <= 0 or ow <= 0:
+            raise self.error(
+                f"kernel {self.kernel} with pad {self.pad} and dilation {self.dilation} is "
+                f"larger than the input {h}x{w}"
+            )
+        self.out_hw = (oh, ow)
+        for t in top:
+            t.reshape((n, self.num_output, oh, ow))
+        rows = self.channels * self.kernel[0] * self.kernel[1]
+        cols = n * oh * ow
+        self._cols = [self._buffer(f"col{i}", (rows, cols)) for i in range(len(bottom))]
+        self._out_t = self._buffer("out_t", (self.num_output, cols))
+
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        buffers = self.__dict__.setdefault("_buffers", {})
+        buf = buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, dtype=np.float32)
+            buffers[key] = buf
+        return buf
+
+    def _geometry(self):
+        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.kernel, self.pad, self.stride, self.dilation
+        oh, ow = self.out_hw
+        return kh, kw, ph, pw, sh, sw, dh, dw, oh, ow
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        geom = self._geometry()
+        g = self.group
+        weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
+        rows_per_group = weight.shape[2]
+        outs_per_group = weight.shape[1]
+        bias = self.blobs[1].data if self.bias_term else np.zeros(1, np.float32)
+        out_t = self._out_t
+        for b, t, col in zip(bottom, top, self._cols):
+            im2col_batch(b.data, *geom, col)
+            for gi in range(g):
+                np.matmul(
+                    weight[gi],
+                    col[gi * rows_per_group : (gi + 1) * rows_per_group],
+                    out=out_t[gi * outs_per_group : (gi + 1) * outs_per_group],
+                )
+            n = t.shape[0]
+            cn_to_nc_bias(out_t, bias, self.bias_term, t.data.reshape(n, self.num_output, -1))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        geom = self._geometry()
+        g = self.group
+        weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
+        weight_diff = self.blobs[0].diff.reshape(g, self.num_output // g, -1)
+        rows_per_group = weight.shape[2]
+        outs_per_group = weight.shape[1]
+        top_t = self._out_t  # reused: forward is done with it
+        for i, (b, t, col) in enumerate(zip(bottom, top, self._cols)):
+            n = t.shape[0]
+            dcol = self._buffer("dcol", col.shape) if propagate_down[i] else col
+            nc_to_cn(t.diff.reshape(n, self.num_output, -1), top_t)
+            if self.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].diff += top_t.sum(axis=1, dtype=np.float32)
+            for gi in range(g):
+                tg = top_t[gi * outs_per_group : (gi + 1) * outs_per_group]
+                cg = col[gi * rows_per_group : (gi + 1) * rows_per_group]
+                if self.param_propagate_down[0]:
+                    weight_diff[gi] += np.matmul(tg, cg.T)
+                if propagate_down[i]:
+                    np.matmul(
+                        weight[gi].T, tg,
+                        out=dcol[gi * rows_per_group : (gi + 1) * rows_per_group],
+                    )
+            if propagate_down[i]:
+                col2im_batch(dcol, *geom, b.diff)

@@ -1,0 +1,304 @@
+"""Layers that produce data: Input, DummyData, Data (LMDB of Datum records) and HDF5Data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blob import Blob
+from ..errors import DataError
+from ..fillers import fill
+from ..io.datum import datum_array, parse_datum
+from ..io.db import open_reader
+from ..io.prefetch import Prefetcher
+from ..io.transform import DataTransformer
+from ..proto import caffe_pb2, resolve_path
+from ..rng import child_rng
+from .base import Layer, register_layer
+
+
+@register_layer("Input")
+class InputLayer(Layer):
+    """Caffe type ``Input``: tops whose data is set from outside (deploy nets, pycaffe).
+
+    input_param.shape: none (shapes set later), one for all tops, or one per top.
+    """
+
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        shapes = [list(s.dim) for s in self.param.input_param.shape]
+        if shapes and len(shapes) not in (1, len(top)):
+            raise self.error(f"give 0, 1 or {len(top)} shapes (one per top), found {len(shapes)}")
+        for i, t in enumerate(top):
+            if shapes:
+                shape = shapes[0] if len(shapes) == 1 else shapes[i]
+                if any(d < 0 for d in shape):
+                    raise self.error(f"shape {shape} has a negative dimension")
+                t.reshape(shape)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        pass  # tops are reshaped by whoever feeds them
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        pass
+
+
+@register_layer("DummyData", "DUMMY_DATA")
+class DummyDataLayer(Layer):
+    """Caffe type ``DummyData``: tops filled by data_filler (constant fillers once at setup,
+    the others at every forward). Shapes from ``shape`` or legacy num/channels/height/width."""
+
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.dummy_data_param
+        n_top = len(top)
+        legacy = [len(p.num), len(p.channels), len(p.height), len(p.width)]
+        if len(p.shape) and any(legacy):
+            raise self.error("give either shape or num/channels/height/width, not both")
+        if len(p.shape):
+            if len(p.shape) not in (1, n_top):
+                raise self.error(f"give 1 or {n_top} shapes, found {len(p.shape)}")
+            shapes = [list(p.shape[0 if len(p.shape) == 1 else i].dim) for i in range(n_top)]
+        else:
+            for count, name in zip(legacy, ("num", "channels", "height", "width")):
+                if count not in (1, n_top):
+                    raise self.error(f"give 1 or {n_top} values of {name}, found {count}")
+
+            def pick(values, i):
+                return values[0 if len(values) == 1 else i]
+
+            shapes = [[pick(p.num, i), pick(p.channels, i), pick(p.height, i), pick(p.width, i)]
+                      for i in range(n_top)]
+        fillers = list(p.data_filler)
+        if len(fillers) not in (0, 1, n_top):
+            raise self.error(f"give 0, 1 or {n_top} data_filler(s), found {len(fillers)}")
+        if not fillers:
+            fillers = [caffe_pb2.FillerParameter(type="constant", value=0)]
+        self.fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n_top)]
+        self.refill = [f.type != "constant" for f in self.fillers]
+        self.rng = child_rng(self.ctx.rng)
+        for t, shape, filler in zip(top, shapes, self.fillers):
+            t.reshape(shape)
+            fill(t, filler, self.rng, f"{self.where} data_filler")
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        pass
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        for t, filler, refill in zip(top, self.fillers, self.refill):
+            if refill:
+                fill(t, filler, self.rng, f"{self.where} data_filler")
+
+
+@register_layer("Data", "DATA")
+class DataLayer(Layer):
+    """Caffe type ``Data``: batches of Datum records from an LMDB, in key order, wrapping around.
+
+    Tops: data (batch_size, C, H, W) and optionally label (batch_size). Reads data_param
+    (source, batch_size, backend, prefetch) and transform_param. Batches are prepared in a
+    background thread ``prefetch`` batches ahead. ``cursor`` (the index of the next batch) is
+    the layer's whole position in the data.
+    """
+
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def __init__(self, param: caffe_pb2.LayerParameter, ctx) -> None:
+        super().__init__(param, ctx)
+        p = param.data_param
+        if p.batch_size <= 0:
+            raise self.error("data_param.batch_size must be given and positive")
+        if not p.source:
+            raise self.error("data_param.source is not set")
+        self.batch_size = int(p.batch_size)
+        source = resolve_path(p.source, ctx.source_file, f"{self.where} source")
+        self.source = source
+        # Caffe opens the database when the layer is created, before it is wired.
+        try:
+            self.reader = open_reader(source, p.backend, self.where)
+        except DataError as exc:
+            raise self.error(str(exc)) from None
+        backend = "lmdb" if self.reader.__class__.__name__ == "LMDBReader" else "leveldb"
+        ctx.logger.info("Opened %s %s", backend, source)
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.data_param
+        first = self._datum_array(0)
+        seed = int(self.ctx.rng.integers(0, 2**63 - 1))
+        self.transformer = DataTransformer(self.param.transform_param, self.phase, seed,
+                                           self.where, self.ctx.source_file)
+        c, h, w = self.transformer.output_shape(*first.shape)
+        self.item_shape = first.shape
+        top[0].reshape((self.batch_size, c, h, w))
+        self.ctx.logger.info("output data size: %d,%d,%d,%d", self.batch_size, c, h, w)
+        if len(top) > 1:
+            top[1].reshape((self.batch_size,))
+        self.prefetcher = Prefetcher(self._load_batch, depth=int(p.prefetch))
+
+    def _datum_array(self, index: int) -> np.ndarray:
+        key = self.reader.key(index)
+        where = f"{self.where}: {self.source} record {key.decode(errors='replace')!r}"
+        tp = self.param.transform_param
+        datum = parse_datum(self.reader.value(index), where)
+        return datum_array(datum, where, tp.force_color, tp.force_gray)
+
+    def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read and transform batch ``batch_index``: records k*B .. k*B+B-1 modulo the size."""
+        n = len(self.reader)
+        start = batch_index * self.batch_size
+        raws = []
+        labels = np.empty(self.batch_size, dtype=np.float32)
+        for i in range(self.batch_size):
+            position = start + i
+            index = position % n
+            key = self.reader.key(index)
+            where = f"{self.where}: {self.source} record {key.decode(errors='replace')!r}"
+            tp = self.param.transform_param
+            datum = parse_datum(self.reader.value(index), where)
+            raw = datum_array(datum, where, tp.force_color, tp.force_gray)
+            if raw.shape != self.item_shape:
+                raise DataError(f"{where}: shape {raw.shape} differs from the first record's "
+                                f"{self.item_shape}; all records of a batch need one shape")
+            raws.append(raw)
+            labels[i] = datum.label
+            if (position + 1) % n == 0:
+                self.ctx.logger.info("Restarting data prefetching from start.")
+        batch = np.stack(raws)
+        out = np.empty((self.batch_size, *self.transformer.output_shape(*self.item_shape)),
+                       dtype=np.float32)
+        self.transformer.transform(batch, batch_index, out)
+        return out, labels
+
+    @property
+    def cursor(self) -> int:
+        """Index of the next batch this layer will produce."""
+        return self.prefetcher.next_index
+
+    def seek(self, batch_index: int) -> None:
+        self.prefetcher.seek(batch_index)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        pass
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        data, labels = self.prefetcher.next()
+        top[0].reshape(data.shape)
+        top[0].data[...] = data
+        if len(top) > 1:
+            top[1].data[...] = labels
+
+    def close(self) -> None:
+        self.prefetcher.stop()
+
+
+@register_layer("HDF5Data", "HDF5_DATA")
+class HDF5DataLayer(Layer):
+    """Caffe type ``HDF5Data``: rows of the datasets named like the tops, from the .h5 files
+    listed in hdf5_data_param.source; batch_size rows per forward, across file boundaries.
+
+    With ``shuffle`` the file order is shuffled at setup and at each wrap, and the rows of each
+    file whenever it is (re)loaded, from the layer's seeded generator.
+    """
+
+    exact_num_bottom_blobs = 0
+    min_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        import h5py
+
+        p = self.param.hdf5_data_param
+        if self.param.HasField("transform_param"):
+            raise self.error("HDF5Data does not transform data (remove transform_param)")
+        if p.batch_size <= 0:
+            raise self.error("hdf5_data_param.batch_size must be given and positive")
+        if not p.source:
+            raise self.error("hdf5_data_param.source is not set")
+        self.batch_size = int(p.batch_size)
+        self.shuffle = p.shuffle
+        self.rng = child_rng(self.ctx.rng)
+        source = resolve_path(p.source, self.ctx.source_file, f"{self.where} source")
+        try:
+            with open(source, encoding="utf-8") as handle:
+                names = handle.read().split()
+        except OSError as exc:
+            raise self.error(f"cannot read the HDF5 list file '{source}': "
+                             f"{exc.strerror}") from None
+        if not names:
+            raise self.error(f"HDF5 list file '{source}' names no files")
+        self.files = [resolve_path(n, source, "HDF5 file") for n in names]
+        self.top_names = list(self.param.top)
+        self.ctx.logger.info("Number of HDF5 files: %d", len(self.files))
+        # Check every file up front: each dataset present, numeric, same trailing shape.
+        trailing: dict[str, tuple[int, ...]] = {}
+        for path in self.files:
+            try:
+                with h5py.File(path, "r") as f:
+                    rows = None
+                    for name in self.top_names:
+                        if name not in f:
+                            raise self.error(f"{path}: no dataset '{name}' (the datasets must be "
+                                             f"named like the tops {self.top_names})")
+                        ds = f[name]
+                        if ds.dtype.kind not in "fiub" or ds.ndim < 1:
+                            raise self.error(f"{path}: dataset '{name}' has dtype {ds.dtype} "
+                                             f"and shape {ds.shape}; expected numeric, >= 1 axis")
+                        if rows is None:
+                            rows = ds.shape[0]
+                        elif ds.shape[0] != rows:
+                            raise self.error(f"{path}: datasets have different numbers of rows "
+                                             f"({rows} vs {ds.shape[0]} in '{name}')")
+                        if trailing.setdefault(name, ds.shape[1:]) != ds.shape[1:]:
+                            raise self.error(f"{path}: dataset '{name}' has rows of shape "
+                                             f"{ds.shape[1:]}, other files {trailing[name]}")
+                    if not rows:
+                        raise self.error(f"{path}: the datasets have no rows")
+            except OSError as exc:
+                raise self.error(f"cannot open HDF5 file '{path}': {exc}") from None
+        self.file_order = np.arange(len(self.files))
+        if self.shuffle:
+            self.rng.shuffle(self.file_order)
+        self.current_file = 0
+        self._load_file()
+        for t, name in zip(top, self.top_names):
+            t.reshape((self.batch_size, *trailing[name]))
+
+    def _load_file(self) -> None:
+        import h5py
+
+        path = self.files[self.file_order[self.current_file]]
+        with h5py.File(path, "r") as f:
+            self.arrays = [np.asarray(f[name], dtype=np.float32) for name in self.top_names]
+        self.rows = self.arrays[0].shape[0]
+        self.row_order = np.arange(self.rows)
+        if self.shuffle:
+            self.rng.shuffle(self.row_order)
+        self.current_row = 0
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        pass
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        filled = 0
+        while filled < self.batch_size:
+            if self.current_row == self.rows:
+                if len(self.files) > 1:
+                    self.current_file += 1
+                    if self.current_file == len(self.files):
+                        self.current_file = 0
+                        if self.shuffle:
+                            self.rng.shuffle(self.file_order)
+                    self._load_file()
+                else:
+                    self.current_row = 0
+                    if self.shuffle:
+                        self.rng.shuffle(self.row_order)
+            take = min(self.batch_size - filled, self.rows - self.current_row)
+            rows = self.row_order[self.current_row : self.current_row + take]
+            for t, array in zip(top, self.arrays):
+                t.data[filled : filled + take] = array[rows]
+            filled += take
+            self.current_row += take

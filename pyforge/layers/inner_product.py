@@ -1,0 +1,70 @@
+"""InnerProduct (fully connected): one BLAS GEMM."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blob import Blob
+from .base import Layer, register_layer
+
+
+@register_layer("InnerProduct", "INNER_PRODUCT")
+class InnerProductLayer(Layer):
+    """Caffe type ``InnerProduct``: bottom (M, K...) -> top (M..., num_output).
+
+    Axes from ``axis`` on are flattened to K. Params: weight (num_output, K), or (K, num_output)
+    with ``transpose``; bias (num_output) when ``bias_term``.
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.inner_product_param
+        if p.num_output <= 0:
+            raise self.error("num_output must be given and positive")
+        self.num_output = int(p.num_output)
+        self.axis = self.canonical_axis(bottom[0], p.axis)
+        self.k = bottom[0].count_range(self.axis)
+        self.transpose = p.transpose
+        self.bias_term = p.bias_term
+        if self.blobs:
+            return
+        shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
+        self.blobs = [self.make_param(shape, p.weight_filler, "weight_filler")]
+        if self.bias_term:
+            self.blobs.append(self.make_param((self.num_output,), p.bias_filler, "bias_filler"))
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        axis = self.canonical_axis(bottom[0], self.param.inner_product_param.axis)
+        k = bottom[0].count_range(axis)
+        if k != self.k:
+            raise self.error(
+                f"input size incompatible with inner product parameters: bottom {bottom[0].shape} "
+                f"gives {k} inputs per item from axis {axis}, the weights expect {self.k}"
+            )
+        top[0].reshape(bottom[0].shape[:axis] + (self.num_output,))
+        self.m = bottom[0].count_range(0, axis)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        x = bottom[0].data.reshape(self.m, self.k)
+        y = top[0].data.reshape(self.m, self.num_output)
+        w = self.blobs[0].data
+        np.matmul(x, w if self.transpose else w.T, out=y)
+        if self.bias_term:
+            y += self.blobs[1].data
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        dy = top[0].diff.reshape(self.m, self.num_output)
+        x = bottom[0].data.reshape(self.m, self.k)
+        if self.param_propagate_down[0]:
+            if self.transpose:
+                self.blobs[0].diff += np.matmul(x.T, dy)
+            else:
+                self.blobs[0].diff += np.matmul(dy.T, x)
+        if self.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=0, dtype=np.float32)
+        if propagate_down[0]:
+            w = self.blobs[0].data
+            np.matmul(dy, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.m, self.k))

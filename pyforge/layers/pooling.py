@@ -1,0 +1,118 @@
+"""Pooling: MAX and AVE (and global), with Caffe's ceil rounding and padding rules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..blob import Blob
+from ..kernels.pooling import (
+    ave_pool_backward,
+    ave_pool_forward,
+    max_pool_backward,
+    max_pool_forward,
+)
+from ..proto import caffe_pb2
+from .base import Layer, register_layer
+
+P = caffe_pb2.PoolingParameter
+
+
+@register_layer("Pooling", "POOLING")
+class PoolingLayer(Layer):
+    """Caffe type ``Pooling``: bottom (N, C, H, W) -> top (N, C, PH, PW) [, MAX argmax mask].
+
+    Reads pooling_param: pool (MAX, AVE; STOCHASTIC is GPU-only in Caffe), kernel_size |
+    kernel_h/w, pad | pad_h/w, stride | stride_h/w, global_pooling, round_mode (CEIL default).
+    """
+
+    exact_num_bottom_blobs = 1
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.pooling_param
+        if p.pool == P.STOCHASTIC:
+            raise self.error("STOCHASTIC pooling is not implemented on the CPU (as in Caffe)")
+        if len(top) == 2 and p.pool != P.MAX:
+            raise self.error("a second top (the argmax mask) is only produced by MAX pooling")
+        self.global_pooling = p.global_pooling
+        if p.global_pooling:
+            if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
+                raise self.error("with global_pooling: true the kernel size cannot be given")
+        else:
+            if p.HasField("kernel_size") == (p.HasField("kernel_h") or p.HasField("kernel_w")):
+                raise self.error("give either kernel_size or kernel_h and kernel_w")
+            if not p.HasField("kernel_size") and not (
+                p.HasField("kernel_h") and p.HasField("kernel_w")
+            ):
+                raise self.error("both kernel_h and kernel_w are required")
+        if p.HasField("pad") and (p.HasField("pad_h") or p.HasField("pad_w")):
+            raise self.error("give either pad or pad_h and pad_w, not both")
+        if p.HasField("stride") and (p.HasField("stride_h") or p.HasField("stride_w")):
+            raise self.error("give either stride or stride_h and stride_w, not both")
+        if p.HasField("kernel_size"):
+            self.kernel = (p.kernel_size, p.kernel_size)
+        else:
+            self.kernel = (p.kernel_h, p.kernel_w)
+        self.pad = (p.pad_h, p.pad_w) if (p.HasField("pad_h") or p.HasField("pad_w")) else (
+            p.pad, p.pad)
+        if p.HasField("stride_h") or p.HasField("stride_w"):
+            self.stride = (p.stride_h, p.stride_w)
+        else:
+            self.stride = (p.stride, p.stride)
+        if self.global_pooling:
+            if self.pad != (0, 0) or self.stride != (1, 1):
+                raise self.error("with global_pooling: true only pad 0 and stride 1 are allowed")
+        else:
+            if min(self.kernel) <= 0:
+                raise self.error(f"kernel size must be positive, found {self.kernel}")
+            if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
+                raise self.error(f"pad {self.pad} must be smaller than the kernel {self.kernel}")
+        if min(self.stride) <= 0:
+            raise self.error(f"stride must be positive, found {self.stride}")
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if bottom[0].num_axes != 4:
+            raise self.error(f"input must have 4 axes (N, C, H, W), found {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        if self.global_pooling:
+            self.kernel = (h, w)
+        (kh, kw), (ph, pw), (sh, sw) = self.kernel, self.pad, self.stride
+        rounder = math.floor if self.param.pooling_param.round_mode == P.FLOOR else math.ceil
+        # Caffe computes the ratio in float before rounding.
+        oh = int(rounder(np.float32(h + 2 * ph - kh) / np.float32(sh))) + 1
+        ow = int(rounder(np.float32(w + 2 * pw - kw) / np.float32(sw))) + 1
+        if ph or pw:
+            # Caffe drops the last window when it would start inside the padding.
+            if (oh - 1) * sh >= h + ph:
+                oh -= 1
+            if (ow - 1) * sw >= w + pw:
+                ow -= 1
+        if oh <= 0 or ow <= 0:
+            raise self.error(f"kernel {self.kernel} is larger than the padded input {h}x{w}")
+        for t in top:
+            t.reshape((n, c, oh, ow))
+        if self.param.pooling_param.pool == P.MAX:
+            mask = self.__dict__.get("_mask")
+            if mask is None or mask.shape != (n, c, oh, ow):
+                self._mask = np.empty((n, c, oh, ow), dtype=np.int64)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        (kh, kw), (ph, pw), (sh, sw) = self.kernel, self.pad, self.stride
+        if self.param.pooling_param.pool == P.MAX:
+            max_pool_forward(bottom[0].data, kh, kw, sh, sw, ph, pw, top[0].data, self._mask)
+            if len(top) > 1:
+                top[1].data[...] = self._mask
+        else:
+            ave_pool_forward(bottom[0].data, kh, kw, sh, sw, ph, pw, top[0].data)
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        (kh, kw), (ph, pw), (sh, sw) = self.kernel, self.pad, self.stride
+        if self.param.pooling_param.pool == P.MAX:
+            max_pool_backward(top[0].diff, self._mask, bottom[0].diff)
+        else:
+            ave_pool_backward(top[0].diff, kh, kw, sh, sw, ph, pw, bottom[0].diff)

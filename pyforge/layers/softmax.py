@@ -1,0 +1,238 @@
+"""Softmax, SoftmaxWithLoss and the other loss layers of the core set, plus Accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blob import Blob
+from ..proto import caffe_pb2
+from .base import Layer, LossLayer, register_layer
+
+FLT_MIN = np.float32(1.17549435e-38)
+Norm = caffe_pb2.LossParameter
+
+
+def softmax_forward(x: np.ndarray, outer: int, channels: int, inner: int, out: np.ndarray) -> None:
+    """Softmax over the middle axis of ``x`` viewed as (outer, channels, inner)."""
+    x3 = x.reshape(outer, channels, inner)
+    y3 = out.reshape(outer, channels, inner)
+    np.subtract(x3, x3.max(axis=1, keepdims=True), out=y3)
+    np.exp(y3, out=y3)
+    y3 /= y3.sum(axis=1, keepdims=True)
+
+
+@register_layer("Softmax", "SOFTMAX")
+class SoftmaxLayer(Layer):
+    """Caffe type ``Softmax``: normalised exponentials along softmax_param.axis (1)."""
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        self.axis = self.canonical_axis(bottom[0], self.param.softmax_param.axis)
+        top[0].reshape_like(bottom[0])
+        self.outer = bottom[0].count_range(0, self.axis)
+        self.channels = bottom[0].shape[self.axis]
+        self.inner = bottom[0].count_range(self.axis + 1)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        softmax_forward(bottom[0].data, self.outer, self.channels, self.inner, top[0].data)
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        shape = (self.outer, self.channels, self.inner)
+        y = top[0].data.reshape(shape)
+        dy = top[0].diff.reshape(shape)
+        dot = (dy * y).sum(axis=1, keepdims=True)
+        np.multiply(dy - dot, y, out=bottom[0].diff.reshape(shape))
+
+
+def normalizer(param: caffe_pb2.LossParameter, outer: int, inner: int, valid: int,
+               has_ignore: bool) -> float:
+    """Caffe's LossLayer::GetNormalizer, including the deprecated ``normalize`` field."""
+    mode = param.normalization
+    if not param.HasField("normalization") and param.HasField("normalize"):
+        mode = Norm.VALID if param.normalize else Norm.BATCH_SIZE
+    if mode == Norm.FULL:
+        value = outer * inner
+    elif mode == Norm.VALID:
+        value = valid if has_ignore else outer * inner
+    elif mode == Norm.BATCH_SIZE:
+        value = outer
+    else:
+        value = 1
+    return float(max(1.0, value))
+
+
+@register_layer("SoftmaxWithLoss", "SOFTMAX_LOSS")
+class SoftmaxWithLossLayer(LossLayer):
+    """Caffe type ``SoftmaxWithLoss``: softmax of bottom[0] along ``axis`` and the mean negative
+    log-likelihood of the integer labels in bottom[1].
+
+    Reads softmax_param.axis, loss_param.ignore_label and normalization (VALID). An optional
+    second top gives the probabilities.
+    """
+
+    exact_num_top_blobs = -1
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        super().layer_setup(bottom, top)
+        # Caffe builds an internal Softmax layer through the layer factory.
+        self.ctx.logger.info("Creating layer %s", self.name)
+        lp = self.param.loss_param
+        self.has_ignore = lp.HasField("ignore_label")
+        self.ignore_label = lp.ignore_label
+        self.prob = np.empty(0, dtype=np.float32)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        top[0].reshape(())
+        self.axis = self.canonical_axis(bottom[0], self.param.softmax_param.axis)
+        self.outer = bottom[0].count_range(0, self.axis)
+        self.channels = bottom[0].shape[self.axis]
+        self.inner = bottom[0].count_range(self.axis + 1)
+        if self.outer * self.inner != bottom[1].count:
+            raise self.error(
+                f"number of labels must match number of predictions; e.g., if softmax axis == 1 "
+                f"and prediction shape is (N, C, H, W), label count (number of labels) must be "
+                f"N*H*W, with integer values in {{0, 1, ..., C-1}}; found prediction "
+                f"{bottom[0].shape} and label {bottom[1].shape}"
+            )
+        if self.prob.shape != bottom[0].shape:
+            self.prob = np.empty(bottom[0].shape, dtype=np.float32)
+        if len(top) > 1:
+            top[1].reshape_like(bottom[0])
+
+    def _labels(self, bottom: list[Blob]) -> tuple[np.ndarray, np.ndarray]:
+        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        valid = np.ones_like(labels, dtype=bool)
+        if self.has_ignore:
+            valid = labels != self.ignore_label
+        bad = valid & ((labels < 0) | (labels >= self.channels))
+        if bad.any():
+            raise self.error(
+                f"label {int(labels[bad][0])} is out of range for {self.channels} classes"
+            )
+        return labels, valid
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        softmax_forward(bottom[0].data, self.outer, self.channels, self.inner, self.prob)
+        labels, valid = self._labels(bottom)
+        prob3 = self.prob.reshape(self.outer, self.channels, self.inner)
+        safe = np.where(valid, labels, 0)
+        picked = np.take_along_axis(prob3, safe[:, None, :], axis=1)[:, 0, :]
+        logs = np.log(np.maximum(picked, FLT_MIN))
+        total = -np.sum(logs[valid], dtype=np.float32)
+        count = int(valid.sum())
+        norm = normalizer(self.param.loss_param, self.outer, self.inner, count, self.has_ignore)
+        top[0].data[...] = np.float32(total) / np.float32(norm)
+        if len(top) == 2:
+            top[1].data[...] = self.prob
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if len(propagate_down) > 1 and propagate_down[1]:
+            raise self.error("cannot backpropagate to the label input")
+        if not propagate_down[0]:
+            return
+        labels, valid = self._labels(bottom)
+        diff3 = bottom[0].diff.reshape(self.outer, self.channels, self.inner)
+        diff3[...] = self.prob.reshape(diff3.shape)
+        rows, cols = np.nonzero(valid)
+        diff3[rows, labels[rows, cols], cols] -= np.float32(1.0)
+        if self.has_ignore:
+            diff3 *= valid[:, None, :]
+        count = int(valid.sum())
+        norm = normalizer(self.param.loss_param, self.outer, self.inner, count, self.has_ignore)
+        diff3 *= np.float32(top[0].diff.reshape(-1)[0] / norm)
+
+
+@register_layer("EuclideanLoss", "EUCLIDEAN_LOSS")
+class EuclideanLossLayer(LossLayer):
+    """Caffe type ``EuclideanLoss``: ``sum((b0 - b1)^2) / num / 2``."""
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        super().reshape(bottom, top)
+        if bottom[0].count_range(1) != bottom[1].count_range(1):
+            raise self.error(
+                f"inputs must have the same dimension: {bottom[0].shape} vs {bottom[1].shape}"
+            )
+        self.diff = np.empty(bottom[0].shape, dtype=np.float32)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        np.subtract(bottom[0].data, bottom[1].data.reshape(bottom[0].shape), out=self.diff)
+        flat = self.diff.reshape(-1)
+        top[0].data[...] = np.dot(flat, flat) / np.float32(bottom[0].shape[0]) / np.float32(2)
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return True  # both inputs of a Euclidean loss may receive gradients
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        for i in range(2):
+            if propagate_down[i]:
+                sign = np.float32(1.0 if i == 0 else -1.0)
+                alpha = sign * top[0].diff.reshape(-1)[0] / np.float32(bottom[i].shape[0])
+                np.multiply(self.diff, alpha, out=bottom[i].diff.reshape(self.diff.shape))
+
+
+@register_layer("Accuracy", "ACCURACY")
+class AccuracyLayer(Layer):
+    """Caffe type ``Accuracy``: fraction of items whose label is in the top_k scores.
+
+    Ties count against: an item is correct iff fewer than ``top_k`` classes score ``>=`` the
+    true class. Reads accuracy_param: top_k (1), axis (1), ignore_label. A second top gives the
+    per-class accuracy.
+    """
+
+    exact_num_bottom_blobs = 2
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.accuracy_param
+        self.top_k = int(p.top_k)
+        self.axis = self.canonical_axis(bottom[0], p.axis)
+        self.outer = bottom[0].count_range(0, self.axis)
+        self.channels = bottom[0].shape[self.axis]
+        self.inner = bottom[0].count_range(self.axis + 1)
+        if not bottom[1].count or self.top_k > bottom[0].count // bottom[1].count:
+            raise self.error(
+                f"top_k ({self.top_k}) must be less than or equal to the number of classes"
+            )
+        if self.outer * self.inner != bottom[1].count:
+            raise self.error(
+                f"number of labels must match number of predictions: prediction "
+                f"{bottom[0].shape}, label {bottom[1].shape}"
+            )
+        top[0].reshape(())
+        if len(top) > 1:
+            top[1].reshape((self.channels,))
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        scores = bottom[0].data.reshape(self.outer, self.channels, self.inner)
+        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        p = self.param.accuracy_param
+        valid = labels != p.ignore_label if p.HasField("ignore_label") else np.ones_like(
+            labels, dtype=bool)
+        if (valid & ((labels < 0) | (labels >= self.channels))).any():
+            raise self.error(f"a label is outside [0, {self.channels})")
+        safe = np.where(valid, labels, 0)
+        true_score = np.take_along_axis(scores, safe[:, None, :], axis=1)
+        # Classes scoring >= the true class, the true class itself included.
+        at_least = (scores >= true_score).sum(axis=1)
+        # NaN scores never compare >=, so they never count against (as in Caffe's loop).
+        correct = (at_least <= self.top_k) & valid
+        count = int(valid.sum())
+        top[0].data[...] = np.float32(correct.sum() / count) if count else np.float32(0)
+        if len(top) > 1:
+            per_class = np.zeros(self.channels, dtype=np.float32)
+            for_class = np.bincount(labels[valid], minlength=self.channels)
+            hits = np.bincount(labels[correct], minlength=self.channels)
+            nz = for_class > 0
+            per_class[nz] = hits[nz] / for_class[nz]
+            top[1].data[...] = per_class
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if any(propagate_down):
+            raise self.error("Accuracy has no gradient; do not backpropagate through it")

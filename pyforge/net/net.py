@@ -1,0 +1,469 @@
+"""Net: builds layers from a NetParameter and runs forward and backward over them."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf import text_format
+
+from ..blob import Blob, proto_shape, shapes_equal
+from ..errors import NetError, WeightsError
+from ..layers import LAYERS
+from ..layers.base import Layer, NetContext
+from ..log import fmt, get_logger
+from ..proto import caffe_pb2
+from ..registry import UnknownNameError
+from ..rng import make_rng
+from .graph import filter_net, insert_splits
+
+
+@dataclass
+class LearnableParam:
+    """One owner parameter blob, with the multipliers the solver applies to it."""
+
+    blob: Blob
+    lr_mult: float
+    decay_mult: float
+    has_lr_mult: bool
+    has_decay_mult: bool
+    layer: str
+    index: int
+
+
+class Net:
+    """A built network (Caffe's Net<float>).
+
+    ``blobs``/``params``/``layers`` follow pycaffe's names. ``forward`` returns the loss and
+    ``backward`` runs the layers that need it, from last to first.
+    """
+
+    def __init__(self, param: caffe_pb2.NetParameter, rng: np.random.Generator | None = None,
+                 logger: logging.Logger | None = None, source_file: str | None = None) -> None:
+        self.logger = logger or get_logger()
+        log = self.logger.info
+        self.source_file = source_file
+        rng = rng if rng is not None else make_rng(None)
+        self.phase = param.state.phase
+        filtered = filter_net(param, self.logger)
+        log("Initializing net from parameters: \n%s", text_format.MessageToString(filtered))
+        built = insert_splits(filtered)
+        self.name = built.name
+        self.ctx = NetContext(phase=self.phase, rng=rng, logger=self.logger,
+                              source_file=source_file)
+        self.layers: list[Layer] = []
+        self.layer_names: list[str] = []
+        self.blob_list: list[Blob] = []
+        self.blob_names: list[str] = []
+        self.blob_need_backward: list[bool] = []
+        self.bottom_ids: list[list[int]] = []
+        self.top_ids: list[list[int]] = []
+        self.bottom_need_backward: list[list[bool]] = []
+        self.layer_need_backward: list[bool] = []
+        self.blob_loss_weights: dict[int, float] = {}
+        self.input_ids: list[int] = []
+        self.params_flat: list[Blob] = []  # every param blob, owners and sharers
+        self.param_owner: list[int] = []  # -1 for owners, else index into params_flat
+        self.param_display_names: list[str] = []
+        self.param_layer_index: list[tuple[int, int]] = []
+        self.param_ids_of_layer: list[list[int]] = []
+        self.learnable: list[LearnableParam] = []
+        self.learnable_id_of_param: list[int] = []
+        name_to_blob: dict[str, int] = {}
+        param_name_index: dict[str, int] = {}
+        available: set[str] = set()
+        memory = 0
+        for layer_id, lp in enumerate(built.layer):
+            if not lp.HasField("phase"):
+                lp.phase = self.phase
+            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+                raise NetError(f"layer '{lp.name}': propagate_down must be given 0 or "
+                               f"{len(lp.bottom)} times (once per bottom), found "
+                               f"{len(lp.propagate_down)}")
+            log("Creating layer %s", lp.name)
+            try:
+                cls = LAYERS.get(lp.type, f"layer '{lp.name}'")
+            except UnknownNameError as exc:
+                raise NetError(str(exc)) from None
+            layer = cls(lp, self.ctx)
+            self.layers.append(layer)
+            self.layer_names.append(lp.name)
+            log("Creating Layer %s", lp.name)
+            need_backward = False
+            bottoms: list[int] = []
+            bottom_need: list[bool] = []
+            for j, name in enumerate(lp.bottom):
+                if name not in available:
+                    raise NetError(f"layer '{lp.name}': unknown bottom blob '{name}' (bottom "
+                                   f"index {j})")
+                blob_id = name_to_blob[name]
+                log("%s <- %s", lp.name, name)
+                bottoms.append(blob_id)
+                available.discard(name)
+                need = self.blob_need_backward[blob_id]
+                if len(lp.propagate_down):
+                    need = lp.propagate_down[j]
+                bottom_need.append(need)
+                need_backward |= self.blob_need_backward[blob_id]
+            tops: list[int] = []
+            for j, name in enumerate(lp.top):
+                if j < len(lp.bottom) and name == lp.bottom[j]:
+                    log("%s -> %s (in-place)", lp.name, name)
+                    tops.append(name_to_blob[name])
+                elif name in name_to_blob:
+                    raise NetError(f"layer '{lp.name}': top blob '{name}' is produced by "
+                                   "multiple sources (only in-place reuse, top i == bottom i, "
+                                   "is allowed)")
+                else:
+                    log("%s -> %s", lp.name, name)
+                    tops.append(self._new_blob(name))
+                    name_to_blob[name] = tops[-1]
+                if lp.type == "Input":
+                    self.input_ids.append(tops[-1])
+                available.add(name)
+            if cls.auto_top_blobs:
+                needed = max(cls.min_top_blobs, cls.exact_num_top_blobs)
+                for _ in range(len(lp.top), needed):
+                    tops.append(self._new_blob("(automatic)"))
+            self.bottom_ids.append(bottoms)
+            self.top_ids.append(tops)
+            self.bottom_need_backward.append(bottom_need)
+            bottom_blobs = [self.blob_list[i] for i in bottoms]
+            top_blobs = [self.blob_list[i] for i in tops]
+            layer.setup(bottom_blobs, top_blobs)
+            log("Setting up %s", lp.name)
+            for j, blob_id in enumerate(tops):
+                weight = layer.loss_weights[j]
+                self.blob_loss_weights[blob_id] = weight
+                log("Top shape: %s", self.blob_list[blob_id].shape_string())
+                if weight:
+                    log("    with loss weight %s", fmt(weight))
+                memory += self.blob_list[blob_id].count
+            log("Memory required for data: %d", memory * 4)
+            # The layer's own parameter (it may have added param specs or loss weights).
+            lp = layer.param
+            n_params = len(layer.blobs)
+            if len(lp.param) > n_params:
+                raise NetError(f"layer '{lp.name}': too many param specs ({len(lp.param)}) for "
+                               f"its {n_params} parameter blob(s)")
+            layer.param_propagate_down = [
+                (lp.param[i].lr_mult if i < len(lp.param) else 1.0) != 0 for i in range(n_params)
+            ]
+            need_backward |= any(layer.param_propagate_down)
+            self.param_ids_of_layer.append([])
+            for i in range(n_params):
+                self._append_param(layer_id, i, param_name_index)
+            self.layer_need_backward.append(need_backward)
+            if need_backward:
+                for blob_id in tops:
+                    self.blob_need_backward[blob_id] = True
+        self._prune_backward(built.force_backward)
+        self.output_ids = [name_to_blob[name] for name in sorted(available)]
+        for blob_id in self.output_ids:
+            log("This network produces output %s", self.blob_names[blob_id])
+        self._share_weights()
+        self.debug_info = built.debug_info
+        self.param_proto = built
+        log("Network initialization done.")
+
+    # --- construction helpers ----------------------------------------------------------------
+    def _new_blob(self, name: str) -> int:
+        self.blob_list.append(Blob())
+        self.blob_names.append(name)
+        self.blob_need_backward.append(False)
+        return len(self.blob_list) - 1
+
+    def _append_param(self, layer_id: int, param_id: int, name_index: dict[str, int]) -> None:
+        layer = self.layers[layer_id]
+        lp = layer.param
+        spec = lp.param[param_id] if param_id < len(lp.param) else caffe_pb2.ParamSpec()
+        name = spec.name
+        self.param_display_names.append(name or str(param_id))
+        net_param_id = len(self.params_flat)
+        blob = layer.blobs[param_id]
+        self.params_flat.append(blob)
+        self.param_ids_of_layer[layer_id].append(net_param_id)
+        self.param_layer_index.append((layer_id, param_id))
+        if not name or name not in name_index:
+            self.param_owner.append(-1)
+            if name:
+                name_index[name] = net_param_id
+            self.learnable_id_of_param.append(len(self.learnable))
+            self.learnable.append(LearnableParam(
+                blob=blob, lr_mult=spec.lr_mult, decay_mult=spec.decay_mult,
+                has_lr_mult=spec.HasField("lr_mult"), has_decay_mult=spec.HasField("decay_mult"),
+                layer=lp.name, index=param_id))
+            return
+        owner_id = name_index[name]
+        self.param_owner.append(owner_id)
+        owner_layer, owner_index = self.param_layer_index[owner_id]
+        self.logger.info("Sharing parameters '%s' owned by layer '%s', param index %d", name,
+                         self.layer_names[owner_layer], owner_index)
+        owner_blob = self.params_flat[owner_id]
+        where = (f"cannot share param '{name}' owned by layer '{self.layer_names[owner_layer]}' "
+                 f"with layer '{lp.name}'")
+        if spec.share_mode == caffe_pb2.ParamSpec.PERMISSIVE:
+            if blob.count != owner_blob.count:
+                raise NetError(f"{where}: count mismatch; owner shape is "
+                               f"{owner_blob.shape_string()}, sharing shape is "
+                               f"{blob.shape_string()}")
+        elif blob.shape != owner_blob.shape:
+            raise NetError(f"{where}: shape mismatch; owner shape is {owner_blob.shape_string()}, "
+                           f"sharing shape is {blob.shape_string()}")
+        learnable_id = self.learnable_id_of_param[owner_id]
+        self.learnable_id_of_param.append(learnable_id)
+        owner = self.learnable[learnable_id]
+        if spec.HasField("lr_mult"):
+            if owner.has_lr_mult and spec.lr_mult != owner.lr_mult:
+                raise NetError(f"shared param '{name}' has mismatched lr_mult: {spec.lr_mult} in "
+                               f"layer '{lp.name}', {owner.lr_mult} in its owner")
+            owner.has_lr_mult, owner.lr_mult = True, spec.lr_mult
+        if spec.HasField("decay_mult"):
+            if owner.has_decay_mult and spec.decay_mult != owner.decay_mult:
+                raise NetError(f"shared param '{name}' has mismatched decay_mult: "
+                               f"{spec.decay_mult} in layer '{lp.name}', {owner.decay_mult} in "
+                               "its owner")
+            owner.has_decay_mult, owner.decay_mult = True, spec.decay_mult
+
+    def _prune_backward(self, force_backward: bool) -> None:
+        """Caffe's backward analysis: skip layers that do not reach a loss."""
+        under_loss: set[str] = set()
+        skip_backprop: set[str] = set()
+        for layer_id in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[layer_id]
+            contributes = False
+            skip_down = True
+            for j, blob_id in enumerate(self.top_ids[layer_id]):
+                name = self.blob_names[blob_id]
+                if layer.loss_weights[j] or name in under_loss:
+                    contributes = True
+                if name not in skip_backprop:
+                    skip_down = False
+                if contributes and not skip_down:
+                    break
+            if self.layer_need_backward[layer_id] and skip_down:
+                self.layer_need_backward[layer_id] = False
+                self.bottom_need_backward[layer_id] = [False] * len(self.bottom_ids[layer_id])
+            if not contributes:
+                self.layer_need_backward[layer_id] = False
+            verdict = "needs" if self.layer_need_backward[layer_id] else "does not need"
+            self.logger.info("%s %s backward computation.", self.layer_names[layer_id], verdict)
+            for j, blob_id in enumerate(self.bottom_ids[layer_id]):
+                name = self.blob_names[blob_id]
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[layer_id][j] = False
+                if not self.bottom_need_backward[layer_id][j]:
+                    skip_backprop.add(name)
+        if force_backward:
+            for layer_id, layer in enumerate(self.layers):
+                self.layer_need_backward[layer_id] = True
+                for j, blob_id in enumerate(self.bottom_ids[layer_id]):
+                    need = self.bottom_need_backward[layer_id][j] or layer.allow_force_backward(j)
+                    self.bottom_need_backward[layer_id][j] = need
+                    self.blob_need_backward[blob_id] = self.blob_need_backward[blob_id] or need
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    def _share_weights(self) -> None:
+        for i, owner in enumerate(self.param_owner):
+            if owner >= 0:
+                self.params_flat[i].share_data(self.params_flat[owner])
+                self.params_flat[i].share_diff(self.params_flat[owner])
+
+    # --- running -----------------------------------------------------------------------------
+    def bottoms(self, layer_id: int) -> list[Blob]:
+        return [self.blob_list[i] for i in self.bottom_ids[layer_id]]
+
+    def tops(self, layer_id: int) -> list[Blob]:
+        return [self.blob_list[i] for i in self.top_ids[layer_id]]
+
+    def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
+        end = len(self.layers) - 1 if end is None else end
+        loss = 0.0
+        for layer_id in range(start, end + 1):
+            layer = self.layers[layer_id]
+            bottom, top = self.bottoms(layer_id), self.tops(layer_id)
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            for j, weight in enumerate(layer.loss_weights):
+                if weight:
+                    t = top[j]
+                    loss += float(np.dot(t.data.ravel(), t.diff.ravel()))
+            if self.debug_info:
+                self._forward_debug(layer_id)
+        return loss
+
+    def forward(self) -> float:
+        """Run every layer; return the weighted loss (Caffe's Forward(&loss))."""
+        return self.forward_from_to(0, len(self.layers) - 1)
+
+    def backward_from_to(self, start: int, end: int = 0) -> None:
+        for layer_id in range(start, end - 1, -1):
+            if self.layer_need_backward[layer_id]:
+                self.layers[layer_id].backward(self.tops(layer_id),
+                                               self.bottom_need_backward[layer_id],
+                                               self.bottoms(layer_id))
+                if self.debug_info:
+                    self._backward_debug(layer_id)
+
+    def backward(self) -> None:
+        self.backward_from_to(len(self.layers) - 1, 0)
+        if self.debug_info:
+            asum_data = sum(p.blob.asum_data() for p in self.learnable)
+            asum_diff = sum(p.blob.asum_diff() for p in self.learnable)
+            sumsq_data = sum(p.blob.sumsq_data() for p in self.learnable)
+            sumsq_diff = sum(p.blob.sumsq_diff() for p in self.learnable)
+            self.logger.error(
+                "    [Backward] All net params (data, diff): L1 norm = (%s, %s); "
+                "L2 norm = (%s, %s)", fmt(np.float32(asum_data)), fmt(np.float32(asum_diff)),
+                fmt(np.float32(np.sqrt(sumsq_data))), fmt(np.float32(np.sqrt(sumsq_diff))))
+
+    def forward_backward(self) -> float:
+        loss = self.forward()
+        self.backward()
+        return loss
+
+    def _forward_debug(self, layer_id: int) -> None:
+        name = self.layer_names[layer_id]
+        for blob_id in self.top_ids[layer_id]:
+            blob = self.blob_list[blob_id]
+            self.logger.info("    [Forward] Layer %s, top blob %s data: %s", name,
+                             self.blob_names[blob_id], fmt(_mean_abs(blob.data)))
+        for i, param_id in enumerate(self.param_ids_of_layer[layer_id]):
+            blob = self.layers[layer_id].blobs[i]
+            self.logger.info("    [Forward] Layer %s, param blob %s data: %s", name,
+                             self.param_display_names[param_id], fmt(_mean_abs(blob.data)))
+
+    def _backward_debug(self, layer_id: int) -> None:
+        name = self.layer_names[layer_id]
+        for j, blob_id in enumerate(self.bottom_ids[layer_id]):
+            if self.bottom_need_backward[layer_id][j]:
+                blob = self.blob_list[blob_id]
+                self.logger.info("    [Backward] Layer %s, bottom blob %s diff: %s", name,
+                                 self.blob_names[blob_id], fmt(_mean_abs(blob.diff)))
+        layer = self.layers[layer_id]
+        for i, blob in enumerate(layer.blobs):
+            if layer.param_propagate_down[i]:
+                self.logger.info("    [Backward] Layer %s, param blob %d diff: %s", name, i,
+                                 fmt(_mean_abs(blob.diff)))
+
+    def clear_param_diffs(self) -> None:
+        for p in self.learnable:
+            p.blob.diff[...] = 0
+
+    def update(self) -> None:
+        """``data -= diff`` for every owner parameter (Caffe's Net::Update)."""
+        for p in self.learnable:
+            np.subtract(p.blob.data, p.blob.diff, out=p.blob.data)
+
+    # --- pycaffe-style views -------------------------------------------------------------------
+    @property
+    def blobs(self) -> OrderedDict[str, Blob]:
+        out: OrderedDict[str, Blob] = OrderedDict()
+        for name, blob in zip(self.blob_names, self.blob_list):
+            if name != "(automatic)":
+                out[name] = blob
+        return out
+
+    @property
+    def params(self) -> OrderedDict[str, list[Blob]]:
+        out: OrderedDict[str, list[Blob]] = OrderedDict()
+        for name, layer in zip(self.layer_names, self.layers):
+            if layer.blobs:
+                out[name] = layer.blobs
+        return out
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.blob_names[i] for i in self.output_ids]
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.blob_names[i] for i in self.input_ids]
+
+    def output_blobs(self) -> list[tuple[str, Blob, float]]:
+        """(name, blob, loss weight) of each output, in Caffe's (name-sorted) order."""
+        return [(self.blob_names[i], self.blob_list[i], self.blob_loss_weights.get(i, 0.0))
+                for i in self.output_ids]
+
+    def layer_by_name(self, name: str) -> Layer | None:
+        for layer_name, layer in zip(self.layer_names, self.layers):
+            if layer_name == name:
+                return layer
+        return None
+
+    # --- weights ---------------------------------------------------------------------------------
+    def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
+        """The net as built, with current parameter values (Caffe's Net::ToProto)."""
+        out = caffe_pb2.NetParameter()
+        out.name = self.name
+        for layer in self.layers:
+            lp = out.layer.add()
+            lp.CopyFrom(layer.param)
+            del lp.blobs[:]
+            for blob in layer.blobs:
+                lp.blobs.append(blob.to_proto(write_diff))
+        return out
+
+    def copy_trained_layers_from(self, source: caffe_pb2.NetParameter, filename: str) -> None:
+        """Copy parameters by layer name (Caffe's CopyTrainedLayersFrom); every shape mismatch
+        is reported at once."""
+        problems = []
+        for src in source.layer:
+            layer = self.layer_by_name(src.name)
+            if layer is None:
+                self.logger.info("Ignoring source layer %s", src.name)
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                problems.append(f"layer '{src.name}' has {len(src.blobs)} parameter blob(s) in "
+                                f"the file but {len(layer.blobs)} in the net")
+                continue
+            for j, (proto, blob) in enumerate(zip(src.blobs, layer.blobs)):
+                if not shapes_equal(proto, blob.shape):
+                    shape = " ".join(str(d) for d in proto_shape(proto))
+                    problems.append(
+                        f"cannot copy param {j} weights from layer '{src.name}': shape mismatch, "
+                        f"source param shape is {shape}, target param shape is "
+                        f"{blob.shape_string().rsplit(' (', 1)[0]}")
+        if problems:
+            hint = ("; to learn a layer from scratch rather than copying it from a saved net, "
+                    "rename the layer")
+            raise WeightsError(f"{filename}: " + "; ".join(problems) + hint)
+        for src in source.layer:
+            layer = self.layer_by_name(src.name)
+            if layer is None:
+                continue
+            for proto, blob in zip(src.blobs, layer.blobs):
+                blob.from_proto(proto, reshape=False)
+
+    def share_trained_layers_with(self, other: Net) -> None:
+        """Use ``other``'s parameter data by layer name (Caffe's ShareTrainedLayersWith)."""
+        for name, src_layer in zip(other.layer_names, other.layers):
+            layer = self.layer_by_name(name)
+            if layer is None:
+                self.logger.info("Ignoring source layer %s", name)
+                continue
+            if len(layer.blobs) != len(src_layer.blobs):
+                raise WeightsError(f"layer '{name}': {len(src_layer.blobs)} parameter blobs in "
+                                   f"the train net, {len(layer.blobs)} in the test net")
+            for j, (mine, theirs) in enumerate(zip(layer.blobs, src_layer.blobs)):
+                if mine.shape != theirs.shape:
+                    raise WeightsError(
+                        f"cannot share param {j} of layer '{name}': train net shape "
+                        f"{theirs.shape_string()}, test net shape {mine.shape_string()}")
+                mine.data = theirs.data
+
+    def close(self) -> None:
+        for layer in self.layers:
+            closer = getattr(layer, "close", None)
+            if closer is not None:
+                closer()
+
+
+def _mean_abs(array: np.ndarray) -> np.float32:
+    if array.size == 0:
+        return np.float32(0)
+    return np.float32(np.abs(array, dtype=np.float32).sum(dtype=np.float64) / array.size)

@@ -1,0 +1,170 @@
+"""Reading and writing Caffe's protobuf files (text prototxt and binary)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import TypeVar
+
+from google.protobuf import message as _message
+from google.protobuf import text_format
+
+from ..errors import ParseError, PyforgeError
+from ..log import get_logger
+from . import caffe_pb2
+from .upgrade import upgrade_net_param, upgrade_solver_param
+
+M = TypeVar("M", bound=_message.Message)
+
+_LOCATION = re.compile(r"^(\d+):(\d+)\s*:\s*(.*)$", re.S)
+_NO_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
+# Fields that well-known Caffe forks added; naming the fork tells the user why a file that worked
+# elsewhere does not parse here.
+_FORK_FIELDS = {
+    "round_below": "a Caffe fork (e.g. SSD / NVCaffe)",
+    "multibox_loss_param": "SSD (weiliu89/caffe)",
+    "prior_box_param": "SSD (weiliu89/caffe)",
+    "detection_output_param": "SSD (weiliu89/caffe)",
+    "roi_pooling_param": "py-faster-rcnn",
+    "proposal_param": "py-faster-rcnn",
+    "smooth_l1_loss_param": "py-faster-rcnn",
+    "correlation_param": "FlowNet",
+    "interp_param": "DeepLab / PSPNet",
+}
+
+
+def _suggest_field(message_type: str, field: str) -> str:
+    """' Did you mean ...?' for a misspelt field name, or a hint about the fork that defines it."""
+    hints = []
+    if field in _FORK_FIELDS:
+        hints.append(f"'{field}' is defined by {_FORK_FIELDS[field]}, not by BVLC Caffe")
+    name = message_type.split(".")[-1]
+    descriptor = getattr(caffe_pb2, name, None)
+    if descriptor is not None and hasattr(descriptor, "DESCRIPTOR"):
+        known = [f.name for f in descriptor.DESCRIPTOR.fields]
+        close = difflib.get_close_matches(field, known, n=1)
+        if close:
+            hints.append(f"did you mean '{close[0]}'?")
+    return ("; " + "; ".join(hints)) if hints else ""
+
+
+def parse_text_proto(text: str, message: M, filename: str) -> M:
+    """Parse protobuf text format into ``message``; errors become ``file:line:col: message``."""
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        raw = str(exc)
+        match = _LOCATION.match(raw)
+        line = col = None
+        what = raw
+        if match:
+            line, col, what = int(match.group(1)), int(match.group(2)), match.group(3).strip()
+        # protobuf repeats the whole source line in some messages; the caret line shows it.
+        what = re.sub(r"^'.*?': ", "", what, flags=re.S).rstrip(".")
+        field_match = _NO_FIELD.search(what)
+        if field_match:
+            what += _suggest_field(field_match.group(1), field_match.group(2))
+        if line is None:
+            raise ParseError(f"{filename}: {what}") from None
+        lines = text.splitlines()
+        detail = None
+        if 1 <= line <= len(lines):
+            source = lines[line - 1].expandtabs(1)
+            detail = f"  {source}\n  {' ' * max(col - 1, 0)}^"
+        raise ParseError(f"{filename}:{line}:{col}: {what}", detail) from None
+    return message
+
+
+def read_text_proto(path: str | os.PathLike, message: M) -> M:
+    """Read a prototxt file into ``message``; a missing or unreadable file is a clear error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PyforgeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PyforgeError(f"{path}: is a directory, expected a prototxt file") from None
+    except UnicodeDecodeError as exc:
+        raise ParseError(
+            f"{path}: not a text prototxt (byte {exc.start} is not UTF-8); "
+            "binary .caffemodel/.solverstate files are passed with --weights/--snapshot"
+        ) from None
+    except OSError as exc:
+        raise PyforgeError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_text_proto(text, message, str(path))
+
+
+def read_binary_proto(path: str | os.PathLike, message: M) -> M:
+    """Read a binary protobuf file (.caffemodel, .solverstate, .binaryproto) into ``message``."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PyforgeError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PyforgeError(f"{path}: is a directory, expected a binary protobuf file") from None
+    except OSError as exc:
+        raise PyforgeError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        message.ParseFromString(data)
+    except _message.DecodeError as exc:
+        raise ParseError(
+            f"{path}: not a valid binary {message.DESCRIPTOR.name} ({len(data)} bytes): {exc}"
+        ) from None
+    return message
+
+
+def write_binary_proto(path: str | os.PathLike, message: _message.Message) -> None:
+    """Write ``message`` to ``path`` atomically: a temporary file, fsync, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    data = message.SerializeToString()
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise PyforgeError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def resolve_path(path: str, referrer: str | os.PathLike | None, what: str = "file") -> str:
+    """Resolve a path named inside a prototxt as Caffe does: against the current directory.
+
+    Caffe users often run from another folder than the one they wrote paths for. When the path
+    does not exist relative to the current directory but does relative to the folder of the file
+    that names it (``referrer``), that one is used and the substitution is logged.
+    """
+    if not path or os.path.isabs(path) or os.path.exists(path) or referrer is None:
+        return path
+    candidate = os.path.join(os.path.dirname(os.fspath(referrer)), path)
+    if os.path.exists(candidate):
+        get_logger().info(
+            "%s '%s' does not exist relative to the current directory; using '%s' "
+            "(relative to %s)",
+            what,
+            path,
+            candidate,
+            referrer,
+        )
+        return candidate
+    return path
+
+
+def read_net_param(path: str | os.PathLike) -> caffe_pb2.NetParameter:
+    """Read a net prototxt (text) or a binary NetParameter, upgraded to the current format."""
+    param = caffe_pb2.NetParameter()
+    read_text_proto(path, param)
+    return upgrade_net_param(param, str(path))
+
+
+def read_solver_param(path: str | os.PathLike) -> caffe_pb2.SolverParameter:
+    """Read a solver prototxt, upgrading ``solver_type`` and defaulting ``snapshot_prefix``."""
+    param = caffe_pb2.SolverParameter()
+    read_text_proto(path, param)
+    return upgrade_solver_param(param, str(path))

@@ -1,0 +1,137 @@
+"""Learning-rate policies, keyed by Caffe's ``lr_policy`` strings.
+
+Each policy is ``rate(solver_param, iter, state) -> float``, computed in float32 as Caffe
+computes it. ``state`` carries ``current_step`` (multistep advances it by at most one per call,
+step recomputes it). ``check(param)`` enforces Caffe's parameter checks up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SolverError
+from ..log import get_logger
+from ..proto import caffe_pb2
+from ..registry import Registry
+
+f32 = np.float32
+
+
+@dataclass
+class LrState:
+    current_step: int = 0
+
+
+@dataclass(frozen=True)
+class LrPolicy:
+    rate: Callable[[caffe_pb2.SolverParameter, int, LrState], float]
+    check: Callable[[caffe_pb2.SolverParameter], None]
+    uses: tuple[str, ...]
+
+
+LR_POLICIES: Registry[LrPolicy] = Registry("lr_policy")
+
+
+def _need(condition: bool, policy: str, what: str, found) -> None:
+    if not condition:
+        raise SolverError(f"lr_policy '{policy}' needs {what}, found {found}")
+
+
+def _gamma_nonneg(policy: str):
+    def check(p: caffe_pb2.SolverParameter) -> None:
+        _need(p.gamma >= 0, policy, "gamma >= 0", f"gamma: {p.gamma:g}")
+
+    return check
+
+
+def _policy(name: str, uses: tuple[str, ...], check=None):
+    def decorate(fn):
+        LR_POLICIES.register(name)(LrPolicy(rate=fn, check=check or (lambda p: None), uses=uses))
+        return fn
+
+    return decorate
+
+
+@_policy("fixed", ("base_lr",))
+def fixed(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """``base_lr``."""
+    return f32(p.base_lr)
+
+
+def _check_step(p: caffe_pb2.SolverParameter) -> None:
+    _need(p.stepsize > 0, "step", "stepsize > 0", f"stepsize: {p.stepsize}")
+    _gamma_nonneg("step")(p)
+
+
+@_policy("step", ("base_lr", "gamma", "stepsize"), _check_step)
+def step(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """``base_lr * gamma ^ floor(iter / stepsize)``."""
+    state.current_step = it // p.stepsize
+    return f32(p.base_lr) * np.power(f32(p.gamma), f32(state.current_step))
+
+
+@_policy("exp", ("base_lr", "gamma"), _gamma_nonneg("exp"))
+def exp(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """``base_lr * gamma ^ iter``."""
+    return f32(p.base_lr) * np.power(f32(p.gamma), f32(it))
+
+
+@_policy("inv", ("base_lr", "gamma", "power"), _gamma_nonneg("inv"))
+def inv(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """``base_lr * (1 + gamma * iter) ^ (-power)``."""
+    return f32(p.base_lr) * np.power(f32(1) + f32(p.gamma) * f32(it), -f32(p.power))
+
+
+def _check_multistep(p: caffe_pb2.SolverParameter) -> None:
+    _gamma_nonneg("multistep")(p)
+    values = list(p.stepvalue)
+    _need(bool(values), "multistep", "at least one stepvalue", "none")
+    _need(all(b > a for a, b in zip(values, values[1:])), "multistep",
+          "increasing stepvalues", values)
+
+
+@_policy("multistep", ("base_lr", "gamma", "stepvalue"), _check_multistep)
+def multistep(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """``base_lr * gamma ^ current_step``; current_step advances by at most one per call, when
+    ``iter >= stepvalue[current_step]`` (Caffe's ``if``, not ``while``)."""
+    if state.current_step < len(p.stepvalue) and it >= p.stepvalue[state.current_step]:
+        state.current_step += 1
+        get_logger().info("MultiStep Status: Iteration %d, step = %d", it, state.current_step)
+    return f32(p.base_lr) * np.power(f32(p.gamma), f32(state.current_step))
+
+
+def _check_poly(p: caffe_pb2.SolverParameter) -> None:
+    _need(p.max_iter > 0, "poly", "max_iter > 0", f"max_iter: {p.max_iter}")
+
+
+@_policy("poly", ("base_lr", "power", "max_iter"), _check_poly)
+def poly(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """``base_lr * (1 - iter / max_iter) ^ power``."""
+    return f32(p.base_lr) * np.power(f32(1) - f32(it) / f32(p.max_iter), f32(p.power))
+
+
+def _check_sigmoid(p: caffe_pb2.SolverParameter) -> None:
+    _gamma_nonneg("sigmoid")(p)
+    _need(p.stepsize > 0, "sigmoid", "stepsize > 0", f"stepsize: {p.stepsize}")
+
+
+@_policy("sigmoid", ("base_lr", "gamma", "stepsize"), _check_sigmoid)
+def sigmoid(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """``base_lr / (1 + exp(-gamma * (iter - stepsize)))``."""
+    with np.errstate(over="ignore"):
+        e = np.exp(-f32(p.gamma) * (f32(it) - f32(p.stepsize)))
+    return f32(p.base_lr) * (f32(1) / (f32(1) + e))
+
+
+def get_policy(param: caffe_pb2.SolverParameter) -> LrPolicy:
+    if not param.lr_policy:
+        raise SolverError(f"lr_policy is not set (known: {', '.join(LR_POLICIES.names())})")
+    try:
+        policy = LR_POLICIES.get(param.lr_policy)
+    except Exception as exc:
+        raise SolverError(str(exc)) from None
+    policy.check(param)
+    return policy

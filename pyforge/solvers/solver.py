@@ -1,0 +1,446 @@
+"""The training loop shared by every solver type (Caffe's Solver and SGDSolver template)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+from google.protobuf import text_format
+
+from ..blob import Blob
+from ..errors import PyforgeError, SolverError, WeightsError
+from ..io.snapshot import read_weights, snapshot_filename, write_model, write_solver_state
+from ..log import fmt, get_logger
+from ..net.net import Net
+from ..proto import caffe_pb2, read_binary_proto, read_net_param, resolve_path
+from ..rng import make_rng
+from .lr_policy import LrState, get_policy
+
+NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
+f32 = np.float32
+
+
+class Solver:
+    """Builds the train and test nets from a SolverParameter and trains them.
+
+    Subclasses implement ``compute_update_value(param_id, rate)``; everything else (the loop,
+    lr, clipping, normalisation, regularisation, testing, snapshots) is shared, in Caffe's order.
+    """
+
+    type_name = ""
+    #: Number of history blobs per learnable parameter (AdaDelta and Adam keep two).
+    history_sets = 1
+
+    def __init__(self, param: caffe_pb2.SolverParameter, solver_file: str | None = None,
+                 logger: logging.Logger | None = None,
+                 action: Callable[[], str] | None = None) -> None:
+        self.logger = logger or get_logger()
+        self.param = param
+        self.solver_file = solver_file
+        self.action = action or (lambda: NONE)
+        log = self.logger.info
+        log("Initializing solver from parameters: \n%s", text_format.MessageToString(param))
+        self.check_params()
+        self.lr_policy = get_policy(param)
+        self._resolve_snapshot_prefix()
+        self._check_snapshot_write_permissions()
+        self.rng = make_rng(param.random_seed if param.HasField("random_seed") else None)
+        self.net = self._init_train_net()
+        self.test_nets = self._init_test_nets()
+        log("Solver scaffolding done.")
+        self.iter = 0
+        self.lr_state = LrState()
+        self.losses: list[np.float32] = []
+        self.smoothed_loss = f32(0)
+        self.requested_early_exit = False
+        self.iterations_last = 0
+        self.history: list[Blob] = []
+        self.pre_solve()
+
+    # --- construction ----------------------------------------------------------------------
+    def check_params(self) -> None:
+        p = self.param
+        if p.average_loss < 1:
+            raise SolverError(f"average_loss must be >= 1, found {p.average_loss}")
+        if p.iter_size < 1:
+            raise SolverError(f"iter_size must be >= 1, found {p.iter_size}")
+        if p.regularization_type not in ("L1", "L2"):
+            raise SolverError(f"unknown regularization_type '{p.regularization_type}' "
+                              "(known: L1, L2)")
+
+    def _resolve_snapshot_prefix(self) -> None:
+        prefix = self.param.snapshot_prefix
+        directory = os.path.dirname(prefix)
+        if directory and not os.path.isdir(directory) and self.solver_file:
+            candidate = os.path.join(os.path.dirname(self.solver_file), directory)
+            if os.path.isdir(candidate):
+                self.param.snapshot_prefix = os.path.join(os.path.dirname(self.solver_file),
+                                                          prefix)
+                self.logger.info("snapshot_prefix folder '%s' does not exist relative to the "
+                                 "current directory; using '%s' (relative to %s)", directory,
+                                 candidate, self.solver_file)
+
+    def _check_snapshot_write_permissions(self) -> None:
+        p = self.param
+        if not (p.snapshot > 0 or p.snapshot_after_train):
+            return
+        if p.snapshot > 0 and not p.snapshot_prefix:
+            raise SolverError("snapshot is set but snapshot_prefix is not")
+        probe = f"{p.snapshot_prefix}_iter_probe.tempfile"
+        try:
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError:
+            raise SolverError(f"cannot write to snapshot prefix '{p.snapshot_prefix}'; make sure "
+                              "its directory exists and is writable") from None
+
+    def _read_net(self, path: str) -> tuple[caffe_pb2.NetParameter, str]:
+        resolved = resolve_path(path, self.solver_file, "net")
+        return read_net_param(resolved), resolved
+
+    def _init_train_net(self) -> Net:
+        p = self.param
+        sources = [p.HasField("train_net_param"), p.HasField("train_net"), p.HasField("net_param"),
+                   p.HasField("net")]
+        if sum(sources) != 1:
+            raise SolverError("give exactly one of net, net_param, train_net, train_net_param "
+                              f"in the solver; found {sum(sources)}")
+        if p.HasField("train_net_param"):
+            self.logger.info("Creating training net specified in train_net_param.")
+            net_param, source = caffe_pb2.NetParameter(), self.solver_file
+            net_param.CopyFrom(p.train_net_param)
+        elif p.HasField("train_net"):
+            self.logger.info("Creating training net from train_net file: %s", p.train_net)
+            net_param, source = self._read_net(p.train_net)
+        elif p.HasField("net_param"):
+            self.logger.info("Creating training net specified in net_param.")
+            net_param, source = caffe_pb2.NetParameter(), self.solver_file
+            net_param.CopyFrom(p.net_param)
+        else:
+            self.logger.info("Creating training net from net file: %s", p.net)
+            net_param, source = self._read_net(p.net)
+        state = caffe_pb2.NetState(phase=caffe_pb2.TRAIN)
+        state.MergeFrom(net_param.state)
+        state.MergeFrom(p.train_state)
+        net_param.state.CopyFrom(state)
+        net = Net(net_param, rng=self.rng, logger=self.logger, source_file=source)
+        self._load_weights(net)
+        return net
+
+    def _init_test_nets(self) -> list[Net]:
+        p = self.param
+        generic = p.HasField("net") or p.HasField("net_param")
+        if p.HasField("net") and p.HasField("net_param"):
+            raise SolverError("give only one of net and net_param")
+        specific = len(p.test_net_param) + len(p.test_net)
+        n_tests = len(p.test_iter)
+        if generic:
+            if n_tests < specific:
+                raise SolverError(f"test_iter must be given for each test net: {n_tests} "
+                                  f"test_iter for {specific} test net(s)")
+        elif n_tests != specific:
+            raise SolverError(f"test_iter must be given once per test net: {n_tests} test_iter "
+                              f"for {specific} test net(s)")
+        n_generic = n_tests - specific
+        total = specific + (n_generic if generic else 0)
+        if len(p.test_state) and len(p.test_state) != total:
+            raise SolverError(f"test_state must be empty or given once per test net: "
+                              f"{len(p.test_state)} test_state for {total} test net(s)")
+        if total and p.test_interval <= 0:
+            raise SolverError(f"test_interval must be > 0 when there are test nets, found "
+                              f"{p.test_interval}")
+        specs: list[tuple[str, caffe_pb2.NetParameter, str | None]] = []
+        for net_param in p.test_net_param:
+            specs.append(("test_net_param", net_param, self.solver_file))
+        for name in p.test_net:
+            net_param, source = self._read_net(name)
+            specs.append((f"test_net file: {name}", net_param, source))
+        for _ in range(n_generic if generic else 0):
+            if p.HasField("net"):
+                net_param, source = self._read_net(p.net)
+                specs.append((f"net file: {p.net}", net_param, source))
+            else:
+                specs.append(("net_param", p.net_param, self.solver_file))
+        nets = []
+        for i, (label, net_param, source) in enumerate(specs):
+            copy = caffe_pb2.NetParameter()
+            copy.CopyFrom(net_param)
+            state = caffe_pb2.NetState(phase=caffe_pb2.TEST)
+            state.MergeFrom(copy.state)
+            if len(p.test_state):
+                state.MergeFrom(p.test_state[i])
+            copy.state.CopyFrom(state)
+            self.logger.info("Creating test net (#%d) specified by %s", i, label)
+            net = Net(copy, rng=self.rng, logger=self.logger, source_file=source)
+            net.debug_info = p.debug_info
+            self._load_weights(net)
+            nets.append(net)
+        return nets
+
+    def _load_weights(self, net: Net) -> None:
+        for entry in self.param.weights:
+            for path in entry.split(","):
+                path = path.strip()
+                if not path:
+                    continue
+                resolved = resolve_path(path, self.solver_file, "weights")
+                self.logger.info("Finetuning from %s", path)
+                net.copy_trained_layers_from(read_weights(resolved), resolved)
+
+    def pre_solve(self) -> None:
+        shapes = [p.blob.shape for p in self.net.learnable]
+        self.history = [Blob(s) for _ in range(self.history_sets) for s in shapes]
+
+    # --- the loop --------------------------------------------------------------------------
+    def solve(self, resume_file: str | None = None) -> None:
+        log = self.logger.info
+        log("Solving %s", self.net.name)
+        log("Learning Rate Policy: %s", self.param.lr_policy)
+        self.requested_early_exit = False
+        if resume_file:
+            log("Restoring previous solver status from %s", resume_file)
+            self.restore(resume_file)
+        start_iter = self.iter
+        self.step(self.param.max_iter - self.iter)
+        p = self.param
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            log("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            loss = f32(self.net.forward())
+            self.update_smoothed_loss(loss, start_iter, p.average_loss)
+            log("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        log("Optimization Done.")
+
+    def step(self, iters: int) -> None:
+        p = self.param
+        start_iter = self.iter
+        stop_iter = self.iter + iters
+        self.losses = []
+        self.smoothed_loss = f32(0)
+        timer = time.perf_counter()
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (
+                self.iter > 0 or p.test_initialization
+            ):
+                self.test_all()
+                if self.requested_early_exit:
+                    break
+            display = bool(p.display) and self.iter % p.display == 0
+            self.net.debug_info = display and p.debug_info
+            loss = f32(0)
+            for _ in range(p.iter_size):
+                loss += f32(self.net.forward_backward())
+            loss /= f32(p.iter_size)
+            self.update_smoothed_loss(loss, start_iter, p.average_loss)
+            if display:
+                lapse = time.perf_counter() - timer
+                per_s = (self.iter - self.iterations_last) / (lapse if lapse else 1)
+                self.logger.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter,
+                                 fmt(per_s), fmt(round(lapse, 3)), p.display,
+                                 fmt(self.smoothed_loss))
+                timer = time.perf_counter()
+                self.iterations_last = self.iter
+                self._log_outputs("Train", self.net)
+            self.apply_update()
+            request = self.action()
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
+                self.snapshot()
+            if request == STOP:
+                self.requested_early_exit = True
+                break
+
+    def _log_outputs(self, kind: str, net: Net) -> None:
+        index = 0
+        for name, blob, weight in net.output_blobs():
+            for value in blob.data.reshape(-1):
+                self.logger.info("    %s net output #%d: %s = %s%s", kind, index, name,
+                                 fmt(value), _loss_note(weight, value))
+                index += 1
+
+    def update_smoothed_loss(self, loss: np.float32, start_iter: int, average_loss: int) -> None:
+        if len(self.losses) < average_loss:
+            self.losses.append(loss)
+            size = len(self.losses)
+            self.smoothed_loss = f32((self.smoothed_loss * f32(size - 1) + loss) / f32(size))
+        else:
+            idx = (self.iter - start_iter) % average_loss
+            self.smoothed_loss = f32(self.smoothed_loss
+                                     + (loss - self.losses[idx]) / f32(average_loss))
+            self.losses[idx] = loss
+
+    # --- testing -----------------------------------------------------------------------------
+    def test_all(self) -> None:
+        for test_id in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            self.test(test_id)
+
+    def test(self, test_id: int) -> None:
+        log = self.logger.info
+        log("Iteration %d, Testing net (#%d)", self.iter, test_id)
+        test_net = self.test_nets[test_id]
+        test_net.share_trained_layers_with(self.net)
+        scores: list[np.float32] = []
+        loss = f32(0)
+        n_iter = self.param.test_iter[test_id]
+        for i in range(n_iter):
+            request = self.action()
+            while request != NONE:
+                if request == SNAPSHOT:
+                    self.snapshot()
+                elif request == STOP:
+                    self.requested_early_exit = True
+                request = self.action()
+            if self.requested_early_exit:
+                break
+            iter_loss = f32(test_net.forward())
+            if self.param.test_compute_loss:
+                loss += iter_loss
+            values = [v for _, blob, _ in test_net.output_blobs() for v in blob.data.reshape(-1)]
+            if i == 0:
+                scores = [f32(v) for v in values]
+            else:
+                scores = [f32(s + v) for s, v in zip(scores, values)]
+        if self.requested_early_exit:
+            log("Test interrupted.")
+            return
+        if self.param.test_compute_loss:
+            log("Test loss: %s", fmt(loss / f32(n_iter)))
+        index = 0
+        for name, blob, weight in test_net.output_blobs():
+            for _ in range(blob.count):
+                mean = f32(scores[index] / f32(n_iter))
+                log("    Test net output #%d: %s = %s%s", index, name, fmt(mean),
+                    _loss_note(weight, mean))
+                index += 1
+
+    # --- the update (SGDSolver::ApplyUpdate) -------------------------------------------------
+    def learning_rate(self) -> float:
+        return f32(self.lr_policy.rate(self.param, self.iter, self.lr_state))
+
+    def apply_update(self) -> None:
+        rate = self.learning_rate()
+        p = self.param
+        if p.display and self.iter % p.display == 0:
+            self.logger.info("Iteration %d, lr = %s", self.iter, fmt(rate))
+        self.clip_gradients()
+        for param_id in range(len(self.net.learnable)):
+            self.normalize(param_id)
+            self.regularize(param_id)
+            self.compute_update_value(param_id, rate)
+        self.net.update()
+        self.iter += 1
+
+    def clip_gradients(self) -> None:
+        clip = f32(self.param.clip_gradients)
+        if clip < 0:
+            return
+        sumsq = f32(sum(f32(p.blob.sumsq_diff()) for p in self.net.learnable))
+        l2norm = f32(np.sqrt(sumsq))
+        if l2norm > clip:
+            scale = f32(clip / l2norm)
+            self.logger.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by "
+                             "scale factor %s", fmt(l2norm), fmt(clip), fmt(scale))
+            for p in self.net.learnable:
+                p.blob.diff *= scale
+
+    def normalize(self, param_id: int) -> None:
+        if self.param.iter_size == 1:
+            return
+        self.net.learnable[param_id].blob.diff *= f32(1.0) / f32(self.param.iter_size)
+
+    def regularize(self, param_id: int) -> None:
+        learnable = self.net.learnable[param_id]
+        local_decay = f32(self.param.weight_decay) * f32(learnable.decay_mult)
+        if not local_decay:
+            return
+        blob = learnable.blob
+        if self.param.regularization_type == "L2":
+            blob.diff += local_decay * blob.data
+        else:
+            blob.diff += local_decay * np.sign(blob.data)
+
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        raise NotImplementedError
+
+    def local_rate(self, param_id: int, rate: float) -> np.float32:
+        return f32(rate) * f32(self.net.learnable[param_id].lr_mult)
+
+    # --- snapshots -----------------------------------------------------------------------------
+    def snapshot(self) -> str:
+        p = self.param
+        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
+            raise PyforgeError("snapshot_format: HDF5 is not supported yet; use BINARYPROTO")
+        model_file = snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel")
+        self.logger.info("Snapshotting to binary proto file %s", model_file)
+        write_model(model_file, self.net.to_proto(p.snapshot_diff))
+        state_file = snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate")
+        self.logger.info("Snapshotting solver state to binary proto file %s", state_file)
+        write_solver_state(state_file, self.solver_state(model_file))
+        return model_file
+
+    def solver_state(self, model_file: str) -> caffe_pb2.SolverState:
+        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_file,
+                                      current_step=self.lr_state.current_step)
+        for blob in self.history:
+            state.history.append(blob.to_proto())
+        return state
+
+    def restore(self, path: str) -> None:
+        """Resume from a .solverstate (Caffe's Restore); the data position restarts, as in
+        Caffe."""
+        path = _solverstate_for(path, self.logger)
+        state = read_binary_proto(path, caffe_pb2.SolverState())
+        self.iter = state.iter
+        if state.HasField("learned_net"):
+            model = resolve_path(state.learned_net, path, "learned_net")
+            self.net.copy_trained_layers_from(read_weights(model), model)
+        self.lr_state.current_step = state.current_step
+        if len(state.history) != len(self.history):
+            raise WeightsError(
+                f"{path}: holds {len(state.history)} history blobs but a {self.type_name} solver "
+                f"on this net needs {len(self.history)} ({len(self.net.learnable)} learnable "
+                f"parameter blobs x {self.history_sets}); was it written by another solver type "
+                "or for another net?")
+        self.logger.info("SGDSolver: restoring history")
+        for i, (blob, proto) in enumerate(zip(self.history, state.history)):
+            if tuple(proto.shape.dim) != blob.shape and proto.HasField("shape"):
+                raise WeightsError(f"{path}: history blob {i} has shape {tuple(proto.shape.dim)}, "
+                                   f"the net's parameter has {blob.shape}")
+            blob.from_proto(proto, reshape=False)
+
+    def close(self) -> None:
+        self.net.close()
+        for net in self.test_nets:
+            net.close()
+
+
+def _loss_note(weight: float, value) -> str:
+    if not weight:
+        return ""
+    return f" (* {fmt(f32(weight))} = {fmt(f32(weight) * f32(value))} loss)"
+
+
+def _solverstate_for(path: str, logger: logging.Logger) -> str:
+    """Accept a .caffemodel where the .solverstate belongs, when its partner exists."""
+    if path.endswith(".caffemodel"):
+        partner = path[: -len(".caffemodel")] + ".solverstate"
+        if os.path.exists(partner):
+            logger.info("%s holds weights only; resuming from its partner %s", path, partner)
+            return partner
+        raise WeightsError(f"{path}: this is a weights-only .caffemodel; use --weights to "
+                           "fine-tune from it, or pass the matching .solverstate to --snapshot "
+                           "to resume")
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: no such solver state file")
+    return path
