@@ -152,5 +152,6 @@ def proto_values(proto: caffe_pb2.BlobProto, which: str) -> np.ndarray | None:
         return np.array(single, dtype=DTYPE)
     double = getattr(proto, "double_" + which)
     if len(double):
-        return np.array(double, dtype=np.float64).astype(DTYPE)
+        with np.errstate(over="ignore"):  # Caffe's cast turns out-of-range values into inf
+            return np.array(double, dtype=np.float64).astype(DTYPE)
     return None

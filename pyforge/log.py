@@ -59,4 +59,4 @@ def configure(level: int = logging.INFO, stream=None) -> logging.Logger:
 
 def fmt(value: float) -> str:
     """A number as C++ ``ostream <<`` prints it: ``%g`` with 6 significant digits."""
-    return "%g" % value
+    return f"{value:g}"

@@ -7,6 +7,7 @@ a read-only disk (or one shipped without ``lock.mdb``) reads fine.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 
 from ..errors import DataError
@@ -23,6 +24,39 @@ def _is_lmdb(path: str) -> bool:
     )
 
 
+# py-lmdb refuses to open one environment twice in a process, while a train and a test net (or
+# two test nets) often read the same database. Open environments are therefore shared,
+# reference-counted by their real path; each reader keeps its own read transaction.
+_OPEN_ENVS: dict[str, list] = {}
+_OPEN_ENVS_LOCK = threading.Lock()
+
+
+def _acquire_env(path: str, subdir: bool):
+    import lmdb
+
+    key = os.path.realpath(path)
+    with _OPEN_ENVS_LOCK:
+        entry = _OPEN_ENVS.get(key)
+        if entry is None:
+            env = lmdb.open(path, subdir=subdir, readonly=True, lock=False, readahead=False,
+                            max_readers=126)
+            entry = _OPEN_ENVS[key] = [env, 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def _release_env(path: str) -> None:
+    key = os.path.realpath(path)
+    with _OPEN_ENVS_LOCK:
+        entry = _OPEN_ENVS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del _OPEN_ENVS[key]
+
+
 class LMDBReader:
     """Random access by record index, in key byte order (the order Caffe's cursor reads)."""
 
@@ -30,20 +64,23 @@ class LMDBReader:
         import lmdb
 
         self.path = path
+        self.env = None
         if not os.path.exists(path):
             raise DataError(f"LMDB '{path}' does not exist")
         subdir = os.path.isdir(path)
         if subdir and not os.path.isfile(os.path.join(path, "data.mdb")):
             raise DataError(f"LMDB '{path}' has no data.mdb: not an LMDB database")
         try:
-            self.env = lmdb.open(path, subdir=subdir, readonly=True, lock=False,
-                                 readahead=False, max_readers=64)
+            self.env = _acquire_env(path, subdir)
             self.txn = self.env.begin(write=False, buffers=False)
             with self.txn.cursor() as cursor:
                 self.keys = list(cursor.iternext(keys=True, values=False))
         except lmdb.Error as exc:
+            if self.env is not None:
+                _release_env(path)
             raise DataError(f"LMDB '{path}': cannot open: {exc}") from None
         if not self.keys:
+            self.close()
             raise DataError(f"LMDB '{path}' is empty")
 
     def __len__(self) -> int:
@@ -59,8 +96,10 @@ class LMDBReader:
         return value
 
     def close(self) -> None:
-        self.txn.abort()
-        self.env.close()
+        if self.env is not None:
+            self.txn.abort()
+            _release_env(self.path)
+            self.env = None
 
 
 def open_reader(path: str, backend: int, where: str = "") -> LMDBReader:

@@ -18,6 +18,8 @@ def read_weights(path: str) -> caffe_pb2.NetParameter:
     """Read a .caffemodel (binary NetParameter, upgraded as Caffe does) or a .caffemodel.h5."""
     if not os.path.exists(path):
         raise WeightsError(f"{path}: no such weights file")
+    if os.path.isdir(path):
+        raise WeightsError(f"{path}: is a directory, expected a .caffemodel file")
     if _is_hdf5(path):
         return _read_hdf5_weights(path)
     if path.endswith(".solverstate"):
@@ -30,8 +32,11 @@ def read_weights(path: str) -> caffe_pb2.NetParameter:
 
 
 def _is_hdf5(path: str) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(8) == b"\x89HDF\r\n\x1a\n"
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def _read_hdf5_weights(path: str) -> caffe_pb2.NetParameter:

@@ -192,7 +192,9 @@ class DataLayer(Layer):
             top[1].data[...] = labels
 
     def close(self) -> None:
-        self.prefetcher.stop()
+        if hasattr(self, "prefetcher"):
+            self.prefetcher.stop()
+        self.reader.close()
 
 
 @register_layer("HDF5Data", "HDF5_DATA")

@@ -7,7 +7,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf import text_format
 
 from ..blob import Blob, proto_shape, shapes_equal
 from ..errors import NetError, WeightsError
@@ -15,6 +14,7 @@ from ..layers import LAYERS
 from ..layers.base import Layer, NetContext
 from ..log import fmt, get_logger
 from ..proto import caffe_pb2
+from ..proto.io import debug_string
 from ..registry import UnknownNameError
 from ..rng import make_rng
 from .graph import filter_net, insert_splits
@@ -48,7 +48,7 @@ class Net:
         rng = rng if rng is not None else make_rng(None)
         self.phase = param.state.phase
         filtered = filter_net(param, self.logger)
-        log("Initializing net from parameters: \n%s", text_format.MessageToString(filtered))
+        log("Initializing net from parameters: \n%s", debug_string(filtered))
         built = insert_splits(filtered)
         self.name = built.name
         self.ctx = NetContext(phase=self.phase, rng=rng, logger=self.logger,

@@ -74,7 +74,23 @@ def parse_text_proto(text: str, message: M, filename: str) -> M:
             source = lines[line - 1].expandtabs(1)
             detail = f"  {source}\n  {' ' * max(col - 1, 0)}^"
         raise ParseError(f"{filename}:{line}:{col}: {what}", detail) from None
+    _check_required(message, filename)
     return message
+
+
+def _check_required(message: _message.Message, filename: str) -> None:
+    """Caffe rejects a message missing a required field (only ClipParameter has them)."""
+    if not message.IsInitialized():
+        missing = ", ".join(message.FindInitializationErrors())
+        raise ParseError(f"{filename}: missing required field(s): {missing}")
+
+
+_WHOLE_FLOAT = re.compile(r"^(\s*\w+: -?\d+)\.0$", re.M)
+
+
+def debug_string(message: _message.Message) -> str:
+    """Text format as Caffe's ``DebugString()`` prints it (``power: 2``, not ``power: 2.0``)."""
+    return _WHOLE_FLOAT.sub(r"\1", text_format.MessageToString(message))
 
 
 def read_text_proto(path: str | os.PathLike, message: M) -> M:
@@ -111,6 +127,7 @@ def read_binary_proto(path: str | os.PathLike, message: M) -> M:
         raise ParseError(
             f"{path}: not a valid binary {message.DESCRIPTOR.name} ({len(data)} bytes): {exc}"
         ) from None
+    _check_required(message, str(path))
     return message
 
 

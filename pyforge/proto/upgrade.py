@@ -73,6 +73,10 @@ def _upgrade_input_fields(param: caffe_pb2.NetParameter, where: str) -> None:
             raise NetError(f"{where}input_shape/input_dim given without 'input' names")
         return
     names = list(param.input)
+    if not len(param.input_shape) and not len(param.input_dim):
+        # Caffe drops bare input names (old .caffemodels carry them) without adding a layer.
+        param.ClearField("input")
+        return
     shapes: list[list[int]] = []
     if len(param.input_shape):
         if len(param.input_shape) != len(names):

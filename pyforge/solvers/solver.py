@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from google.protobuf import text_format
 
 from ..blob import Blob
 from ..errors import PyforgeError, SolverError, WeightsError
@@ -16,6 +15,7 @@ from ..io.snapshot import read_weights, snapshot_filename, write_model, write_so
 from ..log import fmt, get_logger
 from ..net.net import Net
 from ..proto import caffe_pb2, read_binary_proto, read_net_param, resolve_path
+from ..proto.io import debug_string
 from ..rng import make_rng
 from .lr_policy import LrState, get_policy
 
@@ -42,7 +42,7 @@ class Solver:
         self.solver_file = solver_file
         self.action = action or (lambda: NONE)
         log = self.logger.info
-        log("Initializing solver from parameters: \n%s", text_format.MessageToString(param))
+        log("Initializing solver from parameters: \n%s", debug_string(param))
         self.check_params()
         self.lr_policy = get_policy(param)
         self._resolve_snapshot_prefix()

@@ -1,0 +1,324 @@
+"""What the ``pyforge`` commands do, callable from Python; the CLI only parses flags.
+
+Each function follows the matching action of Caffe's ``tools/caffe.cpp`` and logs the same
+lines.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .errors import PyforgeError
+from .log import fmt, get_logger
+from .net.net import Net
+from .proto import caffe_pb2, read_net_param, read_solver_param
+from .rng import make_rng
+from .solvers import create_solver
+from .solvers.solver import NONE, SNAPSHOT, STOP
+
+SIGNAL_EFFECTS = ("snapshot", "stop", "none")
+
+
+def stages_from_flag(stage: str) -> list[str]:
+    """Caffe splits ``--stage`` at commas; an empty flag gives one empty stage, as boost does."""
+    return stage.split(",")
+
+
+def _note_gpu(gpu: str) -> None:
+    if gpu:
+        get_logger().warning("--gpu=%s ignored: pyforge computes on the CPU", gpu)
+
+
+class SignalActions:
+    """Turns SIGINT/SIGHUP into solver actions, polled once per iteration (Caffe's
+    SignalHandler). Each flag is cleared when read; SIGHUP is checked first."""
+
+    def __init__(self, sigint_effect: str, sighup_effect: str) -> None:
+        for name, value in (("sigint_effect", sigint_effect), ("sighup_effect", sighup_effect)):
+            if value not in SIGNAL_EFFECTS:
+                raise PyforgeError(f'invalid --{name} "{value}"; expected one of '
+                                   f"{', '.join(SIGNAL_EFFECTS)}")
+        self.effects = {"int": sigint_effect, "hup": sighup_effect}
+        self.got_int = False
+        self.got_hup = False
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_int)
+        if hasattr(signal, "SIGHUP"):
+            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_int(self, signum, frame) -> None:
+        self.got_int = True
+
+    def _on_hup(self, signum, frame) -> None:
+        self.got_hup = True
+
+    def __call__(self) -> str:
+        if self.got_hup:
+            self.got_hup = False
+            return {"snapshot": SNAPSHOT, "stop": STOP}.get(self.effects["hup"], NONE)
+        if self.got_int:
+            self.got_int = False
+            return {"snapshot": SNAPSHOT, "stop": STOP}.get(self.effects["int"], NONE)
+        return NONE
+
+
+def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, stage: str = "",
+          gpu: str = "", sigint_effect: str = "stop", sighup_effect: str = "snapshot",
+          overrides: Callable[[caffe_pb2.SolverParameter], None] | None = None) -> None:
+    """``caffe train``: build the solver, optionally resume or fine-tune, and solve."""
+    log = get_logger()
+    if not solver:
+        raise PyforgeError("need a solver definition to train (pyforge train SOLVER or "
+                           "--solver=SOLVER)")
+    if snapshot and weights:
+        raise PyforgeError("give a snapshot to resume training or weights to fine-tune, "
+                           "but not both")
+    param = read_solver_param(solver)
+    param.train_state.level = level
+    for s in stages_from_flag(stage):
+        param.train_state.stage.append(s)
+    _note_gpu(gpu)
+    if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        log.warning("solver_mode: GPU ignored: pyforge computes on the CPU")
+    log.info("Use CPU.")
+    actions = SignalActions(sigint_effect, sighup_effect)
+    if snapshot:
+        param.ClearField("weights")
+    elif weights:
+        param.ClearField("weights")
+        param.weights.append(weights)
+    if overrides is not None:
+        overrides(param)
+    solver_obj = create_solver(param, solver_file=solver, logger=log, action=actions)
+    actions.install()
+    try:
+        if snapshot:
+            log.info("Resuming from %s", snapshot)
+            solver_obj.restore(snapshot)
+        log.info("Starting Optimization")
+        solver_obj.solve()
+        log.info("Optimization Done.")
+    finally:
+        actions.uninstall()
+        solver_obj.close()
+
+
+def _load_net(model: str, phase: int, level: int, stage: str, seed: int | None = None) -> Net:
+    param = read_net_param(model)
+    state = caffe_pb2.NetState(phase=phase, level=level)
+    state.stage.extend(stages_from_flag(stage))
+    param.state.CopyFrom(state)
+    return Net(param, rng=make_rng(seed), logger=get_logger(), source_file=model)
+
+
+def test(model: str, weights: str, iterations: int = 50, level: int = 0, stage: str = "",
+         gpu: str = "") -> dict[str, float]:
+    """``caffe test``: score a model for ``iterations`` batches; returns the mean outputs."""
+    log = get_logger()
+    if not model:
+        raise PyforgeError("need a model definition to score (--model)")
+    if not weights:
+        raise PyforgeError("need model weights to score (--weights)")
+    if iterations <= 0:
+        raise PyforgeError(f"--iterations must be positive, found {iterations}")
+    _note_gpu(gpu)
+    log.info("Use CPU.")
+    net = _load_net(model, caffe_pb2.TEST, level, stage)
+    try:
+        from .io.snapshot import read_weights
+
+        net.copy_trained_layers_from(read_weights(weights), weights)
+        log.info("Running for %d iterations.", iterations)
+        scores: list[np.float32] = []
+        names: list[tuple[str, float]] = []
+        loss = 0.0
+        for i in range(iterations):
+            loss += float(np.float32(net.forward()))
+            index = 0
+            for name, blob, weight in net.output_blobs():
+                for value in blob.data.reshape(-1):
+                    value = np.float32(value)
+                    if i == 0:
+                        scores.append(value)
+                        names.append((name, weight))
+                    else:
+                        scores[index] = np.float32(scores[index] + value)
+                    log.info("Batch %d, %s = %s", i, name, fmt(value))
+                    index += 1
+        loss /= iterations
+        log.info("Loss: %s", fmt(np.float32(loss)))
+        result: dict[str, float] = {}
+        for (name, weight), total in zip(names, scores):
+            mean = np.float32(total / np.float32(iterations))
+            note = ""
+            if weight:
+                note = f" (* {fmt(np.float32(weight))} = {fmt(np.float32(weight) * mean)} loss)"
+            log.info("%s = %s%s", name, fmt(mean), note)
+            result[name] = float(mean)
+        return result
+    finally:
+        net.close()
+
+
+def time_net(model: str, iterations: int = 50, phase: str = "", level: int = 0,
+             stage: str = "", gpu: str = "") -> float:
+    """``caffe time``: per-layer forward/backward timings; returns the average ms per
+    forward-backward."""
+    log = get_logger()
+    if not model:
+        raise PyforgeError("need a model definition to time (--model)")
+    if iterations <= 0:
+        raise PyforgeError(f"--iterations must be positive, found {iterations}")
+    phase = phase or "TRAIN"
+    if phase not in ("TRAIN", "TEST"):
+        raise PyforgeError(f'--phase must be "TRAIN" or "TEST", found "{phase}"')
+    _note_gpu(gpu)
+    log.info("Use CPU.")
+    net = _load_net(model, caffe_pb2.Phase.Value(phase), level, stage)
+    try:
+        log.info("Performing Forward")
+        initial_loss = net.forward()
+        log.info("Initial loss: %s", fmt(np.float32(initial_loss)))
+        log.info("Performing Backward")
+        net.backward()
+        layers = net.layers
+        bottoms = [net.bottoms(i) for i in range(len(layers))]
+        tops = [net.tops(i) for i in range(len(layers))]
+        forward_us = [0.0] * len(layers)
+        backward_us = [0.0] * len(layers)
+        forward_total = backward_total = 0.0
+        log.info("*** Benchmark begins ***")
+        log.info("Testing for %d iterations.", iterations)
+        clock = time.perf_counter
+        total_start = clock()
+        for j in range(iterations):
+            iter_start = clock()
+            for i, layer in enumerate(layers):
+                t = clock()
+                layer.reshape(bottoms[i], tops[i])
+                layer.forward(bottoms[i], tops[i])
+                forward_us[i] += (clock() - t) * 1e6
+            forward_total += (clock() - iter_start) * 1e6
+            back_start = clock()
+            for i in range(len(layers) - 1, -1, -1):
+                t = clock()
+                layers[i].backward(tops[i], net.bottom_need_backward[i], bottoms[i])
+                backward_us[i] += (clock() - t) * 1e6
+            backward_total += (clock() - back_start) * 1e6
+            log.info("Iteration: %d forward-backward time: %s ms.", j + 1,
+                     fmt((clock() - iter_start) * 1e3))
+        total_ms = (clock() - total_start) * 1e3
+        log.info("Average time per layer: ")
+        for i, name in enumerate(net.layer_names):
+            log.info("%10s\tforward: %s ms.", name, fmt(forward_us[i] / 1000 / iterations))
+            log.info("%10s\tbackward: %s ms.", name, fmt(backward_us[i] / 1000 / iterations))
+        log.info("Average Forward pass: %s ms.", fmt(forward_total / 1000 / iterations))
+        log.info("Average Backward pass: %s ms.", fmt(backward_total / 1000 / iterations))
+        average = total_ms / iterations
+        log.info("Average Forward-Backward: %s ms.", fmt(average))
+        log.info("Total Time: %s ms.", fmt(total_ms))
+        log.info("*** Benchmark ends ***")
+        return average
+    finally:
+        net.close()
+
+
+def device_query(gpu: str = "") -> dict[str, str]:
+    """What pyforge computes on: the CPU, its threads, the BLAS and the library versions."""
+    import google.protobuf
+    import numba
+
+    from . import __version__
+
+    log = get_logger()
+    if gpu:
+        log.info("Querying GPUs %s", gpu)
+        log.warning("pyforge has no GPU backend; reporting the CPU instead")
+    info = {
+        "pyforge": __version__,
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "logical cpus": str(os.cpu_count()),
+        "cpus usable": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                           else os.cpu_count()),
+        "numba": numba.__version__,
+        "numba threads": str(numba.get_num_threads()),
+        "numba threading layer": _threading_layer(),
+        "numpy": np.__version__,
+        "blas": _blas_name(),
+        "protobuf": google.protobuf.__version__,
+    }
+    for key, value in info.items():
+        log.info("%s: %s", key, value)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _threading_layer() -> str:
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return "not yet chosen (chosen at the first parallel kernel)"
+
+
+def _blas_name() -> str:
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config.get("Build Dependencies", {}).get("blas", {})
+        name = blas.get("name", "unknown")
+        version = blas.get("version", "")
+        return f"{name} {version}".strip()
+    except Exception:
+        return "unknown"
+
+
+def convert_mnist(images: str, labels: str, db: str, backend: str = "lmdb",
+                  progress: bool | None = None) -> int:
+    """``convert_mnist_data``: IDX files to an LMDB of Datum records keyed ``%08d``."""
+    from .tools.mnist import convert_mnist as convert
+
+    show = sys.stderr.isatty() if progress is None else progress
+    reporter = _progress_bar("convert-mnist") if show else None
+    count = convert(images, labels, db, backend=backend, progress=reporter)
+    if reporter is not None:
+        sys.stderr.write("\n")
+    get_logger().info("Processed %d files.", count)
+    return count
+
+
+def _progress_bar(label: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        width = 40
+        filled = int(width * done / total) if total else width
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()
+
+    return report
+
+

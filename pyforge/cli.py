@@ -1,0 +1,174 @@
+"""The ``pyforge`` command line: Caffe's actions and flag names on top of :mod:`pyforge.api`.
+
+Flags are accepted as Caffe (gflags) accepts them: ``--flag=value``, ``--flag value``,
+``-flag=value`` and ``-flag value``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from . import api
+from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError
+from .log import configure
+
+#: Long flags that may also be written with a single dash, as gflags allows.
+SINGLE_DASH_FLAGS = {
+    "gpu", "solver", "model", "phase", "level", "stage", "snapshot", "weights", "iterations",
+    "sigint_effect", "sighup_effect", "backend", "debug", "help",
+}
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """Rewrite gflags' ``-flag[=value]`` spellings into click's ``--flag[=value]``."""
+    out = []
+    for arg in argv:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            name = arg[1:].split("=", 1)[0]
+            if name in SINGLE_DASH_FLAGS:
+                arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+debug_option = click.option("--debug", is_flag=True, hidden=True,
+                            help="Show Python tracebacks for errors.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pyforge", prog_name="pyforge")
+@debug_option
+def cli(debug: bool) -> None:
+    """pyforge: train and run Caffe models (solver/net prototxt, LMDB, .caffemodel) on the CPU.
+
+    \b
+    commands:
+      train           train or fine-tune a model (caffe train)
+      test            score a model (caffe test)
+      time            benchmark a model's execution time (caffe time)
+      device_query    show what pyforge computes on (caffe device_query)
+      convert-mnist   MNIST IDX files to an LMDB (convert_mnist_data)
+    """
+
+
+@cli.command("train")
+@click.argument("solver_file", required=False, metavar="[SOLVER]")
+@click.option("--solver", default="", help="The solver definition protocol buffer text file.")
+@click.option("--weights", default="",
+              help="Pretrained weights to initialize fine-tuning from (comma-separated "
+                   ".caffemodel files). Cannot be combined with --snapshot.")
+@click.option("--snapshot", default="",
+              help="A .solverstate snapshot to resume training from.")
+@click.option("--level", default=0, type=int, help="Optional; network level.")
+@click.option("--stage", default="",
+              help="Optional; network stages (not to be confused with phase), separated by ','.")
+@click.option("--sigint_effect", default="stop", show_default=True,
+              help="Action on SIGINT (Ctrl-C): snapshot, stop or none.")
+@click.option("--sighup_effect", default="snapshot", show_default=True,
+              help="Action on SIGHUP: snapshot, stop or none.")
+@click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
+@debug_option
+def train_cmd(solver_file, solver, weights, snapshot, level, stage, sigint_effect,
+              sighup_effect, gpu, debug) -> None:
+    """Train or fine-tune a model from a solver prototxt."""
+    if solver_file and solver and solver_file != solver:
+        raise click.UsageError("give the solver either as an argument or with --solver, not both")
+    api.train(solver_file or solver, weights=weights, snapshot=snapshot, level=level,
+              stage=stage, gpu=gpu, sigint_effect=sigint_effect, sighup_effect=sighup_effect)
+
+
+@cli.command("test")
+@click.option("--model", default="", help="The model definition protocol buffer text file.")
+@click.option("--weights", default="", help="The trained weights (.caffemodel) to score.")
+@click.option("--iterations", default=50, type=int, show_default=True,
+              help="The number of iterations to run.")
+@click.option("--level", default=0, type=int, help="Optional; network level.")
+@click.option("--stage", default="", help="Optional; network stages, separated by ','.")
+@click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
+@debug_option
+def test_cmd(model, weights, iterations, level, stage, gpu, debug) -> None:
+    """Score a model: run its TEST phase and average its outputs."""
+    api.test(model, weights, iterations=iterations, level=level, stage=stage, gpu=gpu)
+
+
+@cli.command("time")
+@click.option("--model", default="", help="The model definition protocol buffer text file.")
+@click.option("--iterations", default=50, type=int, show_default=True,
+              help="The number of iterations to run.")
+@click.option("--phase", default="", help="TRAIN (default) or TEST.")
+@click.option("--level", default=0, type=int, help="Optional; network level.")
+@click.option("--stage", default="", help="Optional; network stages, separated by ','.")
+@click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
+@debug_option
+def time_cmd(model, iterations, phase, level, stage, gpu, debug) -> None:
+    """Benchmark forward and backward, layer by layer."""
+    api.time_net(model, iterations=iterations, phase=phase, level=level, stage=stage, gpu=gpu)
+
+
+@cli.command("device_query")
+@click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
+@debug_option
+def device_query_cmd(gpu, debug) -> None:
+    """Show the CPU, threads, BLAS and library versions pyforge computes with."""
+    api.device_query(gpu)
+
+
+@cli.command("convert-mnist")
+@click.argument("images")
+@click.argument("labels")
+@click.argument("db")
+@click.option("--backend", default="lmdb", show_default=True,
+              help="The database backend to write (lmdb).")
+@debug_option
+def convert_mnist_cmd(images, labels, db, backend, debug) -> None:
+    """Convert MNIST IDX files (optionally .gz) into an LMDB of Datum records."""
+    api.convert_mnist(images, labels, db, backend=backend)
+
+
+# Caffe and its tools spell some actions with underscores, others with dashes.
+cli.add_command(device_query_cmd, "device-query")
+cli.add_command(convert_mnist_cmd, "convert_mnist")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a command; user errors become one line on stderr and a non-zero exit."""
+    args = normalize_argv(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("PYFORGE_DEBUG") == "1"
+    configure()
+    try:
+        cli.main(args=args, prog_name="pyforge", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_ERROR
+    except click.Abort:
+        sys.stderr.write("pyforge: aborted\n")
+        return 130
+    except PyforgeError as exc:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"pyforge: error: {exc.message}\n")
+        if exc.detail:
+            sys.stderr.write(exc.detail.rstrip("\n") + "\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("pyforge: interrupted\n")
+        return 130
+    except Exception as exc:  # an internal error: say so in one line unless --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            sys.stderr.write(f"pyforge: internal error: {type(exc).__name__}: {exc} "
+                             "(run with --debug for the traceback)\n")
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

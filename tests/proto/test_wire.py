@@ -1,0 +1,210 @@
+"""The compiled schema is wire-compatible with Caffe: caffe_pb2's descriptor == caffe_wire.tsv."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import descriptor_pb2
+
+from pyforge.proto import caffe_pb2
+
+WIRE_TSV = Path(__file__).resolve().parents[1] / "data" / "caffe_wire.tsv"
+HEADER = ["kind", "message_or_enum", "field_name", "number", "label", "type", "default", "packed"]
+
+FDP = descriptor_pb2.FieldDescriptorProto
+_LABELS = {FDP.LABEL_OPTIONAL: "optional", FDP.LABEL_REPEATED: "repeated"}
+_LABELS[FDP.LABEL_REQUIRED] = "required"
+# FieldDescriptorProto.Type -> the .proto scalar type name (TYPE_INT32 -> "int32").
+_SCALARS = {
+    value: name[len("TYPE_") :].lower()
+    for name, value in FDP.Type.items()
+    if value not in (FDP.TYPE_MESSAGE, FDP.TYPE_ENUM, FDP.TYPE_GROUP)
+}
+
+
+def _float_text(text: str, double: bool) -> str:
+    """A float default as libprotoc 3.21 writes it (SimpleFtoa / SimpleDtoa).
+
+    caffe_wire.tsv was made with libprotoc 3.21.12, which prints the shortest of ``%.6g`` /
+    ``%.9g`` (floats; ``%.15g`` / ``%.17g`` for doubles) that reads back as the same value:
+    ``1e-08``. Newer protoc (the 35.x that grpcio-tools bundles) always prints ``%.9g``
+    (``9.99999994e-09``); both name the same float, so the newer text is re-normalised here.
+    """
+    if text in ("inf", "-inf", "nan"):
+        return text
+    cast = float if double else (lambda v: float(np.float32(v)))
+    value = cast(float(text))
+    short, full = ("%.15g", "%.17g") if double else ("%.6g", "%.9g")
+    shortest = short % value
+    return shortest if cast(float(shortest)) == value else full % value
+
+
+def _file_proto() -> descriptor_pb2.FileDescriptorProto:
+    return descriptor_pb2.FileDescriptorProto.FromString(caffe_pb2.DESCRIPTOR.serialized_pb)
+
+
+def _strip_package(type_name: str, package: str) -> str:
+    prefix = f".{package}."
+    assert type_name.startswith(prefix), type_name
+    return type_name[len(prefix) :]
+
+
+def _enum_rows(enum: descriptor_pb2.EnumDescriptorProto, scope: str) -> list[list[str]]:
+    name = f"{scope}{enum.name}"
+    return [["enum_value", name, v.name, str(v.number), "", "", "", ""] for v in enum.value]
+
+
+def _message_rows(
+    message: descriptor_pb2.DescriptorProto, scope: str, package: str
+) -> list[list[str]]:
+    name = f"{scope}{message.name}"
+    rows = []
+    for field in message.field:
+        if field.type in (FDP.TYPE_MESSAGE, FDP.TYPE_ENUM):
+            type_name = _strip_package(field.type_name, package)
+        else:
+            type_name = _SCALARS[field.type]
+        default = field.default_value
+        if field.HasField("default_value") and default == "":
+            default = '""'
+        elif default and field.type in (FDP.TYPE_FLOAT, FDP.TYPE_DOUBLE):
+            default = _float_text(default, field.type == FDP.TYPE_DOUBLE)
+        packed = "true" if field.options.HasField("packed") and field.options.packed else ""
+        rows.append(
+            [
+                "message_field",
+                name,
+                field.name,
+                str(field.number),
+                _LABELS[field.label],
+                type_name,
+                default,
+                packed,
+            ]
+        )
+    for nested in message.nested_type:
+        rows.extend(_message_rows(nested, f"{name}.", package))
+    for enum in message.enum_type:
+        rows.extend(_enum_rows(enum, f"{name}."))
+    return rows
+
+
+def descriptor_rows() -> list[list[str]]:
+    """The schema as caffe_wire.tsv rows: top-level enums, then each message and its enums."""
+    file_proto = _file_proto()
+    rows = []
+    for enum in file_proto.enum_type:
+        rows.extend(_enum_rows(enum, ""))
+    for message in file_proto.message_type:
+        rows.extend(_message_rows(message, "", file_proto.package))
+    return rows
+
+
+def reference_rows() -> tuple[list[str], list[list[str]]]:
+    lines = WIRE_TSV.read_text(encoding="utf-8").splitlines()
+    table = [line.split("\t") for line in lines]
+    return table[0], table[1:]
+
+
+def test_header():
+    header, rows = reference_rows()
+    assert header == HEADER
+    assert all(len(row) == len(HEADER) for row in rows)
+
+
+def test_descriptor_matches_caffe_wire_tsv():
+    _, expected = reference_rows()
+    actual = descriptor_rows()
+    problems = []
+    for index, (want, got) in enumerate(zip(expected, actual, strict=False)):
+        if want != got:
+            columns = [
+                f"{column}: caffe {w!r} vs pyforge {g!r}"
+                for column, w, g in zip(HEADER, want, got, strict=True)
+                if w != g
+            ]
+            problems.append(f"row {index + 2} ({'.'.join(want[1:3])}): " + "; ".join(columns))
+    if problems or len(expected) != len(actual):
+        diff = "\n".join(
+            difflib.unified_diff(
+                ["\t".join(r) for r in expected],
+                ["\t".join(r) for r in actual],
+                "caffe_wire.tsv",
+                "caffe_pb2 descriptor",
+                lineterm="",
+                n=1,
+            )
+        )
+        shown = "\n".join(problems[:20])
+        raise AssertionError(
+            f"{len(problems)} differing rows, {len(expected)} expected vs {len(actual)} rows"
+            f"\n{shown}\n--- unified diff ---\n{diff[:6000]}"
+        )
+
+
+def test_counts():
+    file_proto = _file_proto()
+    assert file_proto.syntax in ("", "proto2")
+    assert file_proto.package == "caffe"
+    messages = list(file_proto.message_type)
+    assert len(messages) == 63
+    assert all(not m.nested_type for m in messages)
+    assert sum(len(m.field) for m in messages) == 423
+    enums = list(file_proto.enum_type) + [e for m in messages for e in m.enum_type]
+    assert [e.name for e in file_proto.enum_type] == ["Phase"]
+    assert len(enums) == 26
+    assert sum(len(e.value) for e in enums) == 111
+    assert sum(len(m.oneof_decl) for m in messages) == 0
+    _, rows = reference_rows()
+    assert len(rows) == 423 + 111
+    assert len(descriptor_rows()) == 423 + 111
+
+
+def test_key_numbers():
+    """Spot checks that are easy to read when the table test fails."""
+    net = caffe_pb2.NetParameter.DESCRIPTOR.fields_by_name
+    assert (net["layer"].number, net["layers"].number) == (100, 2)
+    layer = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
+    assert (layer["blobs"].number, layer["transform_param"].number) == (7, 100)
+    assert layer["loss_param"].number == 101
+    params = [
+        f.number
+        for f in caffe_pb2.LayerParameter.DESCRIPTOR.fields
+        if f.name.endswith("_param") and f.name not in ("transform_param", "loss_param")
+    ]
+    assert min(params) >= 102 and max(params) <= 148
+    state = caffe_pb2.SolverState.DESCRIPTOR.fields_by_name
+    assert {name: state[name].number for name in state} == {
+        "iter": 1,
+        "learned_net": 2,
+        "history": 3,
+        "current_step": 4,
+    }
+
+
+def test_float_defaults_are_caffes_float32_values():
+    """The defaults are the same float32 numbers as Caffe's, whatever protoc's text for them."""
+    assert _float_text("9.99999994e-09", double=False) == "1e-08"
+    assert _float_text("0.999000013", double=False) == "0.999"
+    assert _float_text("0.5", double=False) == "0.5"
+    assert _float_text("-1", double=False) == "-1"
+    solver = caffe_pb2.SolverParameter()
+    assert solver.delta == np.float32(1e-8)
+    assert solver.momentum2 == np.float32(0.999)
+    assert caffe_pb2.BatchNormParameter().eps == np.float32(1e-5)
+    assert caffe_pb2.MVNParameter().eps == np.float32(1e-9)
+
+
+def test_packed_fields_encode_packed():
+    """[packed = true] changes the bytes: BlobProto.data is one length-delimited run."""
+    blob = caffe_pb2.BlobProto()
+    blob.shape.dim.extend([2, 3])
+    blob.data.extend([1.0, 2.0])
+    raw = blob.SerializeToString()
+    # Fields in number order, as Caffe's C++ writes them: data (field 5, LEN) 8 bytes, then
+    # shape (field 7, LEN) { dim (field 1, LEN) [2, 3] }.
+    assert raw[:2] == bytes([0x2A, 0x08])
+    assert raw[10:] == bytes([0x3A, 0x04, 0x0A, 0x02, 0x02, 0x03])
+    assert caffe_pb2.BlobProto.FromString(raw) == blob
