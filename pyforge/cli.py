@@ -6,14 +6,13 @@ Flags are accepted as Caffe (gflags) accepts them: ``--flag=value``, ``--flag va
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 import click
 
-from . import api
+from . import api, config
 from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError
 from .log import configure
 
@@ -138,7 +137,7 @@ cli.add_command(convert_mnist_cmd, "convert_mnist")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a command; user errors become one line on stderr and a non-zero exit."""
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("PYFORGE_DEBUG") == "1"
+    debug = "--debug" in args or config.load().debug
     configure()
     try:
         cli.main(args=args, prog_name="pyforge", standalone_mode=False)
