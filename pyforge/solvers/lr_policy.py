@@ -1,12 +1,18 @@
 """Learning-rate policies, keyed by Caffe's ``lr_policy`` strings.
 
-Each policy is ``rate(solver_param, iter, state) -> float``, computed in float32 as Caffe
-computes it. ``state`` carries ``current_step`` (multistep advances it by at most one per call,
-step recomputes it). ``check(param)`` enforces Caffe's parameter checks up front.
+Each policy is ``rate(solver_param, iter, state) -> float``, rounded as Caffe's float code
+rounds it: ``inv`` and ``poly`` call ``powf`` on float arguments and ``sigmoid`` calls
+``expf``; ``step``, ``exp`` and ``multistep`` raise a float to an *int* power, which C++
+promotes to a double ``pow`` before the product is stored as float. A correctly rounded
+``powf``/``expf`` is the double result rounded once, which is what ``_powf``/``_expf`` compute
+(NumPy's float32 ``power`` is not correctly rounded and misses Caffe's printed rates).
+``state`` carries ``current_step`` (multistep advances it by at most one per call, step
+recomputes it). ``check(param)`` enforces Caffe's parameter checks up front.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +39,22 @@ class LrPolicy:
 
 
 LR_POLICIES: Registry[LrPolicy] = Registry("lr_policy")
+
+
+def _powf(x, y) -> np.float32:
+    return f32(math.pow(float(x), float(y)))
+
+
+def _expf(x) -> np.float32:
+    try:
+        return f32(math.exp(float(x)))
+    except OverflowError:
+        return f32(np.inf)
+
+
+def _times_int_power(base_lr: float, gamma: float, n: int) -> np.float32:
+    """``base_lr * pow(gamma, n)`` with an int ``n``: computed in double, stored as float."""
+    return f32(float(f32(base_lr)) * math.pow(float(f32(gamma)), n))
 
 
 def _need(condition: bool, policy: str, what: str, found) -> None:
@@ -70,25 +92,27 @@ def _check_step(p: caffe_pb2.SolverParameter) -> None:
 def step(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     """``base_lr * gamma ^ floor(iter / stepsize)``."""
     state.current_step = it // p.stepsize
-    return f32(p.base_lr) * np.power(f32(p.gamma), f32(state.current_step))
+    return _times_int_power(p.base_lr, p.gamma, state.current_step)
 
 
 @_policy("exp", ("base_lr", "gamma"), _gamma_nonneg("exp"))
 def exp(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     """``base_lr * gamma ^ iter``."""
-    return f32(p.base_lr) * np.power(f32(p.gamma), f32(it))
+    return _times_int_power(p.base_lr, p.gamma, it)
 
 
 @_policy("inv", ("base_lr", "gamma", "power"), _gamma_nonneg("inv"))
 def inv(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     """``base_lr * (1 + gamma * iter) ^ (-power)``."""
-    return f32(p.base_lr) * np.power(f32(1) + f32(p.gamma) * f32(it), -f32(p.power))
+    return f32(p.base_lr) * _powf(f32(1) + f32(p.gamma) * f32(it), -f32(p.power))
 
 
 def _check_multistep(p: caffe_pb2.SolverParameter) -> None:
     _gamma_nonneg("multistep")(p)
     values = list(p.stepvalue)
-    _need(bool(values), "multistep", "at least one stepvalue", "none")
+    if not values:
+        # Caffe accepts this and keeps base_lr for the whole run; say so.
+        get_logger().warning("lr_policy 'multistep' without stepvalue: the rate stays at base_lr")
     _need(all(b > a for a, b in zip(values, values[1:])), "multistep",
           "increasing stepvalues", values)
 
@@ -100,7 +124,7 @@ def multistep(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     if state.current_step < len(p.stepvalue) and it >= p.stepvalue[state.current_step]:
         state.current_step += 1
         get_logger().info("MultiStep Status: Iteration %d, step = %d", it, state.current_step)
-    return f32(p.base_lr) * np.power(f32(p.gamma), f32(state.current_step))
+    return _times_int_power(p.base_lr, p.gamma, state.current_step)
 
 
 def _check_poly(p: caffe_pb2.SolverParameter) -> None:
@@ -110,7 +134,7 @@ def _check_poly(p: caffe_pb2.SolverParameter) -> None:
 @_policy("poly", ("base_lr", "power", "max_iter"), _check_poly)
 def poly(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     """``base_lr * (1 - iter / max_iter) ^ power``."""
-    return f32(p.base_lr) * np.power(f32(1) - f32(it) / f32(p.max_iter), f32(p.power))
+    return f32(p.base_lr) * _powf(f32(1) - f32(it) / f32(p.max_iter), f32(p.power))
 
 
 def _check_sigmoid(p: caffe_pb2.SolverParameter) -> None:
@@ -121,8 +145,7 @@ def _check_sigmoid(p: caffe_pb2.SolverParameter) -> None:
 @_policy("sigmoid", ("base_lr", "gamma", "stepsize"), _check_sigmoid)
 def sigmoid(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     """``base_lr / (1 + exp(-gamma * (iter - stepsize)))``."""
-    with np.errstate(over="ignore"):
-        e = np.exp(-f32(p.gamma) * (f32(it) - f32(p.stepsize)))
+    e = _expf(-f32(p.gamma) * (f32(it) - f32(p.stepsize)))
     return f32(p.base_lr) * (f32(1) / (f32(1) + e))
 
 
