@@ -12,13 +12,14 @@ from .base import Layer, register_layer
 
 def _spatial_values(layer: Layer, repeated, h_field: str, w_field: str, default: int,
                     conv: caffe_pb2.ConvolutionParameter, what: str) -> tuple[int, int]:
-    """Caffe's repeated (1 or 2 values) or the _h/_w pair, never both."""
+    """Caffe's repeated (1 or 2 values) or the _h/_w pair, never both.
+
+    As in Caffe, setting only one of the pair leaves the other at its proto default (0 for
+    pad; a 0 kernel or stride is then refused by the positivity checks)."""
     has_hw = conv.HasField(h_field) or conv.HasField(w_field)
     if has_hw:
         if len(repeated):
             raise layer.error(f"either {what} or {h_field}/{w_field} may be given, not both")
-        if not (conv.HasField(h_field) and conv.HasField(w_field)):
-            raise layer.error(f"{h_field} and {w_field} must be given together")
         return int(getattr(conv, h_field)), int(getattr(conv, w_field))
     values = list(repeated)
     if not values:

@@ -48,10 +48,12 @@ class PoolingLayer(Layer):
                 p.HasField("kernel_h") and p.HasField("kernel_w")
             ):
                 raise self.error("both kernel_h and kernel_w are required")
-        if p.HasField("pad") and (p.HasField("pad_h") or p.HasField("pad_w")):
-            raise self.error("give either pad or pad_h and pad_w, not both")
-        if p.HasField("stride") and (p.HasField("stride_h") or p.HasField("stride_w")):
-            raise self.error("give either stride or stride_h and stride_w, not both")
+        for name in ("pad", "stride"):
+            h, w = p.HasField(f"{name}_h"), p.HasField(f"{name}_w")
+            if p.HasField(name) and (h or w):
+                raise self.error(f"give either {name} or {name}_h and {name}_w, not both")
+            if h != w:
+                raise self.error(f"{name}_h and {name}_w must be given together")
         if p.HasField("kernel_size"):
             self.kernel = (p.kernel_size, p.kernel_size)
         else:

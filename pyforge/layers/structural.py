@@ -55,6 +55,9 @@ class FlattenLayer(Layer):
         p = self.param.flatten_param
         start = self.canonical_axis(bottom[0], p.axis, "axis")
         end = self.canonical_axis(bottom[0], p.end_axis, "end_axis")
+        if start > end + 1:
+            raise self.error(f"axis {p.axis} comes after end_axis {p.end_axis} for bottom "
+                             f"{bottom[0].shape}")
         shape = bottom[0].shape
         top[0].reshape(shape[:start] + (bottom[0].count_range(start, end + 1),) + shape[end + 1 :])
         top[0].share_data(bottom[0])
@@ -131,7 +134,11 @@ def _legacy_axis(layer: Layer, message, axis_field: str, legacy_field: str, blob
     if message.HasField(legacy_field):
         if message.HasField(axis_field):
             raise layer.error(f"either {axis_field} or {legacy_field} may be given, not both")
-        return int(getattr(message, legacy_field))
+        axis = int(getattr(message, legacy_field))
+        if not 0 <= axis < blob.num_axes:
+            raise layer.error(f"{legacy_field} {axis} out of range for a {blob.num_axes}-axis "
+                              f"bottom {blob.shape}")
+        return axis
     return layer.canonical_axis(blob, getattr(message, axis_field))
 
 
@@ -289,10 +296,12 @@ class EltwiseLayer(Layer):
             for b, c in zip(bottom[1:], self.coeffs[1:]):
                 out += c * b.data if c != 1 else b.data
         else:
-            # Strict '>' keeps the first bottom on ties, as Caffe's loop does.
-            out[...] = bottom[0].data
-            self.argmax[...] = 0
-            for i, b in enumerate(bottom[1:], start=1):
+            # Caffe's quirk: bottom 0 wins over bottom 1 only when strictly greater (a tie or a
+            # NaN goes to bottom 1); from bottom 2 on, a later bottom must be strictly greater.
+            first = bottom[0].data > bottom[1].data
+            np.copyto(out, np.where(first, bottom[0].data, bottom[1].data))
+            self.argmax[...] = np.where(first, 0, 1)
+            for i, b in enumerate(bottom[2:], start=2):
                 better = b.data > out
                 out[better] = b.data[better]
                 self.argmax[better] = i
@@ -309,7 +318,8 @@ class EltwiseLayer(Layer):
                         if j != i:
                             prod *= other.data
                 else:
-                    prod = top[0].data / b.data
+                    with np.errstate(divide="ignore", invalid="ignore"):  # Caffe: inf/NaN
+                        prod = top[0].data / b.data
                 np.multiply(prod, dy, out=b.diff)
             elif self.op == E.SUM:
                 np.multiply(dy, self.coeffs[i], out=b.diff)

@@ -1,0 +1,118 @@
+"""pyforge.kernels.pooling against the loop-based reference (Caffe's pooling_layer.cpp rules)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyforge.kernels.pooling import (
+    ave_pool_backward,
+    ave_pool_forward,
+    max_pool_backward,
+    max_pool_forward,
+)
+from tests.reference import naive
+
+# (N, C, H, W, kh, kw, sh, sw, ph, pw)
+GEOMETRIES = [
+    pytest.param((2, 3, 7, 7, 3, 3, 2, 2, 1, 1), id="H7_k3_s2_p1"),
+    pytest.param((1, 2, 7, 7, 3, 3, 2, 2, 0, 0), id="H7_k3_s2"),
+    pytest.param((2, 2, 6, 6, 3, 3, 2, 2, 0, 0), id="H6_k3_s2_ceil_partial_window"),
+    pytest.param((1, 2, 5, 5, 2, 2, 2, 2, 1, 1), id="H5_k2_s2_p1_last_window_dropped"),
+    pytest.param((1, 2, 4, 4, 2, 2, 2, 2, 1, 1), id="H4_k2_s2_p1"),
+    pytest.param((2, 2, 24, 24, 2, 2, 2, 2, 0, 0), id="lenet"),
+    pytest.param((1, 1, 13, 13, 3, 3, 2, 2, 0, 0), id="alexnet_pool5"),
+    pytest.param((1, 2, 8, 8, 3, 3, 1, 1, 1, 1), id="k3_s1_p1_same"),
+    pytest.param((1, 2, 9, 9, 5, 5, 3, 3, 2, 2), id="k5_s3_p2"),
+    pytest.param((1, 2, 6, 5, 3, 2, 2, 1, 1, 0), id="non_square"),
+    pytest.param((2, 1, 7, 9, 2, 3, 3, 2, 1, 1), id="stride_gt_kernel_rows"),
+    pytest.param((1, 2, 5, 4, 5, 4, 1, 1, 0, 0), id="global"),
+    pytest.param((1, 2, 3, 3, 3, 3, 1, 1, 2, 2), id="pad_2_of_k3"),
+    pytest.param((1, 1, 1, 1, 1, 1, 1, 1, 0, 0), id="single_pixel"),
+]
+
+
+def _setup(g, seed=0, data="gaussian"):
+    n, c, h, w, kh, kw, sh, sw, ph, pw = g
+    rng = np.random.default_rng(seed)
+    if data == "gaussian":
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    else:
+        x = rng.integers(-2, 3, size=(n, c, h, w)).astype(np.float32)  # many ties
+    oh = naive.pooled_size(h, kh, sh, ph)
+    ow = naive.pooled_size(w, kw, sw, pw)
+    return x, (kh, kw, sh, sw, ph, pw), (n, c, oh, ow)
+
+
+@pytest.mark.parametrize("data", ["gaussian", "ties"])
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_max_pool_forward(g, data):
+    x, geom, out_shape = _setup(g, data=data)
+    top = np.full(out_shape, np.nan, dtype=np.float32)
+    mask = np.full(out_shape, -7, dtype=np.int64)
+    max_pool_forward(x, *geom, top, mask)
+    ref_top, ref_mask = naive.max_pool(x, *geom)
+    np.testing.assert_array_equal(top, ref_top)
+    np.testing.assert_array_equal(mask, ref_mask)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_max_pool_backward(g):
+    x, geom, out_shape = _setup(g, data="ties")
+    top = np.empty(out_shape, dtype=np.float32)
+    mask = np.empty(out_shape, dtype=np.int64)
+    max_pool_forward(x, *geom, top, mask)
+    dy = np.random.default_rng(5).standard_normal(out_shape).astype(np.float32)
+    dx = np.full(x.shape, 1e6, dtype=np.float32)  # must be overwritten
+    max_pool_backward(dy, mask, dx)
+    np.testing.assert_allclose(dx, naive.max_pool_backward(dy, mask, x.shape), rtol=1e-6,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_ave_pool_forward(g):
+    x, geom, out_shape = _setup(g)
+    top = np.full(out_shape, np.nan, dtype=np.float32)
+    ave_pool_forward(x, *geom, top)
+    np.testing.assert_allclose(top, naive.ave_pool(x, *geom), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_ave_pool_backward(g):
+    x, geom, out_shape = _setup(g)
+    dy = np.random.default_rng(6).standard_normal(out_shape).astype(np.float32)
+    dx = np.full(x.shape, 1e6, dtype=np.float32)
+    ave_pool_backward(dy, *geom, dx)
+    expected = naive.ave_pool_backward(dy, x.shape, *geom)
+    np.testing.assert_allclose(dx, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_max_pool_ties_keep_the_first_index():
+    x = np.ones((1, 1, 4, 4), dtype=np.float32)
+    top = np.empty((1, 1, 2, 2), dtype=np.float32)
+    mask = np.empty((1, 1, 2, 2), dtype=np.int64)
+    max_pool_forward(x, 2, 2, 2, 2, 0, 0, top, mask)
+    np.testing.assert_array_equal(mask[0, 0], [[0, 2], [8, 10]])
+    dx = np.empty_like(x)
+    max_pool_backward(np.ones_like(top), mask, dx)
+    assert dx.sum() == 4 and dx[0, 0, 0, 0] == 1 and dx[0, 0, 0, 1] == 0
+
+
+def test_max_pool_padding_is_not_a_zero():
+    """Windows are clipped to the image: all-negative inputs stay negative at the border."""
+    x = -np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
+    top = np.empty((1, 1, 2, 2), dtype=np.float32)
+    mask = np.empty((1, 1, 2, 2), dtype=np.int64)
+    max_pool_forward(x, 2, 2, 2, 2, 1, 1, top, mask)
+    np.testing.assert_array_equal(top[0, 0], [[-1, -2], [-4, -5]])
+
+
+def test_ave_pool_divides_by_the_window_clipped_to_the_padded_image():
+    x = np.ones((1, 1, 4, 4), dtype=np.float32)
+    # H=4, k=3, s=2, p=1: pooled = ceil(3/2)+1 = 3. Window 0 covers rows -1..1 (3 rows, 2 in
+    # the image); window 2 covers rows 3..5 clipped to H+p=5, i.e. rows 3..4 (2 rows, 1 in
+    # the image).
+    top = np.empty((1, 1, 3, 3), dtype=np.float32)
+    ave_pool_forward(x, 3, 3, 2, 2, 1, 1, top)
+    expected = np.array([[4 / 9, 6 / 9, 2 / 6], [6 / 9, 9 / 9, 3 / 6], [2 / 6, 3 / 6, 1 / 4]])
+    np.testing.assert_allclose(top[0, 0], expected, rtol=1e-6)

@@ -1,0 +1,219 @@
+"""Pooling layer: Caffe's output-size rules, padding rules, MAX ties, AVE divisors, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyforge.blob import Blob
+from pyforge.errors import PyforgeError
+from tests.gradient_check import blob_from, build_layer, setup_forward
+from tests.reference import naive
+
+
+def pool(params: str, x, tops: int = 1):
+    names = " ".join(f'top: "t{i}"' for i in range(tops))
+    layer = build_layer(f'name: "p" type: "Pooling" bottom: "x" {names} '
+                        f"pooling_param {{ {params} }}")
+    bottom = [blob_from(x)]
+    top = [Blob() for _ in range(tops)]
+    setup_forward(layer, bottom, top)
+    return layer, bottom, top
+
+
+def out_hw(params: str, shape) -> tuple[int, ...]:
+    _, _, top = pool(params, np.zeros(shape, np.float32))
+    return top[0].shape
+
+
+@pytest.mark.parametrize(
+    ("h", "k", "s", "p", "expected"),
+    [
+        (24, 2, 2, 0, 12),  # LeNet
+        (28, 3, 2, 0, 14),  # ceil((28-3)/2)+1 = 13+1 (floor would give 13)
+        (32, 3, 2, 0, 16),  # CIFAR-10 quick: ceil(29/2)+1
+        (55, 3, 2, 0, 27),  # AlexNet pool1
+        (112, 3, 2, 0, 56),  # GoogLeNet pool1: ceil(109/2)+1
+        (7, 3, 2, 1, 4),  # ceil(6/2)+1 = 4; (4-1)*2 = 6 < 7+1 so kept
+        (5, 2, 2, 1, 3),  # ceil(5/2)+1 = 4; (4-1)*2 = 6 >= 5+1: last window dropped
+        (4, 2, 2, 1, 3),  # ceil(4/2)+1 = 3; (3-1)*2 = 4 < 5: kept
+        (6, 3, 3, 1, 3),  # ceil(5/3)+1 = 3; (3-1)*3 = 6 < 7: kept
+        (6, 2, 3, 1, 3),  # ceil(6/3)+1 = 3; (3-1)*3 = 6 < 7: kept
+        (3, 3, 1, 2, 5),  # pad 2 < kernel 3 allowed
+        (1, 1, 1, 0, 1),
+        (7, 7, 1, 0, 1),
+    ],
+)
+def test_ceil_output_size(h, k, s, p, expected):
+    shape = out_hw(f"pool: MAX kernel_size: {k} stride: {s} pad: {p}", (1, 1, h, h))
+    assert shape == (1, 1, expected, expected)
+    assert naive.pooled_size(h, k, s, p) == expected
+
+
+@pytest.mark.parametrize(
+    ("h", "k", "s", "p", "expected"),
+    [(28, 3, 2, 0, 13), (112, 3, 2, 0, 55), (24, 2, 2, 0, 12), (7, 3, 2, 1, 4), (5, 2, 2, 1, 3),
+     (6, 3, 2, 1, 3)],
+)
+def test_floor_round_mode(h, k, s, p, expected):
+    params = f"pool: AVE kernel_size: {k} stride: {s} pad: {p} round_mode: FLOOR"
+    assert out_hw(params, (2, 3, h, h)) == (2, 3, expected, expected)
+    assert naive.pooled_size(h, k, s, p, "FLOOR") == expected
+
+
+def test_rectangular_output_size():
+    params = "pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 1"
+    assert out_hw(params, (1, 2, 7, 5)) == (1, 2, 4, 6)
+
+
+def test_global_pooling_shape_and_values():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    _, _, top = pool("pool: AVE global_pooling: true", x)
+    assert top[0].shape == (2, 3, 1, 1)
+    np.testing.assert_allclose(top[0].data[:, :, 0, 0], x.mean(axis=(2, 3)), rtol=1e-5)
+    _, _, top = pool("pool: MAX global_pooling: true", x)
+    np.testing.assert_array_equal(top[0].data[:, :, 0, 0], x.max(axis=(2, 3)))
+
+
+def test_global_pooling_follows_the_input_size():
+    layer, bottom, top = pool("pool: MAX global_pooling: true", np.ones((1, 1, 3, 3)))
+    bottom[0].reshape((1, 1, 5, 6))
+    bottom[0].data[...] = np.arange(30, dtype=np.float32).reshape(1, 1, 5, 6)
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    assert top[0].shape == (1, 1, 1, 1) and top[0].data.item() == 29
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param("pool: MAX kernel_size: 3 stride: 2 pad: 1", id="max_k3s2p1"),
+        pytest.param("pool: AVE kernel_size: 3 stride: 2 pad: 1", id="ave_k3s2p1"),
+        pytest.param("pool: MAX kernel_size: 2 stride: 2", id="max_k2s2"),
+        pytest.param("pool: AVE kernel_size: 2 stride: 2 pad: 1", id="ave_k2s2p1_drop"),
+        pytest.param("pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 1 stride_w: 2 pad_h: 2 "
+                     "pad_w: 1", id="ave_rect"),
+        pytest.param("pool: MAX kernel_size: 3 stride: 2 round_mode: FLOOR", id="max_floor"),
+    ],
+)
+def test_forward_matches_reference(params):
+    x = np.random.default_rng(1).standard_normal((2, 3, 7, 6)).astype(np.float32)
+    layer, _, top = pool(params, x)
+    kh, kw = layer.kernel
+    sh, sw = layer.stride
+    ph, pw = layer.pad
+    mode = "FLOOR" if "FLOOR" in params else "CEIL"
+    if "MAX" in params:
+        expected, _ = naive.max_pool(x, kh, kw, sh, sw, ph, pw, mode)
+        np.testing.assert_array_equal(top[0].data, expected)
+    else:
+        expected = naive.ave_pool(x, kh, kw, sh, sw, ph, pw, mode)
+        np.testing.assert_allclose(top[0].data, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ave_padding_counts_in_the_divisor():
+    # H=W=3, k=3, s=2, p=1: two windows per axis, each 3 wide (one padded row/column each),
+    # holding 2x2 image pixels: 4/9 everywhere, not 4/4.
+    _, _, top = pool("pool: AVE kernel_size: 3 stride: 2 pad: 1", np.ones((1, 1, 3, 3)))
+    np.testing.assert_allclose(top[0].data, np.full((1, 1, 2, 2), 4 / 9), rtol=1e-6)
+
+
+def test_ave_divisor_is_clipped_to_the_padded_image():
+    # H=W=4, k=3, s=2, p=1: the last window starts at row 3 and is clipped to H+p = 5, so it
+    # is 2 rows high (1 image row + 1 padding row): the corner is 1/(2*2), not 1/9 nor 1/1.
+    _, _, top = pool("pool: AVE kernel_size: 3 stride: 2 pad: 1", np.ones((1, 1, 4, 4)))
+    assert top[0].shape == (1, 1, 3, 3)
+    assert top[0].data[0, 0, 2, 2] == pytest.approx(0.25)
+    assert top[0].data[0, 0, 1, 1] == pytest.approx(1.0)
+    assert top[0].data[0, 0, 0, 2] == pytest.approx(2 / 6)
+
+
+def test_ave_backward_spreads_by_the_same_divisor():
+    layer, bottom, top = pool("pool: AVE kernel_size: 3 stride: 2 pad: 1", np.ones((1, 1, 3, 3)))
+    top[0].diff[...] = 9
+    layer.backward(top, [True], bottom)
+    # Corner pixel is in one window, edge pixels in two, the centre in four; each gives 9/9.
+    np.testing.assert_allclose(bottom[0].diff[0, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+
+
+def test_max_ties_keep_the_first_index():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 1, 1] = x[0, 0, 0, 1] = 5  # two maxima in window (0, 0): row-major first wins
+    layer, bottom, top = pool("pool: MAX kernel_size: 2 stride: 2", x, tops=2)
+    assert top[1].shape == top[0].shape
+    np.testing.assert_array_equal(top[1].data[0, 0], [[1, 2], [8, 10]])
+    assert top[1].data.dtype == np.float32
+    top[0].diff[...] = 1
+    layer.backward(top, [True, False], bottom)
+    expected = np.zeros((4, 4))
+    expected[0, 1] = expected[0, 2] = expected[2, 0] = expected[2, 2] = 1
+    np.testing.assert_array_equal(bottom[0].diff[0, 0], expected)
+
+
+def test_max_overlapping_windows_accumulate_in_backward():
+    x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+    layer, bottom, top = pool("pool: MAX kernel_size: 2 stride: 1", x)
+    np.testing.assert_array_equal(top[0].data[0, 0], [[4, 5], [7, 8]])
+    top[0].diff[...] = 1
+    layer.backward(top, [True], bottom)
+    assert bottom[0].diff[0, 0, 2, 2] == 1 and bottom[0].diff.sum() == 4
+
+
+def test_max_padding_never_wins():
+    x = -np.ones((1, 1, 3, 3), np.float32)
+    _, _, top = pool("pool: MAX kernel_size: 3 stride: 1 pad: 1", x)
+    np.testing.assert_array_equal(top[0].data, -np.ones((1, 1, 3, 3)))
+
+
+def test_backward_overwrites_the_bottom_diff():
+    x = np.random.default_rng(2).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    for params in ("pool: MAX kernel_size: 3 stride: 2", "pool: AVE kernel_size: 3 stride: 2"):
+        layer, bottom, top = pool(params, x)
+        top[0].diff[...] = 1
+        bottom[0].diff[...] = 1000
+        layer.backward(top, [True], bottom)
+        assert np.abs(bottom[0].diff).max() < 100
+
+
+@pytest.mark.parametrize(
+    ("params", "match", "tops"),
+    [
+        ("pool: MAX kernel_size: 2 pad: 2", "pad", 1),
+        ("pool: AVE kernel_size: 3 pad: 3", "pad", 1),
+        ("pool: MAX kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 2", "pad", 1),
+        ("pool: MAX global_pooling: true kernel_size: 2", "global", 1),
+        ("pool: MAX global_pooling: true pad: 1", "global|pad", 1),
+        ("pool: MAX global_pooling: true stride: 2", "global|stride", 1),
+        ("pool: MAX", "kernel", 1),
+        ("pool: MAX kernel_h: 2", "kernel", 1),
+        ("pool: MAX kernel_size: 2 pad: 1 pad_h: 1 pad_w: 1", "pad", 1),
+        ("pool: MAX kernel_size: 2 stride: 1 stride_h: 1 stride_w: 1", "stride", 1),
+        ("pool: STOCHASTIC kernel_size: 2", "STOCHASTIC", 1),
+        ("pool: AVE kernel_size: 2", "mask|MAX", 2),  # a mask top needs MAX
+    ],
+)
+def test_setup_errors(params, match, tops):
+    with pytest.raises(PyforgeError, match=f"(?i){match}"):
+        pool(params, np.zeros((1, 1, 6, 6), np.float32), tops=tops)
+
+
+@pytest.mark.parametrize("params", ["pool: MAX kernel_size: 3 pad_h: 1",
+                                    "pool: MAX kernel_size: 3 pad_w: 1"])
+def test_pad_h_without_pad_w_is_an_error(params):
+    """Caffe: CHECK "pad is pad OR pad_h and pad_w are required." (pooling only)."""
+    with pytest.raises(PyforgeError, match="(?i)pad"):
+        pool(params, np.zeros((1, 1, 6, 6), np.float32))
+
+
+def test_input_must_be_4d():
+    with pytest.raises(PyforgeError, match="4"):
+        pool("pool: MAX kernel_size: 2", np.zeros((2, 6, 6), np.float32))
+
+
+def test_reshape_follows_a_new_input_size():
+    layer, bottom, top = pool("pool: MAX kernel_size: 3 stride: 2", np.zeros((1, 1, 7, 7)))
+    assert top[0].shape == (1, 1, 3, 3)
+    bottom[0].reshape((2, 1, 9, 9))
+    layer.reshape(bottom, top)
+    layer.forward(bottom, top)
+    assert top[0].shape == (2, 1, 4, 4)

@@ -1,0 +1,310 @@
+"""Split, Concat, Slice, Flatten, Reshape, Eltwise and Silence: shapes, values, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyforge.blob import Blob
+from pyforge.errors import PyforgeError
+from tests.gradient_check import blob_from, build_layer, setup_forward
+
+
+def run(text: str, *xs, tops: int = 1):
+    layer = build_layer(text)
+    bottom = [blob_from(x) for x in xs]
+    top = [Blob() for _ in range(tops)]
+    setup_forward(layer, bottom, top)
+    return layer, bottom, top
+
+
+def arange(*shape, start=0):
+    return (np.arange(int(np.prod(shape)), dtype=np.float32) + start).reshape(shape)
+
+
+# --- Split ----------------------------------------------------------------------------------------
+def test_split_shares_data_and_sums_diffs():
+    x = arange(2, 3)
+    layer, bottom, top = run('type: "Split"', x, tops=3)
+    for t in top:
+        assert t.shape == x.shape
+        np.testing.assert_array_equal(t.data, x)
+    bottom[0].data[0, 0] = 42  # shared memory, as Caffe's ShareData
+    assert all(t.data[0, 0] == 42 for t in top)
+    for i, t in enumerate(top):
+        t.diff[...] = i + 1
+    bottom[0].diff[...] = 99
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, np.full((2, 3), 6))
+
+
+def test_split_refuses_in_place():
+    layer = build_layer('type: "Split"')
+    blob = blob_from(arange(2))
+    with pytest.raises(PyforgeError, match="(?i)in place"):
+        layer.setup([blob], [blob])
+
+
+# --- Concat ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "shapes", "axis"),
+    [
+        ("", [(2, 1, 3), (2, 2, 3)], 1),
+        ("concat_param { axis: 0 }", [(1, 2), (3, 2), (2, 2)], 0),
+        ("concat_param { axis: -1 }", [(2, 2, 1), (2, 2, 3)], 2),
+        ("concat_param { concat_dim: 0 }", [(1, 3), (2, 3)], 0),
+        ("concat_param { axis: 2 }", [(1, 2, 2, 2), (1, 2, 1, 2)], 2),
+    ],
+)
+def test_concat(extra, shapes, axis):
+    xs = [arange(*s, start=100 * i) for i, s in enumerate(shapes)]
+    layer, bottom, top = run(f'type: "Concat" {extra}', *xs)
+    expected = np.concatenate(xs, axis=axis)
+    np.testing.assert_array_equal(top[0].data, expected)
+    dy = arange(*expected.shape, start=1) * 10
+    top[0].diff[...] = dy
+    layer.backward(top, [True] * len(xs), bottom)
+    parts = np.split(dy, np.cumsum([s[axis] for s in shapes])[:-1], axis=axis)
+    for b, part in zip(bottom, parts, strict=True):
+        np.testing.assert_array_equal(b.diff, part)
+
+
+def test_concat_propagate_down_per_bottom():
+    layer, bottom, top = run('type: "Concat"', arange(1, 1), arange(1, 2))
+    top[0].diff[...] = 1
+    bottom[0].diff[...] = 7
+    layer.backward(top, [False, True], bottom)
+    assert bottom[0].diff.item() == 7
+    np.testing.assert_array_equal(bottom[1].diff, [[1, 1]])
+
+
+def test_concat_shape_mismatch_and_axis_conflict():
+    with pytest.raises(PyforgeError, match="(?i)axis"):
+        run('type: "Concat"', arange(2, 1, 3), arange(2, 1, 4))
+    with pytest.raises(PyforgeError, match="concat_dim"):
+        run('type: "Concat" concat_param { axis: 1 concat_dim: 1 }', arange(2, 1), arange(2, 1))
+
+
+@pytest.mark.parametrize("extra", ["concat_param { concat_dim: 2 }", "concat_param { axis: 2 }",
+                                   "concat_param { axis: -3 }"])
+def test_concat_axis_out_of_range_is_a_net_error(extra):
+    """Caffe: CHECK_LT(concat_axis_, num_axes) << "concat_dim out of range." (a clean error,
+    not an internal IndexError)."""
+    with pytest.raises(PyforgeError):
+        run(f'type: "Concat" {extra}', arange(2, 1), arange(2, 1))
+
+
+# --- Slice ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "shape", "tops", "axis", "points"),
+    [
+        ("slice_param { slice_point: 1 slice_point: 3 }", (2, 5, 2), 3, 1, [1, 3]),
+        ("slice_param { axis: 0 }", (6, 2), 3, 0, [2, 4]),
+        ("slice_param { axis: -1 slice_point: 2 }", (2, 2, 3), 2, 2, [2]),
+        ("slice_param { slice_dim: 2 }", (2, 1, 4), 2, 2, [2]),
+        ("", (2, 4), 4, 1, [1, 2, 3]),
+    ],
+)
+def test_slice(extra, shape, tops, axis, points):
+    x = arange(*shape)
+    layer, bottom, top = run(f'type: "Slice" {extra}', x, tops=tops)
+    parts = np.split(x, points, axis=axis)
+    for t, part in zip(top, parts, strict=True):
+        np.testing.assert_array_equal(t.data, part)
+    for i, t in enumerate(top):
+        t.diff[...] = i + 1
+    bottom[0].diff[...] = 99
+    layer.backward(top, [True], bottom)
+    expected = np.concatenate([np.full(p.shape, i + 1) for i, p in enumerate(parts)], axis=axis)
+    np.testing.assert_array_equal(bottom[0].diff, expected)
+
+
+@pytest.mark.parametrize(
+    ("extra", "tops"),
+    [
+        ("slice_param { slice_point: 1 }", 3),  # needs tops - 1 points
+        ("", 3),  # 4 channels do not split into 3 evenly
+        ("slice_param { slice_point: 2 slice_point: 2 }", 3),  # not increasing
+        ("slice_param { slice_point: 5 }", 2),  # beyond the axis
+        ("slice_param { slice_dim: 2 }", 2),  # Caffe: "slice_dim out of range."
+        ("slice_param { axis: 2 }", 2),
+    ],
+)
+def test_slice_errors(extra, tops):
+    with pytest.raises(PyforgeError):
+        run(f'type: "Slice" {extra}', arange(2, 4), tops=tops)
+
+
+# --- Flatten / Reshape ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "shape", "expected"),
+    [
+        ("", (2, 3, 4, 5), (2, 60)),
+        ("flatten_param { axis: 2 }", (2, 3, 4, 5), (2, 3, 20)),
+        ("flatten_param { axis: 1 end_axis: 2 }", (2, 3, 4, 5), (2, 12, 5)),
+        ("flatten_param { axis: 0 end_axis: -2 }", (2, 3, 4, 5), (24, 5)),
+        ("flatten_param { axis: -3 end_axis: -2 }", (2, 3, 4, 5), (2, 12, 5)),
+        ("", (3, 2), (3, 2)),
+        ("flatten_param { axis: 0 }", (3, 2), (6,)),
+    ],
+)
+def test_flatten(extra, shape, expected):
+    x = arange(*shape)
+    layer, bottom, top = run(f'type: "Flatten" {extra}', x)
+    assert top[0].shape == expected
+    np.testing.assert_array_equal(top[0].data.ravel(), x.ravel())
+    top[0].diff[...] = arange(*expected, start=5)
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, arange(*shape, start=5))
+
+
+@pytest.mark.parametrize("extra", ["flatten_param { axis: 3 end_axis: 1 }",
+                                   "flatten_param { axis: 4 }",
+                                   "flatten_param { end_axis: -5 }"])
+def test_flatten_bad_axes_are_net_errors(extra):
+    """Caffe fails a CHECK (Blob::count needs start <= end, CanonicalAxisIndex the range);
+    pyforge must report a clean PyforgeError naming the layer, not an internal error."""
+    with pytest.raises(PyforgeError):
+        run(f'type: "Flatten" {extra}', arange(2, 3, 4, 5))
+
+
+@pytest.mark.parametrize(
+    ("dims", "extra", "shape", "expected"),
+    [
+        ([0, -1], "", (2, 3, 4), (2, 12)),
+        ([-1], "", (2, 3, 4), (24,)),
+        ([0, 0, 2, 2], "", (2, 3, 4), (2, 3, 2, 2)),
+        ([-1, 4], "", (2, 3, 4), (6, 4)),
+        ([3, 0, -1], "", (6, 2, 2), (3, 2, 4)),
+        ([2, 2], "axis: 1", (3, 4), (3, 2, 2)),
+        ([6], "axis: 1 num_axes: 2", (2, 3, 2, 5), (2, 6, 5)),
+        ([1], "axis: 1 num_axes: 0", (2, 3), (2, 1, 3)),
+        ([-1], "axis: -1 num_axes: 0", (2, 3), (2, 3, 1)),
+        ([2, -1], "axis: -2", (2, 1, 6), (2, 1, 2, 3)),  # -2: start at the last axis
+        ([], "axis: 0 num_axes: 0", (2, 3), (2, 3)),
+    ],
+)
+def test_reshape(dims, extra, shape, expected):
+    dim_text = " ".join(f"dim: {d}" for d in dims)
+    x = arange(*shape)
+    layer, bottom, top = run(f'type: "Reshape" reshape_param {{ shape {{ {dim_text} }} '
+                             f"{extra} }}", x)
+    assert top[0].shape == expected
+    np.testing.assert_array_equal(top[0].data.ravel(), x.ravel())
+    top[0].diff[...] = 3
+    layer.backward(top, [True], bottom)
+    assert (bottom[0].diff == 3).all() and bottom[0].shape == shape
+
+
+@pytest.mark.parametrize(
+    "dims",
+    [[-1, -1], [5, -1], [7], [0, 0, 0, 0], [-2, 6]],
+)
+def test_reshape_errors(dims):
+    dim_text = " ".join(f"dim: {d}" for d in dims)
+    with pytest.raises(PyforgeError):
+        run(f'type: "Reshape" reshape_param {{ shape {{ {dim_text} }} }}', arange(2, 3, 4))
+
+
+@pytest.mark.parametrize("kind", ["Reshape", "Flatten"])
+def test_reshape_and_flatten_refuse_in_place(kind):
+    layer = build_layer(f'type: "{kind}" reshape_param {{ shape {{ dim: -1 }} }}'
+                        if kind == "Reshape" else f'type: "{kind}"')
+    blob = blob_from(arange(2, 3))
+    with pytest.raises(PyforgeError, match="(?i)in place"):
+        layer.setup([blob], [blob])
+
+
+def test_reshape_follows_the_bottom_batch_size():
+    layer, bottom, top = run('type: "Reshape" reshape_param { shape { dim: 0 dim: -1 } }',
+                             arange(2, 3, 2))
+    bottom[0].reshape((5, 3, 2))
+    layer.reshape(bottom, top)
+    assert top[0].shape == (5, 6)
+
+
+# --- Eltwise --------------------------------------------------------------------------------------
+A = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]], np.float32)
+B = np.array([[2.0, -2.0, -3.0], [0.5, 1.0, -4.0]], np.float32)
+C = np.array([[-1.0, 5.0, 3.0], [0.25, 1.0, -0.5]], np.float32)
+
+
+def test_eltwise_sum_default_and_coeff():
+    _, _, top = run('type: "Eltwise"', A, B)
+    np.testing.assert_array_equal(top[0].data, A + B)
+    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: SUM coeff: 2 '
+                             "coeff: -1 coeff: 0.5 }", A, B, C)
+    np.testing.assert_allclose(top[0].data, 2 * A - B + 0.5 * C, rtol=1e-6)
+    top[0].diff[...] = 3
+    layer.backward(top, [True, True, True], bottom)
+    for b, c in zip(bottom, [2, -1, 0.5], strict=True):
+        np.testing.assert_allclose(b.diff, np.full(A.shape, 3 * c))
+
+
+def test_eltwise_prod_stable_and_unstable():
+    for extra in ("", "stable_prod_grad: false"):
+        layer, bottom, top = run(f'type: "Eltwise" eltwise_param {{ operation: PROD {extra} }}',
+                                 B, C)
+        np.testing.assert_allclose(top[0].data, B * C, rtol=1e-6)
+        top[0].diff[...] = 2
+        layer.backward(top, [True, True], bottom)
+        np.testing.assert_allclose(bottom[0].diff, 2 * C, rtol=1e-6)
+        np.testing.assert_allclose(bottom[1].diff, 2 * B, rtol=1e-6)
+    # The stable gradient does not divide: a zero input still gets the product of the others.
+    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: PROD }', A, B, C)
+    top[0].diff[...] = 1
+    layer.backward(top, [True, True, True], bottom)
+    np.testing.assert_allclose(bottom[0].diff, B * C, rtol=1e-6)
+    assert bottom[0].diff[1, 1] == 1.0  # A is 0 there
+
+
+def test_eltwise_max_values():
+    _, _, top = run('type: "Eltwise" eltwise_param { operation: MAX }', A, B, C)
+    np.testing.assert_array_equal(top[0].data, np.maximum(np.maximum(A, B), C))
+
+
+def test_eltwise_max_later_bottoms_need_a_strictly_greater_value():
+    """Bottoms 2, 3, ... replace the running max only when strictly greater (``>``), so on a
+    tie with them the earlier bottom keeps the gradient."""
+    a = np.array([[5.0, 1.0]], np.float32)
+    b = np.array([[1.0, 2.0]], np.float32)
+    c = np.array([[5.0, 2.0]], np.float32)  # ties the running max everywhere
+    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: MAX }', a, b, c)
+    top[0].diff[...] = 1
+    layer.backward(top, [True, True, True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, [[1, 0]])
+    np.testing.assert_array_equal(bottom[1].diff, [[0, 1]])
+    np.testing.assert_array_equal(bottom[2].diff, [[0, 0]])
+
+
+def test_eltwise_max_tie_between_bottom_0_and_bottom_1_goes_to_bottom_1():
+    """Caffe's EltwiseLayer::Forward_cpu (MAX) compares the first two bottoms with
+    ``if (a[idx] > b[idx]) mask = 0; else mask = 1;`` (the GPU kernel does the same), so a tie
+    between bottom 0 and bottom 1 routes the gradient to bottom 1; only bottoms 2+ use the
+    strict ``>`` against the running max that keeps the earlier index."""
+    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: MAX }', A, B, C)
+    top[0].diff[...] = 1
+    layer.backward(top, [True, True, True], bottom)
+    # [0,0] B; [0,1] A=B=-2 -> B, then C=5 wins; [0,2] A=3 > B, C=3 is not > 3 -> A;
+    # [1,0] A=B=0.5 -> B (the tie); [1,1] B=1, C=1 not > 1 -> B; [1,2] C.
+    np.testing.assert_array_equal(bottom[0].diff, [[0, 0, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(bottom[1].diff, [[1, 0, 0], [1, 1, 0]])
+    np.testing.assert_array_equal(bottom[2].diff, [[0, 1, 0], [0, 0, 1]])
+
+
+def test_eltwise_errors():
+    with pytest.raises(PyforgeError, match="coeff"):
+        run('type: "Eltwise" eltwise_param { operation: PROD coeff: 1 coeff: 1 }', A, B)
+    with pytest.raises(PyforgeError, match="coeff"):
+        run('type: "Eltwise" eltwise_param { coeff: 1 }', A, B)
+    with pytest.raises(PyforgeError, match="shape"):
+        run('type: "Eltwise"', A, A.T.copy())
+
+
+# --- Silence --------------------------------------------------------------------------------------
+def test_silence_zeroes_the_diffs_it_is_asked_for():
+    layer, bottom, _ = run('type: "Silence"', A, B, tops=0)
+    for b in bottom:
+        b.diff[...] = 5
+    layer.backward([], [True, False], bottom)
+    assert (bottom[0].diff == 0).all() and (bottom[1].diff == 5).all()
