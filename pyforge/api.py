@@ -147,7 +147,7 @@ def test(model: str, weights: str, iterations: int = 50, level: int = 0, stage: 
         names: list[tuple[str, float]] = []
         loss = 0.0
         for i in range(iterations):
-            loss += float(np.float32(net.forward()))
+            loss += float(np.float32(net.forward_loss()))
             index = 0
             for name, blob, weight in net.output_blobs():
                 for value in blob.data.reshape(-1):
@@ -191,10 +191,10 @@ def time_net(model: str, iterations: int = 50, phase: str = "", level: int = 0,
     net = _load_net(model, caffe_pb2.Phase.Value(phase), level, stage)
     try:
         log.info("Performing Forward")
-        initial_loss = net.forward()
+        initial_loss = net.forward_loss()
         log.info("Initial loss: %s", fmt(np.float32(initial_loss)))
         log.info("Performing Backward")
-        net.backward()
+        net.backward_all()
         layers = net.layers
         bottoms = [net.bottoms(i) for i in range(len(layers))]
         tops = [net.tops(i) for i in range(len(layers))]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import click
 
 from . import api, config
+from .commands import debug_option, register_all
 from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError
 from .log import configure
 
@@ -35,8 +36,6 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
-debug_option = click.option("--debug", is_flag=True, hidden=True,
-                            help="Show Python tracebacks for errors.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,13 +44,7 @@ debug_option = click.option("--debug", is_flag=True, hidden=True,
 def cli(debug: bool) -> None:
     """pyforge: train and run Caffe models (solver/net prototxt, LMDB, .caffemodel) on the CPU.
 
-    \b
-    commands:
-      train           train or fine-tune a model (caffe train)
-      test            score a model (caffe test)
-      time            benchmark a model's execution time (caffe time)
-      device_query    show what pyforge computes on (caffe device_query)
-      convert-mnist   MNIST IDX files to an LMDB (convert_mnist_data)
+    train, test, time and device_query are Caffe's actions, with Caffe's flags.
     """
 
 
@@ -117,21 +110,9 @@ def device_query_cmd(gpu, debug) -> None:
     api.device_query(gpu)
 
 
-@cli.command("convert-mnist")
-@click.argument("images")
-@click.argument("labels")
-@click.argument("db")
-@click.option("--backend", default="lmdb", show_default=True,
-              help="The database backend to write (lmdb).")
-@debug_option
-def convert_mnist_cmd(images, labels, db, backend, debug) -> None:
-    """Convert MNIST IDX files (optionally .gz) into an LMDB of Datum records."""
-    api.convert_mnist(images, labels, db, backend=backend)
-
-
-# Caffe and its tools spell some actions with underscores, others with dashes.
+# Caffe spells device_query with an underscore; accept the dashed form too.
 cli.add_command(device_query_cmd, "device-query")
-cli.add_command(convert_mnist_cmd, "convert_mnist")
+register_all(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,6 +69,12 @@ class DropoutLayer(NeuronLayer):
         self.rng = child_rng(self.ctx.rng)
         self.mask = np.empty(0, dtype=np.float32)
 
+    def get_state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         super().reshape(bottom, top)
         if self.mask.shape != bottom[0].shape:

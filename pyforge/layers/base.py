@@ -125,6 +125,17 @@ class Layer:
     def allow_force_backward(self, bottom_index: int) -> bool:
         return True
 
+    # --- exact resume --------------------------------------------------------------------------
+    def get_state(self) -> dict | None:
+        """The layer's position and random state, JSON-serialisable, or None if it has none.
+
+        Layers that read data or draw random numbers during training override this pair, so
+        that a resumed run continues exactly where the snapshot was taken."""
+        return None
+
+    def set_state(self, state: dict) -> None:
+        """Restore what :meth:`get_state` returned."""
+
     # --- helpers -----------------------------------------------------------------------------
     def make_param(self, shape, filler: caffe_pb2.FillerParameter, what: str) -> Blob:
         """A new parameter blob of ``shape`` filled by ``filler`` from the net's generator."""

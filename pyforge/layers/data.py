@@ -84,6 +84,12 @@ class DummyDataLayer(Layer):
             t.reshape(shape)
             fill(t, filler, self.rng, f"{self.where} data_filler")
 
+    def get_state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         pass
 
@@ -180,6 +186,14 @@ class DataLayer(Layer):
 
     def seek(self, batch_index: int) -> None:
         self.prefetcher.seek(batch_index)
+
+    def get_state(self) -> dict:
+        # Batch k is a pure function of k (records and crop/mirror draws), so the index of the
+        # next batch is the whole state.
+        return {"cursor": self.cursor}
+
+    def set_state(self, state: dict) -> None:
+        self.seek(int(state["cursor"]))
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         pass
@@ -279,6 +293,23 @@ class HDF5DataLayer(Layer):
         if self.shuffle:
             self.rng.shuffle(self.row_order)
         self.current_row = 0
+
+    def get_state(self) -> dict:
+        return {
+            "rng": self.rng.bit_generator.state,
+            "file_order": self.file_order.tolist(),
+            "current_file": self.current_file,
+            "row_order": self.row_order.tolist(),
+            "current_row": self.current_row,
+        }
+
+    def set_state(self, state: dict) -> None:
+        self.file_order = np.array(state["file_order"], dtype=np.int64)
+        self.current_file = int(state["current_file"])
+        self._load_file()  # reloads the file and reshuffles its rows; both are replaced next
+        self.row_order = np.array(state["row_order"], dtype=np.int64)
+        self.current_row = int(state["current_row"])
+        self.rng.bit_generator.state = state["rng"]
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         pass

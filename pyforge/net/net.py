@@ -296,8 +296,11 @@ class Net:
                 self._forward_debug(layer_id)
         return loss
 
-    def forward(self) -> float:
-        """Run every layer; return the weighted loss (Caffe's Forward(&loss))."""
+    def forward_loss(self) -> float:
+        """Run every layer; return the weighted loss (Caffe's Forward(&loss)).
+
+        (``forward``/``backward`` are left to the pycaffe-style subclass, whose ``forward``
+        returns a dict of outputs as pycaffe's does.)"""
         return self.forward_from_to(0, len(self.layers) - 1)
 
     def backward_from_to(self, start: int, end: int = 0) -> None:
@@ -309,7 +312,8 @@ class Net:
                 if self.debug_info:
                     self._backward_debug(layer_id)
 
-    def backward(self) -> None:
+    def backward_all(self) -> None:
+        """Backward through every layer that needs it (Caffe's Backward())."""
         self.backward_from_to(len(self.layers) - 1, 0)
         if self.debug_info:
             asum_data = sum(p.blob.asum_data() for p in self.learnable)
@@ -322,8 +326,8 @@ class Net:
                 fmt(np.float32(np.sqrt(sumsq_data))), fmt(np.float32(np.sqrt(sumsq_diff))))
 
     def forward_backward(self) -> float:
-        loss = self.forward()
-        self.backward()
+        loss = self.forward_loss()
+        self.backward_all()
         return loss
 
     def _forward_debug(self, layer_id: int) -> None:
@@ -455,6 +459,20 @@ class Net:
                         f"cannot share param {j} of layer '{name}': train net shape "
                         f"{theirs.shape_string()}, test net shape {mine.shape_string()}")
                 mine.data = theirs.data
+
+    def get_state(self) -> dict:
+        """Data cursors and random states of every layer that has them, by layer name."""
+        return {name: state for name, layer in zip(self.layer_names, self.layers)
+                if (state := layer.get_state()) is not None}
+
+    def set_state(self, states: dict) -> None:
+        for name, state in states.items():
+            layer = self.layer_by_name(name)
+            if layer is None:
+                self.logger.warning("saved state for layer '%s', which this net does not have; "
+                                    "ignored", name)
+                continue
+            layer.set_state(state)
 
     def close(self) -> None:
         for layer in self.layers:

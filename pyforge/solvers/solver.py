@@ -213,7 +213,7 @@ class Solver:
             log("Optimization stopped early.")
             return
         if p.display and self.iter % p.display == 0:
-            loss = f32(self.net.forward())
+            loss = f32(self.net.forward_loss())
             self.update_smoothed_loss(loss, start_iter, p.average_loss)
             log("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
@@ -303,7 +303,7 @@ class Solver:
                 request = self.action()
             if self.requested_early_exit:
                 break
-            iter_loss = f32(test_net.forward())
+            iter_loss = f32(test_net.forward_loss())
             if self.param.test_compute_loss:
                 loss += iter_loss
             values = [v for _, blob, _ in test_net.output_blobs() for v in blob.data.reshape(-1)]

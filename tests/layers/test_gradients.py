@@ -10,7 +10,6 @@ and its own parametrized test.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -18,43 +17,7 @@ import pytest
 from pyforge.blob import Blob
 from pyforge.layers import LAYERS
 from tests.gradient_check import TEST, TRAIN, GradientChecker, build_layer, layer_param
-
-
-@dataclass(frozen=True)
-class Case:
-    """One gradient check of one layer configuration."""
-
-    id: str
-    #: Text-format LayerParameter; its bottom/top names give the wiring (top j == bottom j is
-    #: in place). Loss layers without a top get their automatic one.
-    prototxt: str
-    #: Shape of each bottom, in the prototxt's bottom order.
-    bottoms: tuple[tuple[int, ...], ...]
-    #: -1 = every bottom; a tuple = those bottoms (label bottoms are never perturbed).
-    check_bottom: int | tuple[int, ...] = -1
-    #: "exhaustive" (CheckGradientExhaustive), "total" (CheckGradient, 0.5*sum top^2) or
-    #: "eltwise" (CheckGradientEltwise).
-    mode: str = "exhaustive"
-    stepsize: float = 1e-2
-    threshold: float = 1e-3
-    kink: float = 0.0
-    kink_range: float = -1.0
-    #: "gaussian"; "distinct" (all bottom values distinct, at least 0.05 apart, so a max never
-    #: switches under a +-stepsize perturbation); "away" (|x| in [0.5, 1.5], for PROD).
-    data: str = "gaussian"
-    #: Bottom index -> number of classes: that bottom holds integer-valued float labels.
-    labels: dict[int, int] = field(default_factory=dict)
-    phase: int = TRAIN
-    #: Exhaustive mode: only these tops are differentiated (None = all).
-    top_ids: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class NoGradient:
-    """A registered type with nothing to differentiate; ``verify`` checks the reason."""
-
-    reason: str
-    verify: Callable[[], None]
+from tests.layers.grad_case import Case, NoGradient
 
 
 def _no_bottoms(type_name: str) -> Callable[[], None]:
@@ -321,6 +284,25 @@ GRAD_CASES: dict[str, list[Case] | NoGradient] = {
              check_bottom=(0,), mode="total"),
     ],
 }
+
+
+def _merge_family_cases() -> None:
+    """Add the cases of every ``grad_cases_<family>.py`` module beside this file."""
+    import importlib
+    import pkgutil
+
+    import tests.layers as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("grad_cases_"):
+            module = importlib.import_module(f"tests.layers.{info.name}")
+            for type_name, cases in module.CASES.items():
+                if type_name in GRAD_CASES:
+                    raise ValueError(f"{info.name}: cases for {type_name} are defined twice")
+                GRAD_CASES[type_name] = cases
+
+
+_merge_family_cases()
 
 
 def make_bottoms(case: Case, rng: np.random.Generator) -> list[Blob]:

@@ -174,7 +174,7 @@ def test_loss_split_output_is_a_net_output_with_the_loss_weight():
     assert net.outputs == ["innerproduct1_innerproduct1_0_split_0"]
     (name, blob, weight), = net.output_blobs()
     assert weight == 2.5
-    loss = net.forward()
+    loss = net.forward_loss()
     ip1 = net.blobs["innerproduct1"].data.astype(np.float64)
     ip2 = net.blobs["innerproduct2"].data.astype(np.float64)
     expected = 2.5 * ip1.sum() + ((ip1 - ip2) ** 2).sum() / 10 / 2
@@ -190,7 +190,7 @@ def test_implicit_loss_weight_is_invisible_to_insert_splits():
     assert "Split" not in [lp.type for lp in insert_splits(param).layer]
     net = build(text)
     assert net.outputs == []
-    assert net.forward() > 0  # still counted in the loss
+    assert net.forward_loss() > 0  # still counted in the loss
 
 
 # --- in place, outputs, inputs --------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_in_place_layer_reuses_the_blob():
     i = net.layer_names.index("relu")
     assert net.bottom_ids[i] == net.top_ids[i]
     net.blobs["data"].data[...] = [[-1, 2, -3], [4, -5, 6]]
-    net.forward()
+    net.forward_loss()
     np.testing.assert_array_equal(net.blobs["data"].data, [[0, 2, 0], [4, 0, 6]])
     assert net.outputs == ["data"]
     assert net.inputs == ["data"]
@@ -223,7 +223,7 @@ def test_automatic_loss_top_is_not_an_output_but_counts():
     net = build(TINY)
     assert net.outputs == []
     assert "(automatic)" not in net.blobs
-    loss = net.forward()
+    loss = net.forward_loss()
     ip = net.blobs["innerproduct"].data.astype(np.float64)
     label = net.blobs["label"].data.astype(np.float64)
     assert loss == pytest.approx(((ip - label.reshape(ip.shape)) ** 2).sum() / 5 / 2,
@@ -244,9 +244,9 @@ def _scaled(extra: str, x, y):
     net = build(SCALED.format(extra=extra), seed=3)
     net.blobs["data"].data[...] = x
     net.blobs["label"].data[...] = y
-    loss = net.forward()
+    loss = net.forward_loss()
     net.clear_param_diffs()
-    net.backward()
+    net.backward_all()
     return net, loss
 
 
@@ -282,10 +282,10 @@ def test_loss_weight_on_a_non_loss_layer():
     """)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     net.blobs["data"].data[...] = x
-    loss = net.forward()
+    loss = net.forward_loss()
     assert loss == pytest.approx(2 * float(net.blobs["ip"].data.sum()), rel=1e-5)
     net.clear_param_diffs()
-    net.backward()
+    net.backward_all()
     w_diff, b_diff = (p.blob.diff for p in net.learnable)
     np.testing.assert_allclose(w_diff, 2 * np.ones((2, 2)) @ x, rtol=1e-6)
     np.testing.assert_allclose(b_diff, [4, 4], rtol=1e-6)
@@ -439,9 +439,9 @@ def test_lr_mult_zero_on_one_param():
     net = build(text)
     assert need(net)["innerproduct"]
     assert net.layer_by_name("innerproduct").param_propagate_down == [True, False]
-    net.forward()
+    net.forward_loss()
     net.clear_param_diffs()
-    net.backward()
+    net.backward_all()
     w, b = net.layer_by_name("innerproduct").blobs
     assert np.abs(w.diff).sum() > 0 and (b.diff == 0).all()
 
@@ -469,9 +469,9 @@ def test_propagate_down_false_prunes_the_layers_below():
     assert bottom_need(net)["ip2"] == [False]
     # ip1's only top is skipped, so ip1 does not run backward although it has params.
     assert need(net) == {"data": False, "ip1": False, "ip2": True, "loss": True}
-    net.forward()
+    net.forward_loss()
     net.clear_param_diffs()
-    net.backward()
+    net.backward_all()
     assert (net.layer_by_name("ip1").blobs[0].diff == 0).all()
     assert np.abs(net.layer_by_name("ip2").blobs[0].diff).sum() > 0
 
@@ -508,12 +508,12 @@ def test_backward_runs_only_needed_layers_and_overwrites_bottom_diffs():
     net.blobs["data"].data[...] = rng.standard_normal((2, 3))
     net.blobs["label"].data[...] = rng.standard_normal((2, 2))
     net.blobs["data"].diff[...] = 123  # no layer needs the data gradient
-    net.forward()
+    net.forward_loss()
     net.clear_param_diffs()
-    net.backward()
+    net.backward_all()
     assert (net.blobs["data"].diff == 123).all()
     first = net.blobs["ip1"].diff.copy()
-    net.backward()
+    net.backward_all()
     np.testing.assert_array_equal(net.blobs["ip1"].diff, first)  # overwritten, not added
 
 
@@ -540,9 +540,9 @@ def _run_shared(p1: str, p2: str, weight=None):
     if weight is not None:
         for layer in ("ip1", "ip2"):
             net.layer_by_name(layer).blobs[0].data[...] = weight
-    net.forward()
+    net.forward_loss()
     net.clear_param_diffs()
-    net.backward()
+    net.backward_all()
     return net, x1.astype(np.float32), x2.astype(np.float32)
 
 
@@ -696,6 +696,6 @@ def test_layers_inherit_the_net_phase_unless_set():
     assert net.layer_by_name("drop").phase == TEST
     assert net.layer_by_name("drop_train").phase == TRAIN
     net.blobs["x"].data[...] = 1
-    net.forward()
+    net.forward_loss()
     assert (net.blobs["y"].data == 1).all()
     assert set(np.unique(net.blobs["z"].data)) == {0.0, 2.0}

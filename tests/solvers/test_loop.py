@@ -345,14 +345,14 @@ def test_average_loss_restarts_with_each_step_call(run, pyforge_log):
 
 def _record_test_losses(net) -> list[float]:
     values: list[float] = []
-    forward = net.forward
+    forward = net.forward_loss
 
     def recording_forward(*args, **kwargs):
         loss = forward(*args, **kwargs)
         values.append(float(net.blobs["loss"].data.reshape(-1)[0]))
         return loss
 
-    net.forward = recording_forward
+    net.forward_loss = recording_forward
     return values
 
 

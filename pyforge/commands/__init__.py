@@ -1,0 +1,24 @@
+"""Command modules beyond Caffe's four actions.
+
+Each module in this package defines ``register(group)``, which adds its click commands to the
+``pyforge`` group; :func:`register_all` finds them all, so adding a command never means editing
+``cli.py``. Commands stay thin: they parse flags and call functions that hold the logic.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import click
+
+debug_option = click.option("--debug", is_flag=True, hidden=True,
+                            help="Show Python tracebacks for errors.")
+
+
+def register_all(group: click.Group) -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(group)

@@ -1,0 +1,50 @@
+"""Shared definitions of gradient-check cases.
+
+``tests/layers/test_gradients.py`` holds the cases of the core layers; each layer family may add
+its own in a module ``tests/layers/grad_cases_<family>.py`` that defines
+``CASES: dict[str, list[Case] | NoGradient]``. Every such module is merged into ``GRAD_CASES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tests.gradient_check import TRAIN
+
+
+@dataclass(frozen=True)
+class Case:
+    """One gradient check of one layer configuration."""
+
+    id: str
+    #: Text-format LayerParameter; its bottom/top names give the wiring (top j == bottom j is
+    #: in place). Loss layers without a top get their automatic one.
+    prototxt: str
+    #: Shape of each bottom, in the prototxt's bottom order.
+    bottoms: tuple[tuple[int, ...], ...]
+    #: -1 = every bottom; a tuple = those bottoms (label bottoms are never perturbed).
+    check_bottom: int | tuple[int, ...] = -1
+    #: "exhaustive" (CheckGradientExhaustive), "total" (CheckGradient, 0.5*sum top^2) or
+    #: "eltwise" (CheckGradientEltwise).
+    mode: str = "exhaustive"
+    stepsize: float = 1e-2
+    threshold: float = 1e-3
+    kink: float = 0.0
+    kink_range: float = -1.0
+    #: "gaussian"; "distinct" (all bottom values distinct, at least 0.05 apart, so a max never
+    #: switches under a +-stepsize perturbation); "away" (|x| in [0.5, 1.5], for PROD).
+    data: str = "gaussian"
+    #: Bottom index -> number of classes: that bottom holds integer-valued float labels.
+    labels: dict[int, int] = field(default_factory=dict)
+    phase: int = TRAIN
+    #: Exhaustive mode: only these tops are differentiated (None = all).
+    top_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class NoGradient:
+    """A registered type with nothing to differentiate; ``verify`` checks the reason."""
+
+    reason: str
+    verify: Callable[[], None]
