@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import platform
 import signal
-import sys
 import time
 from collections.abc import Callable
 
@@ -296,29 +295,3 @@ def _blas_name() -> str:
         return f"{name} {version}".strip()
     except Exception:
         return "unknown"
-
-
-def convert_mnist(images: str, labels: str, db: str, backend: str = "lmdb",
-                  progress: bool | None = None) -> int:
-    """``convert_mnist_data``: IDX files to an LMDB of Datum records keyed ``%08d``."""
-    from .tools.mnist import convert_mnist as convert
-
-    show = sys.stderr.isatty() if progress is None else progress
-    reporter = _progress_bar("convert-mnist") if show else None
-    count = convert(images, labels, db, backend=backend, progress=reporter)
-    if reporter is not None:
-        sys.stderr.write("\n")
-    get_logger().info("Processed %d files.", count)
-    return count
-
-
-def _progress_bar(label: str) -> Callable[[int, int], None]:
-    def report(done: int, total: int) -> None:
-        width = 40
-        filled = int(width * done / total) if total else width
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        sys.stderr.flush()
-
-    return report
-
-

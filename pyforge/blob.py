@@ -53,8 +53,35 @@ class Blob:
         dims = self.data.shape[start:end]
         return int(np.prod(dims, dtype=np.int64)) if dims else 1
 
-    def reshape(self, shape: Sequence[int]) -> None:
-        """Give the blob a new shape; contents are kept only when the shape is unchanged."""
+    @property
+    def num(self) -> int:
+        """Legacy 4-D accessors (pycaffe): dimension 0..3, or 1 where the blob has fewer axes."""
+        return self._legacy_dim(0)
+
+    @property
+    def channels(self) -> int:
+        return self._legacy_dim(1)
+
+    @property
+    def height(self) -> int:
+        return self._legacy_dim(2)
+
+    @property
+    def width(self) -> int:
+        return self._legacy_dim(3)
+
+    def _legacy_dim(self, index: int) -> int:
+        if self.data.ndim > 4:
+            raise ValueError(f"legacy num/channels/height/width need <= 4 axes, blob has "
+                             f"shape {self.shape}")
+        return self.data.shape[index] if index < self.data.ndim else 1
+
+    def reshape(self, *shape) -> None:
+        """Give the blob a new shape: ``reshape((2, 3))`` or pycaffe's ``reshape(2, 3)``.
+
+        Contents are kept only when the element count is unchanged."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
         shape = tuple(int(d) for d in shape)
         if shape == self.data.shape:
             return

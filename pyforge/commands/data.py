@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .. import api
+from ..log import get_logger
+from ..tools.mnist import convert_mnist
+from ..tools.progress import progress_bar
 from . import debug_option
 
 
@@ -17,7 +19,9 @@ from . import debug_option
 @debug_option
 def convert_mnist_cmd(images, labels, db, backend, debug) -> None:
     """Convert MNIST IDX files (optionally .gz) into an LMDB of Datum records."""
-    api.convert_mnist(images, labels, db, backend=backend)
+    count = convert_mnist(images, labels, db, backend=backend,
+                          progress=progress_bar("convert-mnist"))
+    get_logger().info("Processed %d files.", count)
 
 
 def register(group: click.Group) -> None:

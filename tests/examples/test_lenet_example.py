@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyforge import api
+from pyforge.tools import convert_mnist
 from tests.logcapture import capture_log
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "prototxt_examples" / "mnist"
@@ -24,12 +25,10 @@ def test_lenet_example_reaches_caffes_accuracy(tmp_path, monkeypatch):
             shutil.copy2(item, work / item.name)
     monkeypatch.chdir(tmp_path)
     base = "prototxt_examples/mnist"
-    assert api.convert_mnist(f"{base}/train-images-idx3-ubyte.gz",
-                             f"{base}/train-labels-idx1-ubyte.gz", f"{base}/mnist_train_lmdb",
-                             progress=False) == 4000
-    assert api.convert_mnist(f"{base}/t10k-images-idx3-ubyte.gz",
-                             f"{base}/t10k-labels-idx1-ubyte.gz", f"{base}/mnist_test_lmdb",
-                             progress=False) == 1000
+    assert convert_mnist(f"{base}/train-images-idx3-ubyte.gz",
+                         f"{base}/train-labels-idx1-ubyte.gz", f"{base}/mnist_train_lmdb") == 4000
+    assert convert_mnist(f"{base}/t10k-images-idx3-ubyte.gz",
+                         f"{base}/t10k-labels-idx1-ubyte.gz", f"{base}/mnist_test_lmdb") == 1000
     with capture_log() as log:
         api.train(f"{base}/lenet_solver.prototxt")
     accuracies = [float(m.group(1)) for m in
