@@ -77,7 +77,8 @@ class SignalActions:
 
 def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, stage: str = "",
           gpu: str = "", sigint_effect: str = "stop", sighup_effect: str = "snapshot",
-          overrides: Callable[[caffe_pb2.SolverParameter], None] | None = None) -> None:
+          overrides: Callable[[caffe_pb2.SolverParameter], None] | None = None,
+          force: bool = False) -> None:
     """``caffe train``: build the solver, optionally resume or fine-tune, and solve."""
     log = get_logger()
     if not solver:
@@ -107,7 +108,7 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
     try:
         if snapshot:
             log.info("Resuming from %s", snapshot)
-            solver_obj.restore(snapshot)
+            solver_obj.restore(snapshot, force=force)
         log.info("Starting Optimization")
         solver_obj.solve()
         log.info("Optimization Done.")
@@ -138,9 +139,9 @@ def test(model: str, weights: str, iterations: int = 50, level: int = 0, stage: 
     log.info("Use CPU.")
     net = _load_net(model, caffe_pb2.TEST, level, stage)
     try:
-        from .io.snapshot import read_weights
+        from .io.snapshot import load_weights
 
-        net.copy_trained_layers_from(read_weights(weights), weights)
+        load_weights(net, weights)
         log.info("Running for %d iterations.", iterations)
         scores: list[np.float32] = []
         names: list[tuple[str, float]] = []

@@ -20,7 +20,7 @@ from .log import configure
 #: Long flags that may also be written with a single dash, as gflags allows.
 SINGLE_DASH_FLAGS = {
     "gpu", "solver", "model", "phase", "level", "stage", "snapshot", "weights", "iterations",
-    "sigint_effect", "sighup_effect", "backend", "debug", "help",
+    "sigint_effect", "sighup_effect", "backend", "debug", "help", "force",
 }
 
 
@@ -64,14 +64,17 @@ def cli(debug: bool) -> None:
 @click.option("--sighup_effect", default="snapshot", show_default=True,
               help="Action on SIGHUP: snapshot, stop or none.")
 @click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
+@click.option("--force", is_flag=True,
+              help="Resume even from a snapshot of another solver type or net.")
 @debug_option
 def train_cmd(solver_file, solver, weights, snapshot, level, stage, sigint_effect,
-              sighup_effect, gpu, debug) -> None:
+              sighup_effect, gpu, force, debug) -> None:
     """Train or fine-tune a model from a solver prototxt."""
     if solver_file and solver and solver_file != solver:
         raise click.UsageError("give the solver either as an argument or with --solver, not both")
     api.train(solver_file or solver, weights=weights, snapshot=snapshot, level=level,
-              stage=stage, gpu=gpu, sigint_effect=sigint_effect, sighup_effect=sighup_effect)
+              stage=stage, gpu=gpu, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
+              force=force)
 
 
 @cli.command("test")

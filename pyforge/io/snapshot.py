@@ -1,12 +1,33 @@
-"""Caffe's snapshot files: ``.caffemodel`` (NetParameter) and ``.solverstate`` (SolverState)."""
+"""Caffe's snapshot files, binary and HDF5.
+
+- ``<prefix>_iter_<N>.caffemodel``: a binary NetParameter; ``.caffemodel.h5``: groups
+  ``/data/<layer>/<i>`` holding owner parameters (and ``/diff/<layer>/<i>`` with snapshot_diff).
+- ``<prefix>_iter_<N>.solverstate``: a binary SolverState; ``.solverstate.h5``: datasets
+  ``iter``, ``learned_net``, ``current_step`` and group ``history/<i>``.
+
+pyforge adds what exact resume needs as JSON: in the SolverState field ``pyforge_state`` (number
+10000, which Caffe skips as an unknown field) or, in HDF5, a dataset ``pyforge_state`` (which
+Caffe never reads). Every file is written to a temporary name, fsynced and renamed.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..errors import WeightsError
+import numpy as np
+
+from ..blob import proto_values
+from ..errors import PyforgeError, WeightsError
 from ..proto import caffe_pb2, read_binary_proto, write_binary_proto
 from ..proto.upgrade import upgrade_net_param
+
+if TYPE_CHECKING:
+    from ..net.net import Net
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def snapshot_filename(prefix: str, iteration: int, extension: str) -> str:
@@ -14,15 +35,23 @@ def snapshot_filename(prefix: str, iteration: int, extension: str) -> str:
     return f"{prefix}_iter_{iteration}{extension}"
 
 
+def is_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == HDF5_MAGIC
+    except IsADirectoryError:
+        raise WeightsError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+# --- weights -------------------------------------------------------------------------------
 def read_weights(path: str) -> caffe_pb2.NetParameter:
-    """Read a .caffemodel (binary NetParameter, upgraded as Caffe does) or a .caffemodel.h5."""
-    if not os.path.exists(path):
-        raise WeightsError(f"{path}: no such weights file")
-    if os.path.isdir(path):
-        raise WeightsError(f"{path}: is a directory, expected a .caffemodel file")
-    if _is_hdf5(path):
-        return _read_hdf5_weights(path)
-    if path.endswith(".solverstate"):
+    """Read a binary .caffemodel (upgraded as Caffe does) as a NetParameter."""
+    _check_file(path, "weights")
+    if is_hdf5(path):
+        raise WeightsError(f"{path}: is an HDF5 file; load it with load_weights()")
+    if path.endswith(".solverstate") or path.endswith(".solverstate.h5"):
         raise WeightsError(f"{path}: this is a solver state, not weights; pass it with --snapshot "
                            "to resume, or give its .caffemodel to --weights")
     param = read_binary_proto(path, caffe_pb2.NetParameter())
@@ -31,39 +60,176 @@ def read_weights(path: str) -> caffe_pb2.NetParameter:
     return upgrade_net_param(param, path)
 
 
-def _is_hdf5(path: str) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(8) == b"\x89HDF\r\n\x1a\n"
-    except OSError as exc:
-        raise WeightsError(f"{path}: cannot read: {exc.strerror}") from None
+def _check_file(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: no such {what} file")
+    if os.path.isdir(path):
+        raise WeightsError(f"{path}: is a directory, expected a .caffemodel file")
 
 
-def _read_hdf5_weights(path: str) -> caffe_pb2.NetParameter:
-    """Caffe's HDF5 weights: group /data/<layer>/<i> per parameter blob."""
+def load_weights(net: Net, path: str) -> None:
+    """Copy parameters into ``net`` by layer name from a .caffemodel or .caffemodel.h5
+    (Caffe's CopyTrainedLayersFrom, which sniffs the format)."""
+    _check_file(path, "weights")
+    if path.endswith(".solverstate") or path.endswith(".solverstate.h5"):
+        raise WeightsError(f"{path}: this is a solver state, not weights; pass it with --snapshot "
+                           "to resume, or give its .caffemodel to --weights")
+    if not is_hdf5(path):
+        net.copy_trained_layers_from(read_weights(path), path)
+        return
     import h5py
-    import numpy as np
 
-    param = caffe_pb2.NetParameter()
-    with h5py.File(path, "r") as f:
-        if "data" not in f:
-            raise WeightsError(f"{path}: HDF5 file has no /data group; not a Caffe .caffemodel.h5")
-        for layer_name in f["data"]:
-            group = f["data"][layer_name]
-            lp = param.layer.add(name=layer_name)
-            for i in range(len(group)):
-                if str(i) not in group:
-                    raise WeightsError(f"{path}: /data/{layer_name} lacks dataset '{i}'")
-                array = np.asarray(group[str(i)], dtype=np.float32)
-                blob = lp.blobs.add()
-                blob.shape.dim.extend(array.shape)
-                blob.data.extend(array.ravel())
-    return param
-
-
-def write_model(path: str, net_param: caffe_pb2.NetParameter) -> None:
-    write_binary_proto(path, net_param)
+    try:
+        with h5py.File(path, "r") as f:
+            if "data" not in f:
+                raise WeightsError(f"{path}: HDF5 file has no /data group; not a Caffe "
+                                   ".caffemodel.h5")
+            source = []
+            for layer_name in f["data"]:
+                group = f["data"][layer_name]
+                arrays = {}
+                for key in group:
+                    if not key.isdigit():
+                        raise WeightsError(f"{path}: unexpected dataset /data/{layer_name}/{key}")
+                    arrays[int(key)] = np.asarray(group[key], dtype=np.float32)
+                source.append((layer_name, arrays))
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read HDF5 weights: {exc}") from None
+    # In HDF5 files Caffe writes only owner parameters: a missing shared one is fine.
+    net.copy_params_from(source, path, missing_shared_ok=True)
 
 
-def write_solver_state(path: str, state: caffe_pb2.SolverState) -> None:
-    write_binary_proto(path, state)
+def write_model(path: str, net: Net, write_diff: bool = False, hdf5: bool = False) -> None:
+    if not hdf5:
+        write_binary_proto(path, net.to_proto(write_diff))
+        return
+    _write_hdf5(path, lambda f: _fill_model_h5(f, net, write_diff))
+
+
+def _fill_model_h5(f, net: Net, write_diff: bool) -> None:
+    data = f.create_group("data")
+    diff = f.create_group("diff") if write_diff else None
+    for layer_id, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
+        layer_data = data.create_group(name)
+        layer_diff = diff.create_group(name) if diff is not None else None
+        for i, blob in enumerate(layer.blobs):
+            net_param_id = net.param_ids_of_layer[layer_id][i]
+            if net.param_owner[net_param_id] == -1:  # only owners, as Caffe writes
+                layer_data.create_dataset(str(i), data=blob.data)
+            if layer_diff is not None:  # diffs regardless of sharing
+                layer_diff.create_dataset(str(i), data=blob.diff)
+
+
+def _write_hdf5(path: str, fill) -> None:
+    import h5py
+
+    tmp = f"{os.path.join(os.path.dirname(path), '.' + os.path.basename(path))}.tmp{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise PyforgeError(f"{path}: cannot write: {exc}") from None
+
+
+# --- solver state ----------------------------------------------------------------------------
+@dataclass
+class SolverStateData:
+    iteration: int
+    learned_net: str | None
+    current_step: int
+    history: list[np.ndarray]
+    #: pyforge's extra state (None for files written by Caffe).
+    extra: dict | None
+
+
+def write_solver_state(path: str, state: SolverStateData, hdf5: bool = False) -> None:
+    extra = json.dumps(state.extra, separators=(",", ":")).encode() if state.extra else None
+    if hdf5:
+        def fill(f) -> None:
+            f.create_dataset("iter", data=np.array([state.iteration], dtype=np.int32))
+            f.create_dataset("learned_net", data=np.bytes_(state.learned_net or ""))
+            f.create_dataset("current_step", data=np.array([state.current_step], np.int32))
+            history = f.create_group("history")
+            for i, array in enumerate(state.history):
+                history.create_dataset(str(i), data=array)
+            if extra is not None:
+                f.create_dataset("pyforge_state", data=np.bytes_(extra))
+
+        _write_hdf5(path, fill)
+        return
+    proto = caffe_pb2.SolverState(iter=state.iteration, current_step=state.current_step)
+    if state.learned_net is not None:
+        proto.learned_net = state.learned_net
+    for array in state.history:
+        blob = proto.history.add()
+        blob.shape.dim.extend(array.shape)
+        blob.data.extend(array.ravel())
+    if extra is not None:
+        proto.pyforge_state = extra
+    write_binary_proto(path, proto)
+
+
+def read_solver_state(path: str) -> SolverStateData:
+    """Read a .solverstate or .solverstate.h5, Caffe's or pyforge's."""
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: no such solver state file")
+    if is_hdf5(path):
+        return _read_state_h5(path)
+    proto = read_binary_proto(path, caffe_pb2.SolverState())
+    if len(proto.history) == 0 and not proto.HasField("iter"):
+        raise WeightsError(f"{path}: holds no solver state (no iter, no history); is it a "
+                           ".caffemodel? Use --weights for weights")
+    history = []
+    for i, blob in enumerate(proto.history):
+        values = proto_values(blob, "data")
+        shape = tuple(blob.shape.dim)
+        if values is None or values.size != int(np.prod(shape, dtype=np.int64)):
+            raise WeightsError(f"{path}: history blob {i} holds "
+                               f"{0 if values is None else values.size} values for shape {shape}")
+        history.append(values.reshape(shape))
+    extra = _decode_extra(proto.pyforge_state, path) if proto.HasField("pyforge_state") else None
+    return SolverStateData(proto.iter, proto.learned_net if proto.HasField("learned_net") else None,
+                           proto.current_step, history, extra)
+
+
+def _read_state_h5(path: str) -> SolverStateData:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            for name in ("iter", "history"):
+                if name not in f:
+                    raise WeightsError(f"{path}: no '{name}' in this HDF5 file; not a Caffe "
+                                       ".solverstate.h5")
+            iteration = int(np.asarray(f["iter"]).reshape(-1)[0])
+            learned = _h5_string(f["learned_net"]) if "learned_net" in f else None
+            current_step = (int(np.asarray(f["current_step"]).reshape(-1)[0])
+                            if "current_step" in f else 0)
+            group = f["history"]
+            history = [np.asarray(group[str(i)], dtype=np.float32) for i in range(len(group))]
+            extra = (_decode_extra(_h5_string(f["pyforge_state"]).encode(), path)
+                     if "pyforge_state" in f else None)
+    except (OSError, KeyError) as exc:
+        raise WeightsError(f"{path}: cannot read the HDF5 solver state: {exc}") from None
+    return SolverStateData(iteration, learned, current_step, history, extra)
+
+
+def _h5_string(dataset) -> str:
+    value = dataset[()]
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        return value.rstrip(b"\0").decode()
+    return str(value)
+
+
+def _decode_extra(raw: bytes, path: str) -> dict:
+    try:
+        return json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: pyforge_state is not valid JSON ({exc})") from None

@@ -413,35 +413,64 @@ class Net:
         return out
 
     def copy_trained_layers_from(self, source: caffe_pb2.NetParameter, filename: str) -> None:
-        """Copy parameters by layer name (Caffe's CopyTrainedLayersFrom); every shape mismatch
-        is reported at once."""
+        """Copy parameters by layer name from a NetParameter (Caffe's CopyTrainedLayersFrom)."""
+        blobs = [(layer.name, dict(enumerate(layer.blobs))) for layer in source.layer]
+        self.copy_params_from(blobs, filename, missing_shared_ok=False)
+
+    def copy_params_from(self, source, filename: str, missing_shared_ok: bool = False) -> None:
+        """Copy ``[(layer name, {param index: BlobProto or ndarray})]`` into layers by name.
+
+        Every mismatch is reported at once, with both shapes. Layers the net does not have are
+        ignored (and logged), as in Caffe. With ``missing_shared_ok`` (Caffe's HDF5 weights) a
+        parameter may be absent when the net shares it from another layer."""
         problems = []
-        for src in source.layer:
-            layer = self.layer_by_name(src.name)
-            if layer is None:
-                self.logger.info("Ignoring source layer %s", src.name)
+        plan = []
+        for name, blobs in source:
+            layer_id = next((i for i, n in enumerate(self.layer_names) if n == name), None)
+            if layer_id is None:
+                self.logger.info("Ignoring source layer %s", name)
                 continue
-            if len(src.blobs) != len(layer.blobs):
-                problems.append(f"layer '{src.name}' has {len(src.blobs)} parameter blob(s) in "
-                                f"the file but {len(layer.blobs)} in the net")
+            layer = self.layers[layer_id]
+            targets = layer.blobs
+            if len(blobs) > len(targets) or (not missing_shared_ok and len(blobs) != len(targets)):
+                problems.append(f"layer '{name}' has {len(blobs)} parameter blob(s) in the file "
+                                f"but {len(targets)} in the net")
                 continue
-            for j, (proto, blob) in enumerate(zip(src.blobs, layer.blobs)):
-                if not shapes_equal(proto, blob.shape):
-                    shape = " ".join(str(d) for d in proto_shape(proto))
+            for j, blob in enumerate(targets):
+                if j not in blobs:
+                    if self.param_owner[self.param_ids_of_layer[layer_id][j]] != -1:
+                        continue  # shared from its owner: not stored, and not needed
+                    problems.append(f"layer '{name}' lacks parameter blob {j} in the file")
+                    continue
+                value = blobs[j]
+                if isinstance(value, np.ndarray):
+                    ok = value.shape == blob.shape
+                    shape = " ".join(str(d) for d in value.shape)
+                else:
+                    ok = shapes_equal(value, blob.shape)
+                    shape = " ".join(str(d) for d in proto_shape(value))
+                if not ok:
                     problems.append(
-                        f"cannot copy param {j} weights from layer '{src.name}': shape mismatch, "
+                        f"cannot copy param {j} weights from layer '{name}': shape mismatch, "
                         f"source param shape is {shape}, target param shape is "
                         f"{blob.shape_string().rsplit(' (', 1)[0]}")
+                    continue
+                plan.append((blob, value))
         if problems:
             hint = ("; to learn a layer from scratch rather than copying it from a saved net, "
                     "rename the layer")
             raise WeightsError(f"{filename}: " + "; ".join(problems) + hint)
-        for src in source.layer:
-            layer = self.layer_by_name(src.name)
-            if layer is None:
-                continue
-            for proto, blob in zip(src.blobs, layer.blobs):
-                blob.from_proto(proto, reshape=False)
+        for blob, value in plan:
+            if isinstance(value, np.ndarray):
+                blob.data[...] = value
+            else:
+                blob.from_proto(value, reshape=False)
+
+    def fingerprint(self) -> list:
+        """What a snapshot must match to resume into this net: each layer with parameters, its
+        type and its parameter shapes, in order."""
+        return [[name, layer.type_name, [list(b.shape) for b in layer.blobs]]
+                for name, layer in zip(self.layer_names, self.layers) if layer.blobs]
 
     def share_trained_layers_with(self, other: Net) -> None:
         """Use ``other``'s parameter data by layer name (Caffe's ShareTrainedLayersWith)."""

@@ -1,10 +1,18 @@
 """Solvers: the shared training loop, lr policies and the update rules."""
 
+from .adadelta import AdaDeltaSolver
+from .adagrad import AdaGradSolver
+from .adam import AdamSolver
 from .lr_policy import LR_POLICIES
+from .nesterov import NesterovSolver
+from .rmsprop import RMSPropSolver
 from .sgd import SOLVERS, SGDSolver, register_solver
 from .solver import Solver
 
-__all__ = ["LR_POLICIES", "SOLVERS", "SGDSolver", "Solver", "register_solver", "create_solver"]
+__all__ = [
+    "LR_POLICIES", "SOLVERS", "AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "NesterovSolver",
+    "RMSPropSolver", "SGDSolver", "Solver", "create_solver", "register_solver",
+]
 
 
 def create_solver(param, solver_file=None, logger=None, action=None) -> Solver:

@@ -11,10 +11,17 @@ import numpy as np
 
 from ..blob import Blob
 from ..errors import PyforgeError, SolverError, WeightsError
-from ..io.snapshot import read_weights, snapshot_filename, write_model, write_solver_state
+from ..io.snapshot import (
+    SolverStateData,
+    load_weights,
+    read_solver_state,
+    snapshot_filename,
+    write_model,
+    write_solver_state,
+)
 from ..log import fmt, get_logger
 from ..net.net import Net
-from ..proto import caffe_pb2, read_binary_proto, read_net_param, resolve_path
+from ..proto import caffe_pb2, read_net_param, resolve_path
 from ..proto.io import debug_string
 from ..rng import make_rng
 from .lr_policy import LrState, get_policy
@@ -58,6 +65,9 @@ class Solver:
         self.requested_early_exit = False
         self.iterations_last = 0
         self.history: list[Blob] = []
+        self._resume_window: dict | None = None
+        self._loss_start_iter = 0
+        self.last_snapshot: tuple[str, str] | None = None
         self.pre_solve()
 
     # --- construction ----------------------------------------------------------------------
@@ -189,7 +199,7 @@ class Solver:
                     continue
                 resolved = resolve_path(path, self.solver_file, "weights")
                 self.logger.info("Finetuning from %s", path)
-                net.copy_trained_layers_from(read_weights(resolved), resolved)
+                load_weights(net, resolved)
 
     def pre_solve(self) -> None:
         shapes = [p.blob.shape for p in self.net.learnable]
@@ -204,7 +214,6 @@ class Solver:
         if resume_file:
             log("Restoring previous solver status from %s", resume_file)
             self.restore(resume_file)
-        start_iter = self.iter
         self.step(self.param.max_iter - self.iter)
         p = self.param
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
@@ -214,7 +223,9 @@ class Solver:
             return
         if p.display and self.iter % p.display == 0:
             loss = f32(self.net.forward_loss())
-            self.update_smoothed_loss(loss, start_iter, p.average_loss)
+            # The window's start is Solve's start iteration, or, after an exact resume, that of
+            # the run resumed (restored with the window).
+            self.update_smoothed_loss(loss, self._loss_start_iter, p.average_loss)
             log("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
@@ -226,6 +237,15 @@ class Solver:
         stop_iter = self.iter + iters
         self.losses = []
         self.smoothed_loss = f32(0)
+        if self._resume_window is not None:
+            # Continue the smoothing window of the run this one resumes, so the displayed
+            # losses equal the uninterrupted run's.
+            window = self._resume_window
+            self._resume_window = None
+            self.losses = [f32(x) for x in window["losses"]]
+            self.smoothed_loss = f32(window["value"])
+            start_iter = int(window["start_iter"])
+        self._loss_start_iter = start_iter
         timer = time.perf_counter()
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
@@ -378,46 +398,101 @@ class Solver:
 
     # --- snapshots -----------------------------------------------------------------------------
     def snapshot(self) -> str:
+        """Write ``<prefix>_iter_<N>.caffemodel`` and ``.solverstate`` (``.h5`` for HDF5); the
+        model first, since the state names it."""
         p = self.param
-        if p.snapshot_format == caffe_pb2.SolverParameter.HDF5:
-            raise PyforgeError("snapshot_format: HDF5 is not supported yet; use BINARYPROTO")
-        model_file = snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel")
-        self.logger.info("Snapshotting to binary proto file %s", model_file)
-        write_model(model_file, self.net.to_proto(p.snapshot_diff))
-        state_file = snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate")
-        self.logger.info("Snapshotting solver state to binary proto file %s", state_file)
-        write_solver_state(state_file, self.solver_state(model_file))
+        hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
+        suffix = ".h5" if hdf5 else ""
+        kind = "HDF5 file" if hdf5 else "binary proto file"
+        model_file = snapshot_filename(p.snapshot_prefix, self.iter, ".caffemodel" + suffix)
+        self.logger.info("Snapshotting to %s %s", kind, model_file)
+        write_model(model_file, self.net, write_diff=p.snapshot_diff, hdf5=hdf5)
+        state_file = snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + suffix)
+        self.logger.info("Snapshotting solver state to %s %s", kind, state_file)
+        state = SolverStateData(self.iter, model_file, self.lr_state.current_step,
+                                [blob.data for blob in self.history], self.resume_state())
+        write_solver_state(state_file, state, hdf5=hdf5)
+        self.last_snapshot = (model_file, state_file)
         return model_file
 
-    def solver_state(self, model_file: str) -> caffe_pb2.SolverState:
-        state = caffe_pb2.SolverState(iter=self.iter, learned_net=model_file,
-                                      current_step=self.lr_state.current_step)
-        for blob in self.history:
-            state.history.append(blob.to_proto())
-        return state
+    def resume_state(self) -> dict:
+        """What exact resume needs beyond Caffe's SolverState fields (stored as JSON)."""
+        return {
+            "format": 1,
+            "solver_type": self.type_name,
+            "net": self.net.fingerprint(),
+            "solver_param": debug_string(self.param),
+            "train_net": self.net.get_state(),
+            "test_nets": [net.get_state() for net in self.test_nets],
+            "smoothed_loss": {
+                "losses": [float(x) for x in self.losses],
+                "value": float(self.smoothed_loss),
+                "start_iter": self._loss_start_iter,
+            },
+        }
 
-    def restore(self, path: str) -> None:
-        """Resume from a .solverstate (Caffe's Restore); the data position restarts, as in
-        Caffe."""
+    def restore(self, path: str, force: bool = False) -> None:
+        """Resume from a .solverstate[.h5] (Caffe's Restore).
+
+        A state written by Caffe restores what Caffe restores (the data cursors restart, as in
+        Caffe). A state written by pyforge also restores the data cursors, random generators and
+        the smoothed-loss window, so the run continues exactly; it is refused when it was
+        written by another solver type or for another net, unless ``force``."""
         path = _solverstate_for(path, self.logger)
-        state = read_binary_proto(path, caffe_pb2.SolverState())
-        self.iter = state.iter
-        if state.HasField("learned_net"):
-            model = resolve_path(state.learned_net, path, "learned_net")
-            self.net.copy_trained_layers_from(read_weights(model), model)
-        self.lr_state.current_step = state.current_step
-        if len(state.history) != len(self.history):
+        state = read_solver_state(path)
+        if state.extra is not None:
+            self._check_compatible(path, state.extra, force)
+        elif len(state.history) != len(self.history):
             raise WeightsError(
                 f"{path}: holds {len(state.history)} history blobs but a {self.type_name} solver "
                 f"on this net needs {len(self.history)} ({len(self.net.learnable)} learnable "
-                f"parameter blobs x {self.history_sets}); was it written by another solver type "
-                "or for another net?")
+                f"parameter blobs x {self.history_sets}); it was written by another solver type "
+                "(AdaDelta and Adam keep two blobs per parameter) or for another net")
+        for i, (blob, array) in enumerate(zip(self.history, state.history)):
+            if array.shape != blob.shape:
+                raise WeightsError(f"{path}: history blob {i} has shape {array.shape}, the net's "
+                                   f"parameter {i} has {blob.shape}")
+        if len(state.history) != len(self.history):
+            raise WeightsError(f"{path}: holds {len(state.history)} history blobs, this solver "
+                               f"needs {len(self.history)}")
+        self.iter = state.iteration
+        if state.learned_net:
+            model = _learned_net_path(state.learned_net, path, self.logger)
+            load_weights(self.net, model)
+        self.lr_state.current_step = state.current_step
         self.logger.info("SGDSolver: restoring history")
-        for i, (blob, proto) in enumerate(zip(self.history, state.history)):
-            if tuple(proto.shape.dim) != blob.shape and proto.HasField("shape"):
-                raise WeightsError(f"{path}: history blob {i} has shape {tuple(proto.shape.dim)}, "
-                                   f"the net's parameter has {blob.shape}")
-            blob.from_proto(proto, reshape=False)
+        for blob, array in zip(self.history, state.history):
+            blob.data[...] = array
+        if state.extra is not None:
+            extra = state.extra
+            self.net.set_state(extra.get("train_net", {}))
+            for net, net_state in zip(self.test_nets, extra.get("test_nets", [])):
+                net.set_state(net_state)
+            window = extra.get("smoothed_loss")
+            if window:
+                self._resume_window = window
+
+    def _check_compatible(self, path: str, extra: dict, force: bool) -> None:
+        problems = []
+        saved_type = extra.get("solver_type")
+        if saved_type and saved_type != self.type_name:
+            problems.append(f"it was written by a {saved_type} solver, this solver is "
+                            f"{self.type_name}")
+        saved_net = extra.get("net")
+        if saved_net is not None:
+            difference = _net_difference(saved_net, self.net.fingerprint())
+            if difference:
+                problems.append(f"it was written for another net ({difference})")
+        if problems:
+            message = f"{path}: " + "; ".join(problems)
+            if not force:
+                raise WeightsError(message + "; resuming would misread its history. Use a "
+                                   "matching solver and net, or --force to resume anyway")
+            self.logger.warning("%s; resuming anyway (--force)", message)
+        saved_param = extra.get("solver_param")
+        if saved_param:
+            for line in _settings_changed(saved_param, self.param):
+                self.logger.warning("Solver setting changed since the snapshot: %s", line)
 
     def close(self) -> None:
         self.net.close()
@@ -432,15 +507,82 @@ def _loss_note(weight: float, value) -> str:
 
 
 def _solverstate_for(path: str, logger: logging.Logger) -> str:
-    """Accept a .caffemodel where the .solverstate belongs, when its partner exists."""
-    if path.endswith(".caffemodel"):
-        partner = path[: -len(".caffemodel")] + ".solverstate"
-        if os.path.exists(partner):
-            logger.info("%s holds weights only; resuming from its partner %s", path, partner)
-            return partner
-        raise WeightsError(f"{path}: this is a weights-only .caffemodel; use --weights to "
-                           "fine-tune from it, or pass the matching .solverstate to --snapshot "
-                           "to resume")
+    """Accept a .caffemodel[.h5] where the .solverstate belongs, when its partner exists."""
+    for model_ext, state_ext in ((".caffemodel", ".solverstate"),
+                                 (".caffemodel.h5", ".solverstate.h5")):
+        if path.endswith(model_ext):
+            partner = path[: -len(model_ext)] + state_ext
+            if os.path.exists(partner):
+                logger.info("%s holds weights only; resuming from its partner %s", path, partner)
+                return partner
+            raise WeightsError(f"{path}: this is a weights-only {model_ext} and no {partner} "
+                               "is beside it; use --weights to fine-tune from it (weights only, "
+                               "iteration 0), or pass a .solverstate to --snapshot to resume "
+                               "(weights, iteration and solver history)")
     if not os.path.exists(path):
         raise WeightsError(f"{path}: no such solver state file")
     return path
+
+
+def _learned_net_path(learned_net: str, state_path: str, logger: logging.Logger) -> str:
+    """The weights file a state names. Caffe stores the path as written at snapshot time
+    (relative to that run's working directory); when it is not found from here, the file of
+    that name beside the state is used."""
+    if os.path.exists(learned_net):
+        return learned_net
+    beside = os.path.join(os.path.dirname(state_path), os.path.basename(learned_net))
+    if os.path.exists(beside):
+        logger.info("learned_net '%s' not found from the current directory; using '%s' beside "
+                    "the solver state", learned_net, beside)
+        return beside
+    raise WeightsError(f"{state_path}: names weights '{learned_net}', which does not exist (nor "
+                       f"'{beside}')")
+
+
+def _net_difference(saved: list, current: list) -> str:
+    saved_map = {name: (kind, shapes) for name, kind, shapes in saved}
+    current_map = {name: (kind, shapes) for name, kind, shapes in current}
+    notes = []
+    for name, (kind, shapes) in saved_map.items():
+        if name not in current_map:
+            notes.append(f"layer '{name}' only in the snapshot")
+        elif current_map[name] != (kind, shapes):
+            notes.append(f"layer '{name}': {kind} {_shapes(shapes)} in the snapshot, "
+                         f"{current_map[name][0]} {_shapes(current_map[name][1])} here")
+    for name in current_map:
+        if name not in saved_map:
+            notes.append(f"layer '{name}' only in this net")
+    return "; ".join(notes[:4]) + ("; ..." if len(notes) > 4 else "")
+
+
+def _shapes(shapes: list) -> str:
+    return ", ".join(str(tuple(s)) for s in shapes)
+
+
+#: Settings whose change at resume is worth a warning (user_needs: "the old lr kept coming back").
+_WATCHED_SETTINGS = ("type", "base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue",
+                     "max_iter", "momentum", "momentum2", "weight_decay", "regularization_type",
+                     "iter_size", "clip_gradients", "delta", "rms_decay")
+
+
+def _settings_changed(saved_text: str, current: caffe_pb2.SolverParameter) -> list[str]:
+    from ..proto import parse_text_proto
+
+    try:
+        saved = parse_text_proto(saved_text, caffe_pb2.SolverParameter(), "snapshot")
+    except PyforgeError:
+        return []
+    changes = []
+    for name in _WATCHED_SETTINGS:
+        before, after = getattr(saved, name), getattr(current, name)
+        if hasattr(before, "__len__") and not isinstance(before, str):
+            before, after = list(before), list(after)
+        if before != after:
+            changes.append(f"{name}: {_show(before)} -> {_show(after)}")
+    return changes
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return fmt(value)
+    return repr(value) if isinstance(value, str) else str(value)

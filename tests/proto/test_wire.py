@@ -91,15 +91,39 @@ def _message_rows(
     return rows
 
 
-def descriptor_rows() -> list[list[str]]:
-    """The schema as caffe_wire.tsv rows: top-level enums, then each message and its enums."""
+#: pyforge's own fields: numbered >= PYFORGE_FIRST_FIELD, far above Caffe's, so Caffe skips
+#: them as unknown fields. Adding one means documenting it here and in caffe.proto.
+PYFORGE_FIRST_FIELD = 10000
+PYFORGE_FIELDS = {
+    ("SolverState", "pyforge_state"): "exact-resume state as JSON (solver type, cursors, RNGs)",
+}
+
+
+def _is_pyforge_row(row: list[str]) -> bool:
+    return row[0] == "message_field" and int(row[3]) >= PYFORGE_FIRST_FIELD
+
+
+def descriptor_rows(caffe_only: bool = True) -> list[list[str]]:
+    """The schema as caffe_wire.tsv rows: top-level enums, then each message and its enums.
+
+    ``caffe_only`` leaves out pyforge's own fields (numbered >= PYFORGE_FIRST_FIELD)."""
     file_proto = _file_proto()
     rows = []
     for enum in file_proto.enum_type:
         rows.extend(_enum_rows(enum, ""))
     for message in file_proto.message_type:
         rows.extend(_message_rows(message, "", file_proto.package))
+    if caffe_only:
+        rows = [row for row in rows if not _is_pyforge_row(row)]
     return rows
+
+
+def test_pyforge_fields_are_documented_optional_and_out_of_caffes_range():
+    extra = [row for row in descriptor_rows(caffe_only=False) if _is_pyforge_row(row)]
+    assert {(row[1], row[2]) for row in extra} == set(PYFORGE_FIELDS)
+    assert all(row[4] == "optional" for row in extra)
+    _, caffe_rows = reference_rows()
+    assert max(int(r[3]) for r in caffe_rows if r[0] == "message_field") < PYFORGE_FIRST_FIELD
 
 
 def reference_rows() -> tuple[list[str], list[list[str]]]:
@@ -151,7 +175,8 @@ def test_counts():
     messages = list(file_proto.message_type)
     assert len(messages) == 63
     assert all(not m.nested_type for m in messages)
-    assert sum(len(m.field) for m in messages) == 423
+    caffe_fields = [f for m in messages for f in m.field if f.number < PYFORGE_FIRST_FIELD]
+    assert len(caffe_fields) == 423
     enums = list(file_proto.enum_type) + [e for m in messages for e in m.enum_type]
     assert [e.name for e in file_proto.enum_type] == ["Phase"]
     assert len(enums) == 26
@@ -181,6 +206,7 @@ def test_key_numbers():
         "learned_net": 2,
         "history": 3,
         "current_step": 4,
+        "pyforge_state": PYFORGE_FIRST_FIELD,
     }
 
 

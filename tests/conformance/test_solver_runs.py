@@ -8,7 +8,7 @@ from pyforge import api
 from tests.conformance.traces import compare, parse_messages, reference_traces
 from tests.logcapture import capture_log
 
-RUNS = ["sgd_inv", "sgd_step", "sgd_poly", "sgd_fixed_nomom"]
+RUNS = ["sgd_inv", "sgd_step", "sgd_poly", "sgd_fixed_nomom", "nesterov", "adam"]
 
 
 def _redirect_snapshots(tmp_path):
@@ -31,12 +31,13 @@ def test_training_matches_caffe(run, in_caffe_ref, tmp_path):
     assert (tmp_path / "snap_iter_60.solverstate").exists()
 
 
-def test_resume_from_caffe_solverstate_matches_caffe(in_caffe_ref, tmp_path):
+@pytest.mark.parametrize("run", ["sgd_inv", "adam"])
+def test_resume_from_caffe_solverstate_matches_caffe(run, in_caffe_ref, tmp_path):
     """Caffe's resume restarts the data cursor; pyforge reading Caffe's own state does too."""
-    _, resumed, envelope = reference_traces(in_caffe_ref / "runs" / "sgd_inv")
+    _, resumed, envelope = reference_traces(in_caffe_ref / "runs" / run)
     with capture_log() as log:
-        api.train("runs/sgd_inv/solver_resume.prototxt",
-                  snapshot="runs/sgd_inv/snap_iter_30.solverstate",
+        api.train(f"runs/{run}/solver_resume.prototxt",
+                  snapshot=f"runs/{run}/snap_iter_30.solverstate",
                   overrides=_redirect_snapshots(tmp_path))
     ours = parse_messages(log.messages)
     assert min(ours.loss) == 30

@@ -1,0 +1,41 @@
+"""Adam, as Caffe's AdamSolver computes it (2K history blobs)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .sgd import SGDSolver, register_solver
+
+
+@register_solver("Adam")
+class AdamSolver(SGDSolver):
+    """``m = b1 m + (1 - b1) g``; ``v = b2 v + (1 - b2) g^2`` (v is history[K + i]);
+    step ``local_rate * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + delta)`` with
+    ``t = iter + 1``, b1 = momentum, b2 = momentum2.
+
+    Caffe's quirk: delta is added to sqrt(v), not to the bias-corrected sqrt(v_hat); the bias
+    correction is folded into the step size instead."""
+
+    history_sets = 2
+
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        g = self.net.learnable[param_id].blob.diff
+        k = len(self.net.learnable)
+        m = self.history[param_id].data
+        v = self.history[k + param_id].data
+        beta1 = np.float32(self.param.momentum)
+        beta2 = np.float32(self.param.momentum2)
+        t = self.iter + 1
+        # pow(float, int) is a double pow in C++; the quotient is stored as float.
+        correction = np.float32(math.sqrt(1.0 - math.pow(float(beta2), t))
+                                / (1.0 - math.pow(float(beta1), t)))
+        m *= beta1
+        m += (np.float32(1) - beta1) * g
+        v *= beta2
+        v += (np.float32(1) - beta2) * (g * g)
+        denominator = np.sqrt(v)
+        denominator += np.float32(self.param.delta)
+        np.divide(m, denominator, out=g)
+        g *= self.local_rate(param_id, rate) * correction
