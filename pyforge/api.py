@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import time
 from collections.abc import Callable
 
@@ -19,10 +18,8 @@ from .log import fmt, get_logger
 from .net.net import Net
 from .proto import caffe_pb2, read_net_param, read_solver_param
 from .rng import make_rng
+from .signals import SignalActions
 from .solvers import create_solver
-from .solvers.solver import NONE, SNAPSHOT, STOP
-
-SIGNAL_EFFECTS = ("snapshot", "stop", "none")
 
 
 def stages_from_flag(stage: str) -> list[str]:
@@ -35,50 +32,10 @@ def _note_gpu(gpu: str) -> None:
         get_logger().warning("--gpu=%s ignored: pyforge computes on the CPU", gpu)
 
 
-class SignalActions:
-    """Turns SIGINT/SIGHUP into solver actions, polled once per iteration (Caffe's
-    SignalHandler). Each flag is cleared when read; SIGHUP is checked first."""
-
-    def __init__(self, sigint_effect: str, sighup_effect: str) -> None:
-        for name, value in (("sigint_effect", sigint_effect), ("sighup_effect", sighup_effect)):
-            if value not in SIGNAL_EFFECTS:
-                raise PyforgeError(f'invalid --{name} "{value}"; expected one of '
-                                   f"{', '.join(SIGNAL_EFFECTS)}")
-        self.effects = {"int": sigint_effect, "hup": sighup_effect}
-        self.got_int = False
-        self.got_hup = False
-        self._previous: dict[int, object] = {}
-
-    def install(self) -> None:
-        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_int)
-        if hasattr(signal, "SIGHUP"):
-            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
-
-    def uninstall(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def _on_int(self, signum, frame) -> None:
-        self.got_int = True
-
-    def _on_hup(self, signum, frame) -> None:
-        self.got_hup = True
-
-    def __call__(self) -> str:
-        if self.got_hup:
-            self.got_hup = False
-            return {"snapshot": SNAPSHOT, "stop": STOP}.get(self.effects["hup"], NONE)
-        if self.got_int:
-            self.got_int = False
-            return {"snapshot": SNAPSHOT, "stop": STOP}.get(self.effects["int"], NONE)
-        return NONE
-
-
 def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, stage: str = "",
-          gpu: str = "", sigint_effect: str = "stop", sighup_effect: str = "snapshot",
+          gpu: str = "", sigint_effect: str | None = None, sighup_effect: str = "snapshot",
           overrides: Callable[[caffe_pb2.SolverParameter], None] | None = None,
-          force: bool = False) -> None:
+          force: bool = False, allow_nonfinite: bool = False) -> None:
     """``caffe train``: build the solver, optionally resume or fine-tune, and solve."""
     log = get_logger()
     if not solver:
@@ -104,6 +61,7 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
     if overrides is not None:
         overrides(param)
     solver_obj = create_solver(param, solver_file=solver, logger=log, action=actions)
+    solver_obj.stop_on_nonfinite = not allow_nonfinite
     actions.install()
     try:
         if snapshot:

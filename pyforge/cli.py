@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Sequence
 
 import click
+import numpy as np
 
 from . import api, config
 from .commands import debug_option, register_all
@@ -20,7 +21,7 @@ from .log import configure
 #: Long flags that may also be written with a single dash, as gflags allows.
 SINGLE_DASH_FLAGS = {
     "gpu", "solver", "model", "phase", "level", "stage", "snapshot", "weights", "iterations",
-    "sigint_effect", "sighup_effect", "backend", "debug", "help", "force",
+    "sigint_effect", "sighup_effect", "backend", "debug", "help", "force", "allow_nonfinite",
 }
 
 
@@ -59,22 +60,26 @@ def cli(debug: bool) -> None:
 @click.option("--level", default=0, type=int, help="Optional; network level.")
 @click.option("--stage", default="",
               help="Optional; network stages (not to be confused with phase), separated by ','.")
-@click.option("--sigint_effect", default="stop", show_default=True,
-              help="Action on SIGINT (Ctrl-C): snapshot, stop or none.")
+@click.option("--sigint_effect", default=None,
+              help="Action on SIGINT (Ctrl-C) and SIGTERM: snapshot, stop or none. Default: "
+                   "finish the iteration, snapshot and exit 0 (Caffe's default is stop).")
 @click.option("--sighup_effect", default="snapshot", show_default=True,
               help="Action on SIGHUP: snapshot, stop or none.")
 @click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
 @click.option("--force", is_flag=True,
               help="Resume even from a snapshot of another solver type or net.")
+@click.option("--allow_nonfinite", is_flag=True,
+              help="Keep training when the loss, a gradient or a weight is NaN or infinite "
+                   "(by default training stops there and names the first layer affected).")
 @debug_option
 def train_cmd(solver_file, solver, weights, snapshot, level, stage, sigint_effect,
-              sighup_effect, gpu, force, debug) -> None:
+              sighup_effect, gpu, force, allow_nonfinite, debug) -> None:
     """Train or fine-tune a model from a solver prototxt."""
     if solver_file and solver and solver_file != solver:
         raise click.UsageError("give the solver either as an argument or with --solver, not both")
     api.train(solver_file or solver, weights=weights, snapshot=snapshot, level=level,
               stage=stage, gpu=gpu, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
-              force=force)
+              force=force, allow_nonfinite=allow_nonfinite)
 
 
 @cli.command("test")
@@ -124,14 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args or config.load().debug
     configure()
     try:
-        cli.main(args=args, prog_name="pyforge", standalone_mode=False)
+        # Overflow in a diverging run is reported by pyforge's own divergence check, with the
+        # layer it started in; NumPy's per-operation warnings would only add noise.
+        with np.errstate(all="ignore"):
+            cli.main(args=args, prog_name="pyforge", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_ERROR
-    except click.Abort:
-        sys.stderr.write("pyforge: aborted\n")
+    except click.Abort:  # click's form of KeyboardInterrupt (a second Ctrl-C)
+        sys.stderr.write("pyforge: interrupted\n")
         return 130
     except PyforgeError as exc:
         if debug:

@@ -130,10 +130,12 @@ def _write_hdf5(path: str, fill) -> None:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise PyforgeError(f"{path}: cannot write: {exc}") from None
+        if isinstance(exc, OSError):
+            raise PyforgeError(f"{path}: cannot write: {exc}") from None
+        raise
 
 
 # --- solver state ----------------------------------------------------------------------------

@@ -132,7 +132,11 @@ def read_binary_proto(path: str | os.PathLike, message: M) -> M:
 
 
 def write_binary_proto(path: str | os.PathLike, message: _message.Message) -> None:
-    """Write ``message`` to ``path`` atomically: a temporary file, fsync, then rename."""
+    """Write ``message`` to ``path`` atomically: a temporary file, fsync, then rename.
+
+    Whatever interrupts the write (an error, a second Ctrl-C, a kill), ``path`` holds either
+    its previous content or the complete new one; the temporary file is removed when Python
+    still can."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     data = message.SerializeToString()
@@ -142,12 +146,14 @@ def write_binary_proto(path: str | os.PathLike, message: _message.Message) -> No
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
-        raise PyforgeError(f"{path}: cannot write: {exc.strerror}") from None
+        if isinstance(exc, OSError):
+            raise PyforgeError(f"{path}: cannot write: {exc.strerror}") from None
+        raise
 
 
 def resolve_path(path: str, referrer: str | os.PathLike | None, what: str = "file") -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..blob import Blob
-from ..errors import PyforgeError, SolverError, WeightsError
+from ..errors import EXIT_DIVERGED, PyforgeError, SolverError, WeightsError
 from ..io.snapshot import (
     SolverStateData,
     load_weights,
@@ -19,14 +19,15 @@ from ..io.snapshot import (
     write_model,
     write_solver_state,
 )
+from ..kernels.checks import all_finite
 from ..log import fmt, get_logger
 from ..net.net import Net
 from ..proto import caffe_pb2, read_net_param, resolve_path
 from ..proto.io import debug_string
 from ..rng import make_rng
+from ..signals import NONE, SNAPSHOT, SNAPSHOT_STOP, STOP
 from .lr_policy import LrState, get_policy
 
-NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
 f32 = np.float32
 
 
@@ -57,6 +58,7 @@ class Solver:
         self.rng = make_rng(param.random_seed if param.HasField("random_seed") else None)
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets()
+        self._warn_about_settings()
         log("Solver scaffolding done.")
         self.iter = 0
         self.lr_state = LrState()
@@ -68,6 +70,10 @@ class Solver:
         self._resume_window: dict | None = None
         self._loss_start_iter = 0
         self.last_snapshot: tuple[str, str] | None = None
+        self._last_snapshot_iter = -1
+        self._snapshot_on_stop = False
+        #: Stop at the first non-finite loss, gradient or parameter (--allow_nonfinite clears).
+        self.stop_on_nonfinite = True
         self.pre_solve()
 
     # --- construction ----------------------------------------------------------------------
@@ -201,6 +207,29 @@ class Solver:
                 self.logger.info("Finetuning from %s", path)
                 load_weights(net, resolved)
 
+    def _warn_about_settings(self) -> None:
+        """Checks Caffe does not make, logged as warnings: lr-policy parameters that the policy
+        ignores, the effective batch, and test passes that do not cover their test set."""
+        p = self.param
+        for name in ("gamma", "power", "stepsize", "stepvalue"):
+            is_set = len(p.stepvalue) > 0 if name == "stepvalue" else p.HasField(name)
+            if is_set and name not in self.lr_policy.uses:
+                self.logger.warning("%s is set but lr_policy '%s' does not use it (it uses %s)",
+                                    name, p.lr_policy, ", ".join(self.lr_policy.uses))
+        batch = _batch_size(self.net)
+        if batch:
+            self.logger.info("Effective batch size: %d (batch %d x iter_size %d)",
+                             batch * p.iter_size, batch, p.iter_size)
+        for i, net in enumerate(self.test_nets):
+            batch = _batch_size(net)
+            size = _dataset_size(net)
+            if batch and size and i < len(p.test_iter) and p.test_iter[i] * batch != size:
+                self.logger.warning(
+                    "Test net #%d scores test_iter %d x batch %d = %d items per test pass, but "
+                    "its data holds %d; %s", i, p.test_iter[i], batch, p.test_iter[i] * batch,
+                    size, "each pass sees a different part" if p.test_iter[i] * batch < size
+                    else "some items are scored twice")
+
     def pre_solve(self) -> None:
         shapes = [p.blob.shape for p in self.net.learnable]
         self.history = [Blob(s) for _ in range(self.history_sets) for s in shapes]
@@ -216,7 +245,9 @@ class Solver:
             self.restore(resume_file)
         self.step(self.param.max_iter - self.iter)
         p = self.param
-        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+        after_train = p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0)
+        # (A stop requested with a snapshot writes one even with snapshot_after_train: false.)
+        if (after_train or self._snapshot_on_stop) and self._last_snapshot_iter != self.iter:
             self.snapshot()
         if self.requested_early_exit:
             log("Optimization stopped early.")
@@ -261,6 +292,8 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += f32(self.net.forward_backward())
             loss /= f32(p.iter_size)
+            if self.stop_on_nonfinite:
+                self._check_finite_after_backward(loss)
             self.update_smoothed_loss(loss, start_iter, p.average_loss)
             if display:
                 lapse = time.perf_counter() - timer
@@ -272,10 +305,15 @@ class Solver:
                 self.iterations_last = self.iter
                 self._log_outputs("Train", self.net)
             self.apply_update()
+            if self.stop_on_nonfinite:
+                self._check_params_finite()
             request = self.action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
                 self.snapshot()
-            if request == STOP:
+            if request in (STOP, SNAPSHOT_STOP):
+                self.logger.info("Stop requested at iteration %d%s", self.iter,
+                                 "; snapshotting" if request == SNAPSHOT_STOP else "")
+                self._snapshot_on_stop = request == SNAPSHOT_STOP
                 self.requested_early_exit = True
                 break
 
@@ -298,6 +336,38 @@ class Solver:
                                      + (loss - self.losses[idx]) / f32(average_loss))
             self.losses[idx] = loss
 
+    # --- divergence ---------------------------------------------------------------------------
+    def _check_finite_after_backward(self, loss: np.float32) -> None:
+        """After forward/backward: the loss and every gradient must be finite."""
+        if np.isfinite(loss) and all(all_finite(p.blob.diff.reshape(-1))
+                                     for p in self.net.learnable):
+            return
+        where = first_nonfinite(self.net)
+        raise DivergenceError(self._divergence_message(
+            f"the loss is {loss:g}" if not np.isfinite(loss) else "a gradient is not finite",
+            where))
+
+    def _check_params_finite(self) -> None:
+        """After the update: every parameter must be finite."""
+        for p in self.net.learnable:
+            if not all_finite(p.blob.data.reshape(-1)):
+                where = f"layer '{p.layer}' parameter blob {p.index} data"
+                raise DivergenceError(self._divergence_message(
+                    "the update made a parameter non-finite (its gradient was finite)", where,
+                    self.iter - 1))
+
+    def _divergence_message(self, what: str, where: str, iteration: int | None = None) -> str:
+        if self.param.debug_info:
+            self.logger.error("Per-layer statistics of iteration %d:", self.iter)
+            for line in layer_statistics(self.net):
+                self.logger.error("    %s", line)
+        last = (f"the last good snapshot is {self.last_snapshot[1]}" if self.last_snapshot
+                else "no snapshot was written")
+        iteration = self.iter if iteration is None else iteration
+        return (f"training diverged at iteration {iteration}: {what}; first non-finite value: "
+                f"{where}; {last}; lower base_lr (now {fmt(self.param.base_lr)}) or set "
+                "clip_gradients, or pass --allow_nonfinite to continue anyway")
+
     # --- testing -----------------------------------------------------------------------------
     def test_all(self) -> None:
         for test_id in range(len(self.test_nets)):
@@ -318,7 +388,8 @@ class Solver:
             while request != NONE:
                 if request == SNAPSHOT:
                     self.snapshot()
-                elif request == STOP:
+                elif request in (STOP, SNAPSHOT_STOP):
+                    self._snapshot_on_stop = request == SNAPSHOT_STOP
                     self.requested_early_exit = True
                 request = self.action()
             if self.requested_early_exit:
@@ -413,6 +484,7 @@ class Solver:
                                 [blob.data for blob in self.history], self.resume_state())
         write_solver_state(state_file, state, hdf5=hdf5)
         self.last_snapshot = (model_file, state_file)
+        self._last_snapshot_iter = self.iter
         return model_file
 
     def resume_state(self) -> dict:
@@ -498,6 +570,76 @@ class Solver:
         self.net.close()
         for net in self.test_nets:
             net.close()
+
+
+def _data_layers(net: Net):
+    return [layer for layer in net.layers if hasattr(layer, "batch_size")]
+
+
+def _batch_size(net: Net) -> int:
+    layers = _data_layers(net)
+    return int(layers[0].batch_size) if layers else 0
+
+
+def _dataset_size(net: Net) -> int:
+    for layer in _data_layers(net):
+        size = getattr(layer, "dataset_size", None)
+        if size is None and hasattr(layer, "reader"):
+            size = len(layer.reader)
+        if size:
+            return int(size)
+    return 0
+
+
+class DivergenceError(PyforgeError):
+    """Training produced a non-finite loss, gradient or parameter."""
+
+    exit_code = EXIT_DIVERGED
+
+
+def first_nonfinite(net: Net) -> str:
+    """The first place, in computation order, where this pass's values stop being finite:
+    parameters and tops in forward layer order, then parameter and bottom diffs in backward
+    order."""
+    for layer_id, name in enumerate(net.layer_names):
+        # A layer's parameters come before its outputs: a non-finite weight is the cause.
+        for i, blob in enumerate(net.layers[layer_id].blobs):
+            if not np.isfinite(blob.data).all():
+                return f"layer '{name}' parameter blob {i} data"
+        for blob_id in net.top_ids[layer_id]:
+            blob = net.blob_list[blob_id]
+            if blob.count and not np.isfinite(blob.data).all():
+                return f"layer '{name}' top blob '{net.blob_names[blob_id]}' data (forward)"
+    for layer_id in range(len(net.layers) - 1, -1, -1):
+        name = net.layer_names[layer_id]
+        for i, blob in enumerate(net.layers[layer_id].blobs):
+            if net.layers[layer_id].param_propagate_down[i] and not np.isfinite(blob.diff).all():
+                return f"layer '{name}' parameter blob {i} diff (backward)"
+        for j, blob_id in enumerate(net.bottom_ids[layer_id]):
+            blob = net.blob_list[blob_id]
+            if net.bottom_need_backward[layer_id][j] and not np.isfinite(blob.diff).all():
+                return f"layer '{name}' bottom blob '{net.blob_names[blob_id]}' diff (backward)"
+    return "no single blob (the sum overflowed)"
+
+
+def layer_statistics(net: Net) -> list[str]:
+    """Per-layer mean |data| and |diff| of every top and parameter, for divergence reports."""
+    lines = []
+    for layer_id, name in enumerate(net.layer_names):
+        for blob_id in net.top_ids[layer_id]:
+            blob = net.blob_list[blob_id]
+            if blob.count:
+                lines.append(f"[{name}] top {net.blob_names[blob_id]}: mean|data| "
+                             f"{fmt(_mean_abs(blob.data))}, mean|diff| {fmt(_mean_abs(blob.diff))}")
+        for i, blob in enumerate(net.layers[layer_id].blobs):
+            lines.append(f"[{name}] param {i}: mean|data| {fmt(_mean_abs(blob.data))}, "
+                         f"mean|diff| {fmt(_mean_abs(blob.diff))}")
+    return lines
+
+
+def _mean_abs(array: np.ndarray) -> float:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.abs(array, dtype=np.float64).mean()) if array.size else 0.0
 
 
 def _loss_note(weight: float, value) -> str:
