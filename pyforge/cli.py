@@ -22,6 +22,7 @@ from .log import configure
 SINGLE_DASH_FLAGS = {
     "gpu", "solver", "model", "phase", "level", "stage", "snapshot", "weights", "iterations",
     "sigint_effect", "sighup_effect", "backend", "debug", "help", "force", "allow_nonfinite",
+    "metrics", "early_stop_metric", "early_stop_patience", "early_stop_mode", "keep_best",
 }
 
 
@@ -71,15 +72,41 @@ def cli(debug: bool) -> None:
 @click.option("--allow_nonfinite", is_flag=True,
               help="Keep training when the loss, a gradient or a weight is NaN or infinite "
                    "(by default training stops there and names the first layer affected).")
+@click.option("--metrics", default="",
+              help="Write one JSON line per display and test pass here (default "
+                   "<snapshot_prefix>.metrics.jsonl).")
+@click.option("--early_stop_metric", default="",
+              help="Test output to watch for early stopping / --keep_best (default accuracy).")
+@click.option("--early_stop_patience", default=0, type=int,
+              help="Stop after this many test passes without improvement (0: never).")
+@click.option("--early_stop_mode", type=click.Choice(["max", "min"]), default=None,
+              help="Whether larger (max) or smaller (min) is better; default by the name.")
+@click.option("--keep_best", is_flag=True,
+              help="Write <snapshot_prefix>_best.caffemodel whenever the watched output "
+                   "improves.")
 @debug_option
 def train_cmd(solver_file, solver, weights, snapshot, level, stage, sigint_effect,
-              sighup_effect, gpu, force, allow_nonfinite, debug) -> None:
+              sighup_effect, gpu, force, allow_nonfinite, metrics, early_stop_metric,
+              early_stop_patience, early_stop_mode, keep_best, debug) -> None:
     """Train or fine-tune a model from a solver prototxt."""
     if solver_file and solver and solver_file != solver:
         raise click.UsageError("give the solver either as an argument or with --solver, not both")
+    def overrides(param) -> None:
+        # The flags become the pyforge-only solver fields, so they show in the solver dump.
+        if early_stop_metric:
+            param.early_stop_metric = early_stop_metric
+        if early_stop_patience:
+            param.early_stop_patience = early_stop_patience
+        if early_stop_mode:
+            param.early_stop_mode = early_stop_mode
+        if keep_best:
+            param.keep_best = True
+        if metrics:
+            param.metrics_file = metrics
+
     api.train(solver_file or solver, weights=weights, snapshot=snapshot, level=level,
               stage=stage, gpu=gpu, sigint_effect=sigint_effect, sighup_effect=sighup_effect,
-              force=force, allow_nonfinite=allow_nonfinite)
+              force=force, allow_nonfinite=allow_nonfinite, overrides=overrides)
 
 
 @cli.command("test")

@@ -149,6 +149,23 @@ def sigmoid(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     return f32(p.base_lr) * (f32(1) / (f32(1) + e))
 
 
+def _check_plateau(p: caffe_pb2.SolverParameter) -> None:
+    _need(0 < p.gamma < 1, "plateau", "0 < gamma < 1 (the factor of each cut)",
+          f"gamma: {p.gamma:g}")
+    _need(p.plateau_patience > 0, "plateau", "plateau_patience > 0 (test passes)",
+          f"plateau_patience: {p.plateau_patience}")
+    _need(p.plateau_min_lr >= 0, "plateau", "plateau_min_lr >= 0",
+          f"plateau_min_lr: {p.plateau_min_lr:g}")
+
+
+@_policy("plateau", ("base_lr", "gamma", "plateau_patience"), _check_plateau)
+def plateau(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
+    """pyforge-only: ``max(base_lr * gamma ^ cuts, plateau_min_lr)``; the solver counts the cuts
+    in ``current_step`` as the watched test output stops improving."""
+    rate = _times_int_power(p.base_lr, p.gamma, state.current_step)
+    return max(rate, f32(p.plateau_min_lr))
+
+
 def get_policy(param: caffe_pb2.SolverParameter) -> LrPolicy:
     if not param.lr_policy:
         raise SolverError(f"lr_policy is not set (known: {', '.join(LR_POLICIES.names())})")

@@ -27,6 +27,7 @@ from ..proto.io import debug_string
 from ..rng import make_rng
 from ..signals import NONE, SNAPSHOT, SNAPSHOT_STOP, STOP
 from .lr_policy import LrState, get_policy
+from .monitor import MetricsFile, MetricWatch, make_watch, metrics_path
 
 f32 = np.float32
 
@@ -59,6 +60,7 @@ class Solver:
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets()
         self._warn_about_settings()
+        self._setup_watches()
         log("Solver scaffolding done.")
         self.iter = 0
         self.lr_state = LrState()
@@ -74,6 +76,12 @@ class Solver:
         self._snapshot_on_stop = False
         #: Stop at the first non-finite loss, gradient or parameter (--allow_nonfinite clears).
         self.stop_on_nonfinite = True
+        #: Where the JSONL metrics go (None: the solver's metrics_file or <prefix>.metrics.jsonl).
+        self.metrics_override: str | None = None
+        self._metrics: MetricsFile | None = None
+        self._resumed = False
+        self._start_time = time.time()
+        self._pending_record: dict | None = None
         self.pre_solve()
 
     # --- construction ----------------------------------------------------------------------
@@ -230,6 +238,23 @@ class Solver:
                     size, "each pass sees a different part" if p.test_iter[i] * batch < size
                     else "some items are scored twice")
 
+    def _setup_watches(self) -> None:
+        """Early stopping / keep_best and the plateau policy watch one test output each."""
+        p = self.param
+        outputs = self.test_nets[0].outputs if self.test_nets else []
+        self.early_watch: MetricWatch | None = None
+        self.plateau_watch: MetricWatch | None = None
+        self.plateau_cooldown = 0
+        if p.early_stop_patience < 0:
+            raise SolverError(f"early_stop_patience must be >= 0, found {p.early_stop_patience}")
+        if p.early_stop_patience > 0 or p.keep_best:
+            what = "early stopping" if p.early_stop_patience > 0 else "keep_best"
+            self.early_watch = make_watch(p.early_stop_metric, p.early_stop_mode, outputs, what)
+        if p.lr_policy == "plateau":
+            self.plateau_watch = make_watch(p.plateau_metric or p.early_stop_metric,
+                                            p.plateau_mode or p.early_stop_mode, outputs,
+                                            "lr_policy 'plateau'")
+
     def pre_solve(self) -> None:
         shapes = [p.blob.shape for p in self.net.learnable]
         self.history = [Blob(s) for _ in range(self.history_sets) for s in shapes]
@@ -243,6 +268,10 @@ class Solver:
         if resume_file:
             log("Restoring previous solver status from %s", resume_file)
             self.restore(resume_file)
+        self._start_time = time.time()
+        if self._metrics is None:
+            self._metrics = MetricsFile(metrics_path(self.param, self.metrics_override),
+                                        append=self._resumed)
         self.step(self.param.max_iter - self.iter)
         p = self.param
         after_train = p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0)
@@ -261,6 +290,9 @@ class Solver:
         if p.test_interval and self.iter % p.test_interval == 0:
             self.test_all()
         log("Optimization Done.")
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
 
     def step(self, iters: int) -> None:
         p = self.param
@@ -304,7 +336,16 @@ class Solver:
                 timer = time.perf_counter()
                 self.iterations_last = self.iter
                 self._log_outputs("Train", self.net)
-            self.apply_update()
+                self._pending_record = {
+                    "kind": "train", "iter": self.iter, "loss": float(loss),
+                    "smoothed_loss": float(self.smoothed_loss),
+                    "outputs": _outputs(self.net), "wall_time": self._wall_time(),
+                    "iter_per_s": per_s}
+            rate = self.apply_update()
+            if self._pending_record is not None:
+                self._pending_record["lr"] = float(rate)
+                self._record(self._pending_record)
+                self._pending_record = None
             if self.stop_on_nonfinite:
                 self._check_params_finite()
             request = self.action()
@@ -373,9 +414,56 @@ class Solver:
         for test_id in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
-            self.test(test_id)
+            means = self.test(test_id)
+            if means is None:
+                continue
+            self._record({"kind": "test", "iter": self.iter, "test_net": test_id,
+                          "outputs": means, "wall_time": self._wall_time()})
+            if test_id == 0:
+                self._watch(means)
 
-    def test(self, test_id: int) -> None:
+    def _watch(self, means: dict) -> None:
+        """After test net #0's pass: keep_best, early stopping and plateau cuts."""
+        p = self.param
+        if self.early_watch is not None:
+            watch = self.early_watch
+            value = _scalar(means[watch.name])
+            improved = watch.update(value, self.iter)
+            if improved and p.keep_best:
+                path = f"{p.snapshot_prefix}_best.caffemodel"
+                self.logger.info("Best %s so far: %s at iteration %d; writing %s", watch.name,
+                                 fmt(value), self.iter, path)
+                write_model(path, self.net)
+            if p.early_stop_patience and watch.bad_passes >= p.early_stop_patience:
+                self.logger.info("Early stopping at iteration %d: %s has not improved for %d "
+                                 "test passes (best %s at iteration %d)", self.iter, watch.name,
+                                 watch.bad_passes, fmt(watch.best), watch.best_iter)
+                self.requested_early_exit = True
+        if self.plateau_watch is not None:
+            watch = self.plateau_watch
+            watch.update(_scalar(means[watch.name]), self.iter)
+            if self.plateau_cooldown > 0:
+                self.plateau_cooldown -= 1
+                watch.bad_passes = 0
+            elif watch.bad_passes >= p.plateau_patience:
+                before = self.learning_rate()
+                self.lr_state.current_step += 1
+                watch.bad_passes = 0
+                self.plateau_cooldown = p.plateau_cooldown
+                self.logger.info("Plateau: %s has not improved for %d test passes (best %s at "
+                                 "iteration %d); lr %s -> %s", watch.name, p.plateau_patience,
+                                 fmt(watch.best), watch.best_iter, fmt(before),
+                                 fmt(self.learning_rate()))
+
+    def _record(self, record: dict) -> None:
+        if self._metrics is not None:
+            self._metrics.write(record)
+
+    def _wall_time(self) -> float:
+        return round(time.time() - self._start_time, 3)
+
+    def test(self, test_id: int) -> dict | None:
+        """One test pass of test net ``test_id``; returns the mean of each output."""
         log = self.logger.info
         log("Iteration %d, Testing net (#%d)", self.iter, test_id)
         test_net = self.test_nets[test_id]
@@ -404,22 +492,27 @@ class Solver:
                 scores = [f32(s + v) for s, v in zip(scores, values)]
         if self.requested_early_exit:
             log("Test interrupted.")
-            return
+            return None
         if self.param.test_compute_loss:
             log("Test loss: %s", fmt(loss / f32(n_iter)))
         index = 0
+        means: dict[str, float | list[float]] = {}
         for name, blob, weight in test_net.output_blobs():
+            values = []
             for _ in range(blob.count):
                 mean = f32(scores[index] / f32(n_iter))
                 log("    Test net output #%d: %s = %s%s", index, name, fmt(mean),
                     _loss_note(weight, mean))
+                values.append(float(mean))
                 index += 1
+            means[name] = values[0] if len(values) == 1 else values
+        return means
 
     # --- the update (SGDSolver::ApplyUpdate) -------------------------------------------------
     def learning_rate(self) -> float:
         return f32(self.lr_policy.rate(self.param, self.iter, self.lr_state))
 
-    def apply_update(self) -> None:
+    def apply_update(self) -> np.float32:
         rate = self.learning_rate()
         p = self.param
         if p.display and self.iter % p.display == 0:
@@ -431,6 +524,7 @@ class Solver:
             self.compute_update_value(param_id, rate)
         self.net.update()
         self.iter += 1
+        return rate
 
     def clip_gradients(self) -> None:
         clip = f32(self.param.clip_gradients)
@@ -501,6 +595,9 @@ class Solver:
                 "value": float(self.smoothed_loss),
                 "start_iter": self._loss_start_iter,
             },
+            "early_watch": self.early_watch.state() if self.early_watch else None,
+            "plateau_watch": self.plateau_watch.state() if self.plateau_watch else None,
+            "plateau_cooldown": self.plateau_cooldown,
         }
 
     def restore(self, path: str, force: bool = False) -> None:
@@ -543,6 +640,12 @@ class Solver:
             window = extra.get("smoothed_loss")
             if window:
                 self._resume_window = window
+            for watch, key in ((self.early_watch, "early_watch"),
+                               (self.plateau_watch, "plateau_watch")):
+                if watch is not None and extra.get(key):
+                    watch.load(extra[key])
+            self.plateau_cooldown = int(extra.get("plateau_cooldown", 0))
+        self._resumed = True
 
     def _check_compatible(self, path: str, extra: dict, force: bool) -> None:
         problems = []
@@ -567,9 +670,24 @@ class Solver:
                 self.logger.warning("Solver setting changed since the snapshot: %s", line)
 
     def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         self.net.close()
         for net in self.test_nets:
             net.close()
+
+
+def _outputs(net: Net) -> dict:
+    out: dict[str, float | list[float]] = {}
+    for name, blob, _ in net.output_blobs():
+        values = [float(v) for v in blob.data.reshape(-1)]
+        out[name] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _scalar(value) -> float:
+    return float(value[0] if isinstance(value, list) else value)
 
 
 def _data_layers(net: Net):

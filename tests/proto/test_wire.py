@@ -96,6 +96,16 @@ def _message_rows(
 PYFORGE_FIRST_FIELD = 10000
 PYFORGE_FIELDS = {
     ("SolverState", "pyforge_state"): "exact-resume state as JSON (solver type, cursors, RNGs)",
+    ("SolverParameter", "early_stop_metric"): "test output watched by early stopping/keep_best",
+    ("SolverParameter", "early_stop_patience"): "test passes without improvement before stopping",
+    ("SolverParameter", "early_stop_mode"): "max or min",
+    ("SolverParameter", "keep_best"): "write <prefix>_best.caffemodel on improvement",
+    ("SolverParameter", "plateau_patience"): "plateau lr policy: passes before a cut",
+    ("SolverParameter", "plateau_cooldown"): "plateau lr policy: passes ignored after a cut",
+    ("SolverParameter", "plateau_min_lr"): "plateau lr policy: floor",
+    ("SolverParameter", "plateau_metric"): "plateau lr policy: watched test output",
+    ("SolverParameter", "plateau_mode"): "plateau lr policy: max or min",
+    ("SolverParameter", "metrics_file"): "JSONL metrics path",
 }
 
 

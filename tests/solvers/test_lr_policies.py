@@ -34,8 +34,9 @@ def _assert_f32_close(got, expected, rtol=1e-6):
     np.testing.assert_allclose(np.float64(got), np.float64(expected), rtol=rtol, atol=0)
 
 
-def test_registry_holds_exactly_caffes_policies():
-    assert tuple(LR_POLICIES.names()) == ALL_POLICIES
+def test_registry_holds_caffes_policies_and_pyforges_plateau():
+    assert tuple(n for n in LR_POLICIES.names() if n != "plateau") == ALL_POLICIES
+    assert "plateau" in LR_POLICIES
     for name in ALL_POLICIES:
         assert name in LR_POLICIES
         assert LR_POLICIES.get(name) is get_policy(_param(

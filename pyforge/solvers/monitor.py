@@ -1,0 +1,101 @@
+"""Watching a test output across test passes: early stopping, keep_best, plateau lr cuts,
+and the JSONL metrics file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import IO
+
+from ..errors import PyforgeError, SolverError
+
+
+@dataclass
+class MetricWatch:
+    """The best value of one test output so far and how many passes it has not improved."""
+
+    name: str
+    mode: str  # "max" or "min"
+    best: float | None = None
+    best_iter: int = -1
+    bad_passes: int = 0
+
+    def update(self, value: float, iteration: int) -> bool:
+        """Record one test pass; True when ``value`` is a new best."""
+        if math.isnan(value):
+            self.bad_passes += 1
+            return False
+        better = self.best is None or (value > self.best if self.mode == "max"
+                                       else value < self.best)
+        if better:
+            self.best, self.best_iter, self.bad_passes = value, iteration, 0
+        else:
+            self.bad_passes += 1
+        return better
+
+    def state(self) -> dict:
+        return asdict(self)
+
+    def load(self, state: dict) -> None:
+        self.best = state.get("best")
+        self.best_iter = int(state.get("best_iter", -1))
+        self.bad_passes = int(state.get("bad_passes", 0))
+
+
+def default_mode(name: str) -> str:
+    return "min" if "loss" in name else "max"
+
+
+def make_watch(name: str, mode: str, outputs: list[str], what: str) -> MetricWatch:
+    """A watch on test output ``name`` (or the default one) checked against the outputs."""
+    if not outputs:
+        raise SolverError(f"{what} needs a test net (test_iter / test_interval) to watch")
+    if not name:
+        name = "accuracy" if "accuracy" in outputs else next(
+            (o for o in outputs if "loss" in o), outputs[0])
+    if name not in outputs:
+        raise SolverError(f"{what}: test net #0 has no output '{name}' (it has "
+                          f"{', '.join(outputs)})")
+    mode = mode or default_mode(name)
+    if mode not in ("max", "min"):
+        raise SolverError(f"{what}: mode must be 'max' or 'min', found '{mode}'")
+    return MetricWatch(name=name, mode=mode)
+
+
+class MetricsFile:
+    """``<prefix>.metrics.jsonl``: one JSON object per display and per test pass.
+
+    Records: {"kind": "train", "iter", "lr", "loss", "smoothed_loss", "outputs",
+    "wall_time", "iter_per_s"} and {"kind": "test", "iter", "test_net", "outputs",
+    "wall_time"}; ``outputs`` maps each output name to its value (a list for outputs with
+    several elements). A fresh run truncates the file, a resumed one appends to it.
+    """
+
+    def __init__(self, path: str, append: bool) -> None:
+        self.path = path
+        try:
+            self._handle: IO[str] | None = open(path, "a" if append else "w",
+                                                encoding="utf-8")
+        except OSError as exc:
+            raise PyforgeError(f"{path}: cannot write the metrics file: {exc.strerror}") from None
+
+    def write(self, record: dict) -> None:
+        if self._handle is None:
+            return
+        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def metrics_path(param, override: str | None) -> str:
+    if override:
+        return override
+    if param.metrics_file:
+        return param.metrics_file
+    return f"{param.snapshot_prefix}.metrics.jsonl" if param.snapshot_prefix else os.devnull
