@@ -12,6 +12,7 @@ recomputes it). ``check(param)`` enforces Caffe's parameter checks up front.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ f32 = np.float32
 @dataclass
 class LrState:
     current_step: int = 0
+    #: Where multistep logs its "MultiStep Status" lines (the solver's logger).
+    logger: logging.Logger | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ def multistep(p: caffe_pb2.SolverParameter, it: int, state: LrState) -> float:
     ``iter >= stepvalue[current_step]`` (Caffe's ``if``, not ``while``)."""
     if state.current_step < len(p.stepvalue) and it >= p.stepvalue[state.current_step]:
         state.current_step += 1
-        get_logger().info("MultiStep Status: Iteration %d, step = %d", it, state.current_step)
+        (state.logger or get_logger()).info("MultiStep Status: Iteration %d, step = %d", it,
+                                            state.current_step)
     return _times_int_power(p.base_lr, p.gamma, state.current_step)
 
 

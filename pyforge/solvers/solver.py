@@ -63,7 +63,7 @@ class Solver:
         self._setup_watches()
         log("Solver scaffolding done.")
         self.iter = 0
-        self.lr_state = LrState()
+        self.lr_state = LrState(logger=self.logger)
         self.losses: list[np.float32] = []
         self.smoothed_loss = f32(0)
         self.requested_early_exit = False

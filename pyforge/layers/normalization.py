@@ -1,0 +1,416 @@
+"""Normalization layers: BatchNorm, Scale, Bias, LRN and MVN."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blob import Blob
+from ..kernels import normalization as K
+from ..proto import caffe_pb2
+from .base import TEST, Layer, register_layer
+
+LRN = caffe_pb2.LRNParameter
+
+
+def _constant_filler(value: float) -> caffe_pb2.FillerParameter:
+    filler = caffe_pb2.FillerParameter()
+    filler.type = "constant"
+    filler.value = value
+    return filler
+
+
+def _f32(value: float) -> np.float32:
+    return np.float32(value)
+
+
+# --- BatchNorm -----------------------------------------------------------------------------------
+@register_layer("BatchNorm")
+class BatchNormLayer(Layer):
+    """Caffe type ``BatchNorm``: bottom (N, C, ...) -> top of the same shape, normalized per
+    channel: ``y = (x - mean) / sqrt(var + eps)``. No scale or shift of its own (Caffe pairs it
+    with ``Scale { bias_term: true }``). May run in place.
+
+    Reads batch_norm_param: use_global_stats (default: true in the TEST phase, false in TRAIN),
+    moving_average_fraction (0.999), eps (1e-5).
+
+    Blobs, all zero at first: [0] mean sum (C), [1] variance sum (C), [2] scale factor s (1).
+    In TRAIN without global stats each Forward normalizes with the batch mean and the biased
+    batch variance over N and the spatial axes, then updates ``s = s * maf + 1``,
+    ``mean_sum = mean + maf * mean_sum`` and ``var_sum = m/(m-1) * var + maf * var_sum``
+    (``m = count / C``: the stored variance is the unbiased one). With global stats it uses
+    ``mean_sum / s`` and ``var_sum / s`` (a factor of 0 when ``s == 0``) and the gradient treats
+    them as constants. The blobs are statistics, not parameters: the layer adds
+    ``param { lr_mult: 0 }`` for each to its own LayerParameter, and refuses a given non-zero
+    lr_mult, as Caffe does.
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.batch_norm_param
+        self.moving_average_fraction = _f32(p.moving_average_fraction)
+        self.use_global_stats = (p.use_global_stats if p.HasField("use_global_stats")
+                                 else self.phase == TEST)
+        self.eps = _f32(p.eps)
+        # Caffe reads the channels as shape(1); its Reshape then fails for a 1-axis bottom.
+        if bottom[0].num_axes < 2:
+            raise self.error(f"the bottom needs at least 2 axes (N, C, ...), found shape "
+                             f"{bottom[0].shape}")
+        self.channels = bottom[0].shape[1]
+        if not self.blobs:
+            self.blobs = [Blob((self.channels,)), Blob((self.channels,)), Blob((1,))]
+        # Mask the statistics from the solver: lr_mult 0 on each of them.
+        for i in range(len(self.blobs)):
+            if len(self.param.param) == i:
+                self.param.param.add().lr_mult = 0.0
+            elif self.param.param[i].lr_mult != 0:
+                raise self.error(
+                    f"param {i} has lr_mult {self.param.param[i].lr_mult:g}; the batch "
+                    "statistics are not learnable parameters, their lr_mult must be 0 (or "
+                    "leave the param specs out)")
+        self.param_propagate_down = [False] * len(self.blobs)
+        self.mean = np.zeros(self.channels, np.float32)
+        self.var = np.zeros(self.channels, np.float32)
+        self.std = np.zeros(self.channels, np.float32)
+        self.x_norm = np.zeros(0, np.float32)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        shape = bottom[0].shape
+        if len(shape) < 2 or shape[1] != self.channels:
+            raise self.error(f"the bottom must have {self.channels} channels (axis 1), found "
+                             f"shape {shape}")
+        top[0].reshape(shape)
+        if self.x_norm.shape != shape:
+            self.x_norm = np.zeros(shape, np.float32)
+        self.dims = (shape[0], self.channels, bottom[0].count // max(shape[0] * shape[1], 1))
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        x = bottom[0].data.reshape(self.dims)
+        if self.use_global_stats:
+            s = self.blobs[2].data[0]
+            factor = _f32(0.0) if s == 0 else _f32(1.0) / s
+            np.multiply(self.blobs[0].data, factor, out=self.mean)
+            np.multiply(self.blobs[1].data, factor, out=self.var)
+        else:
+            K.channel_mean_var(x, self.mean, self.var)
+            maf = self.moving_average_fraction
+            factor_blob = self.blobs[2].data
+            factor_blob *= maf
+            factor_blob += _f32(1.0)
+            mean_sum, var_sum = self.blobs[0].data, self.blobs[1].data
+            mean_sum[...] = self.mean + maf * mean_sum
+            m = bottom[0].count // self.channels
+            # Caffe stores the unbiased variance: the biased batch variance times m / (m - 1).
+            correction = _f32(m) / _f32(m - 1) if m > 1 else _f32(1.0)
+            var_sum[...] = correction * self.var + maf * var_sum
+        np.sqrt(self.var + self.eps, out=self.std)
+        K.batch_norm_forward(x, self.mean, self.std, top[0].data.reshape(self.dims),
+                             self.x_norm.reshape(self.dims))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.dims)
+        dx = bottom[0].diff.reshape(self.dims)
+        if self.use_global_stats:
+            K.divide_by_channel(dy, self.std, dx)
+        else:
+            K.batch_norm_backward(self.x_norm.reshape(self.dims), dy, self.std, dx)
+
+
+# --- Scale and Bias ------------------------------------------------------------------------------
+def _broadcast_dims(layer: Layer, bottom: Blob, operand: Blob, axis: int,
+                    what: str) -> tuple[int, int, int]:
+    """(outer, dim, inner) for applying ``operand`` along ``bottom``'s axes from ``axis``.
+
+    As in Caffe, a scalar operand (0 axes) uses axis 0 whatever ``axis`` says."""
+    start = 0 if operand.num_axes == 0 else layer.canonical_axis(bottom, axis)
+    end = start + operand.num_axes
+    if end > bottom.num_axes or bottom.shape[start:end] != operand.shape:
+        raise layer.error(f"the {what} of shape {operand.shape} does not match the bottom "
+                          f"{bottom.shape} at axis {start}: its shape must equal "
+                          f"bottom.shape[{start}:{end}]")
+    return bottom.count_range(0, start), operand.count, bottom.count_range(end)
+
+
+def _param_shape(layer: Layer, bottom: Blob, axis: int, num_axes: int) -> tuple[int, ...]:
+    """The learned blob's shape for ``axis``/``num_axes`` (-1 = to the end) of Scale/Bias."""
+    start = layer.canonical_axis(bottom, axis)
+    if num_axes < -1:
+        raise layer.error(f"num_axes must be >= 0, or -1 for all axes from axis on; found "
+                          f"{num_axes}")
+    if num_axes >= 0 and start + num_axes > bottom.num_axes:
+        raise layer.error(f"num_axes {num_axes} from axis {start} extends past the bottom's "
+                          f"{bottom.num_axes} axes {bottom.shape}")
+    return bottom.shape[start:] if num_axes == -1 else bottom.shape[start:start + num_axes]
+
+
+def _sum_outer_inner(values: np.ndarray) -> np.ndarray:
+    """Sum an (outer, dim, inner) array over outer and inner, in float64, as float32."""
+    return values.sum(axis=2, dtype=np.float64).sum(axis=0).astype(np.float32)
+
+
+@register_layer("Scale")
+class ScaleLayer(Layer):
+    """Caffe type ``Scale``: ``y = x * s (+ b)``, with ``s`` broadcast along the bottom's axes
+    ``[axis, axis + s.num_axes)``. bottoms: x, or x and s; top: y (may be x, in place).
+
+    Reads scale_param: axis (1), num_axes (1; -1 = all axes from ``axis``, 0 = a scalar; only
+    with one bottom), filler (default constant 1), bias_term (false), bias_filler (default
+    constant 0). Blobs: [s] with one bottom, then [b] when bias_term. The bias's shape follows
+    ``num_axes`` (or bottom[1]'s axes with two bottoms), as Caffe's internal Bias layer does.
+    """
+
+    min_bottom_blobs = 1
+    max_bottom_blobs = 2
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.scale_param
+        if len(bottom) == 1 and not self.blobs:
+            shape = _param_shape(self, bottom[0], p.axis, p.num_axes)
+            # Default to a constant 1 filler: the identity.
+            filler = p.filler if p.HasField("filler") else _constant_filler(1.0)
+            self.blobs = [self.make_param(shape, filler, "filler")]
+        self.bias_term = p.bias_term
+        if self.bias_term and len(self.blobs) + len(bottom) < 3:
+            num_axes = bottom[1].num_axes if len(bottom) > 1 else p.num_axes
+            shape = _param_shape(self, bottom[0], p.axis, num_axes)
+            self.blobs.append(self.make_param(shape, p.bias_filler, "bias_filler"))
+        self.param_propagate_down = [True] * len(self.blobs)
+        self.temp = np.zeros(0, np.float32)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        scale = bottom[1] if len(bottom) > 1 else self.blobs[0]
+        axis = self.param.scale_param.axis
+        self.dims = _broadcast_dims(self, bottom[0], scale, axis, "scale")
+        if self.bias_term:
+            bias = self.blobs[-1]
+            if _broadcast_dims(self, bottom[0], bias, axis, "bias") != self.dims:
+                raise self.error(f"the bias of shape {bias.shape} does not match the scale of "
+                                 f"shape {scale.shape}")
+        if top[0] is bottom[0]:
+            # In place: Backward needs the input, which Forward overwrites.
+            if self.temp.shape != bottom[0].shape:
+                self.temp = np.zeros(bottom[0].shape, np.float32)
+        else:
+            top[0].reshape(bottom[0].shape)
+
+    def _scale(self, bottom: list[Blob]) -> Blob:
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        outer, dim, inner = self.dims
+        if top[0] is bottom[0]:
+            self.temp[...] = bottom[0].data
+        x = bottom[0].data.reshape(self.dims)
+        y = top[0].data.reshape(self.dims)
+        np.multiply(x, self._scale(bottom).data.reshape(1, dim, 1), out=y)
+        if self.bias_term:
+            y += self.blobs[-1].data.reshape(1, dim, 1)
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        outer, dim, inner = self.dims
+        dy = top[0].diff.reshape(self.dims)
+        if self.bias_term and self.param_propagate_down[-1]:
+            bias = self.blobs[-1]
+            bias.diff += _sum_outer_inner(dy).reshape(bias.shape)
+        scale = self._scale(bottom)
+        learned = len(bottom) == 1
+        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
+            x = (self.temp if top[0] is bottom[0] else bottom[0].data).reshape(self.dims)
+            grad = _sum_outer_inner(dy * x).reshape(scale.shape)
+            if learned:
+                # NOTE: Caffe overwrites instead of adding for some shapes (outer dim 1, or a
+                # scale as large as the bottom); parameter diffs accumulate here, always.
+                scale.diff += grad
+            else:
+                scale.diff[...] = grad
+        if propagate_down[0]:
+            np.multiply(dy, scale.data.reshape(1, dim, 1),
+                        out=bottom[0].diff.reshape(self.dims))
+
+
+@register_layer("Bias")
+class BiasLayer(Layer):
+    """Caffe type ``Bias``: ``y = x + b``, with ``b`` broadcast along the bottom's axes
+    ``[axis, axis + b.num_axes)``. bottoms: x, or x and b; top: y (may be x, in place).
+
+    Reads bias_param: axis (1), num_axes (1; -1 = all axes from ``axis``, 0 = a scalar; only
+    with one bottom), filler (default constant 0). Blobs: [b] with one bottom.
+    """
+
+    min_bottom_blobs = 1
+    max_bottom_blobs = 2
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.bias_param
+        if len(bottom) == 1 and not self.blobs:
+            shape = _param_shape(self, bottom[0], p.axis, p.num_axes)
+            # An unset FillerParameter is already constant 0: the identity.
+            self.blobs = [self.make_param(shape, p.filler, "filler")]
+        self.param_propagate_down = [True] * len(self.blobs)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        bias = bottom[1] if len(bottom) > 1 else self.blobs[0]
+        self.dims = _broadcast_dims(self, bottom[0], bias, self.param.bias_param.axis, "bias")
+        if top[0] is not bottom[0]:
+            top[0].reshape(bottom[0].shape)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        bias = bottom[1] if len(bottom) > 1 else self.blobs[0]
+        b = bias.data.reshape(1, self.dims[1], 1)
+        y = top[0].data.reshape(self.dims)
+        if top[0] is bottom[0]:
+            y += b
+        else:
+            np.add(bottom[0].data.reshape(self.dims), b, out=y)
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if propagate_down[0] and top[0] is not bottom[0]:
+            bottom[0].diff[...] = top[0].diff
+        learned = len(bottom) == 1
+        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
+            bias = self.blobs[0] if learned else bottom[1]
+            grad = _sum_outer_inner(top[0].diff.reshape(self.dims)).reshape(bias.shape)
+            if learned:
+                bias.diff += grad
+            else:
+                bias.diff[...] = grad
+
+
+# --- LRN ---------------------------------------------------------------------------------------
+@register_layer("LRN")
+class LRNLayer(Layer):
+    """Caffe type ``LRN``: local response normalization, bottom (N, C, H, W) -> top of the
+    same shape (not in place).
+
+    Reads lrn_param: local_size n (5, must be odd), alpha (1), beta (0.75), k (1), norm_region:
+
+    * ACROSS_CHANNELS: ``y = x * (k + alpha/n * sum of x^2 over the n channels centred on c)
+      ^ -beta``, channels outside the image counting as 0;
+    * WITHIN_CHANNEL: ``y = x * (1 + alpha * avg)^-beta``, where ``avg`` is Caffe's AVE pooling
+      of x^2 (kernel n, stride 1, pad (n-1)/2, dividing by the padded window size n*n); ``k`` is
+      not used.
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.lrn_param
+        if p.local_size % 2 != 1:
+            raise self.error(f"local_size must be odd, found {p.local_size}")
+        if top[0] is bottom[0]:
+            # Caffe accepts it but computes garbage: its forward writes the powers over the
+            # input before multiplying by it, and its backward reads the input.
+            raise self.error("LRN does not work in place (give the top its own name)")
+        self.size = int(p.local_size)
+        self.alpha = _f32(p.alpha)
+        self.neg_beta = -_f32(p.beta)
+        self.k = _f32(p.k)
+        self.within = p.norm_region == LRN.WITHIN_CHANNEL
+        self.state = np.zeros(0, np.float32)
+        self.work = np.zeros(0, np.float32)
+        self.accum = np.zeros(0, np.float32)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if bottom[0].num_axes != 4:
+            raise self.error(f"the bottom must have 4 axes (N, C, H, W), found shape "
+                             f"{bottom[0].shape}")
+        top[0].reshape(bottom[0].shape)
+        n, c, h, w = bottom[0].shape
+        # Kept for Backward: the scale (ACROSS), or the pooled squares and their power (WITHIN).
+        self.view = (n * c, h, w) if self.within else (n, c, h * w)
+        state_shape = (2 if self.within else 1,) + self.view
+        if self.state.shape != state_shape:
+            self.state = np.zeros(state_shape, np.float32)
+            # Work buffers: the within-channel kernels need three planes per plane of x.
+            self.work = np.zeros((3 if self.within else 1,) + self.view, np.float32)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        x = bottom[0].data.reshape(self.view)
+        y = top[0].data.reshape(self.view)
+        if self.within:
+            pooled, power = self.state
+            K.lrn_within_pool(x, self.size, self.work[0], self.work[1], pooled)
+            # Caffe's Power layer: scale, shift, then the power.
+            if self.alpha != 1:
+                np.multiply(pooled, self.alpha, out=power)
+            else:
+                power[...] = pooled
+            power += _f32(1.0)
+            np.power(power, self.neg_beta, out=power)
+            np.multiply(x, power, out=y)
+        else:
+            scale = self.state[0]
+            K.lrn_across_scale(x, self.size, self.alpha / _f32(self.size), self.k, scale)
+            np.power(scale, self.neg_beta, out=y)
+            np.multiply(y, x, out=y)
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        x = bottom[0].data.reshape(self.view)
+        dy = top[0].diff.reshape(self.view)
+        dx = bottom[0].diff.reshape(self.view)
+        if self.within:
+            K.lrn_within_backward(x, self.state[0], self.state[1], dy, self.size, self.alpha,
+                                  self.neg_beta, self.work[0], self.work[1], self.work[2], dx)
+        else:
+            n, c, plane = self.view
+            if self.accum.shape != (n, plane):
+                self.accum = np.empty((n, plane), np.float32)
+            scale = self.state[0]
+            np.power(scale, self.neg_beta, out=dx)
+            np.multiply(dy, dx, out=dx)
+            # Caffe computes 2 * alpha * beta / n in double precision.
+            cache_ratio = _f32(2.0 * float(self.alpha) * -float(self.neg_beta) / self.size)
+            K.lrn_across_backward(x, top[0].data.reshape(self.view), scale, dy, self.size,
+                                  cache_ratio, self.work[0], self.accum, dx)
+
+
+# --- MVN -----------------------------------------------------------------------------------------
+@register_layer("MVN")
+class MVNLayer(Layer):
+    """Caffe type ``MVN``: mean-variance normalization, bottom (N, C, H, W) -> top (N, C, H, W).
+
+    Reads mvn_param: normalize_variance (true), across_channels (false), eps (1e-9). Each item
+    (across_channels) or each item's channel has its mean subtracted and, with
+    normalize_variance, is divided by ``sqrt(var) + eps`` (eps is added to the standard
+    deviation, not to the variance). Like Caffe, the top is given the bottom's legacy 4-D shape
+    (a (N, D) bottom gives a (N, D, 1, 1) top), so bottoms may have at most 4 axes.
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.mvn_param
+        self.normalize_variance = p.normalize_variance
+        self.across_channels = p.across_channels
+        self.eps = _f32(p.eps)
+        self.std = np.zeros(0, np.float32)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if bottom[0].num_axes > 4:
+            raise self.error(f"the bottom may have at most 4 axes (N, C, H, W), found shape "
+                             f"{bottom[0].shape}")
+        legacy = (bottom[0].num, bottom[0].channels, bottom[0].height, bottom[0].width)
+        top[0].reshape(legacy)
+        rows = legacy[0] if self.across_channels else legacy[0] * legacy[1]
+        self.view = (rows, bottom[0].count // rows if rows else 0)
+        if self.std.shape != (rows,):
+            self.std = np.zeros(rows, np.float32)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        K.mvn_forward(bottom[0].data.reshape(self.view), self.normalize_variance, self.eps,
+                      top[0].data.reshape(self.view), self.std)
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        K.mvn_backward(top[0].data.reshape(self.view), top[0].diff.reshape(self.view),
+                       self.normalize_variance, self.std, bottom[0].diff.reshape(self.view))
