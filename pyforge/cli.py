@@ -159,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Overflow in a diverging run is reported by pyforge's own divergence check, with the
         # layer it started in; NumPy's per-operation warnings would only add noise.
         with np.errstate(all="ignore"):
-            cli.main(args=args, prog_name="pyforge", standalone_mode=False)
+            rv = cli.main(args=args, prog_name="pyforge", standalone_mode=False)
+        # Without standalone mode click returns (rather than raises) the code of an Exit.
+        if isinstance(rv, int):
+            return rv
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

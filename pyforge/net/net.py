@@ -268,6 +268,22 @@ class Net:
                 layer.param_propagate_down = [True] * len(layer.blobs)
 
     def _share_weights(self) -> None:
+        """Put every owner parameter's data and diff into one contiguous buffer each, then let
+        every sharer use its owner's memory (Caffe's ShareWeights).
+
+        One buffer per net makes the update one vectorised operation and a data-parallel
+        gradient exchange a single collective over ``param_diff``."""
+        total = sum(p.blob.count for p in self.learnable)
+        self.param_data = np.empty(total, dtype=np.float32)
+        self.param_diff = np.zeros(total, dtype=np.float32)
+        offset = 0
+        for p in self.learnable:
+            blob, n = p.blob, p.blob.count
+            data = self.param_data[offset:offset + n].reshape(blob.shape)
+            data[...] = blob.data
+            blob.data = data
+            blob.diff = self.param_diff[offset:offset + n].reshape(blob.shape)
+            offset += n
         for i, owner in enumerate(self.param_owner):
             if owner >= 0:
                 self.params_flat[i].share_data(self.params_flat[owner])
@@ -355,13 +371,12 @@ class Net:
                                  fmt(_mean_abs(blob.diff)))
 
     def clear_param_diffs(self) -> None:
-        for p in self.learnable:
-            p.blob.diff[...] = 0
+        self.param_diff[...] = 0
 
     def update(self) -> None:
-        """``data -= diff`` for every owner parameter (Caffe's Net::Update)."""
-        for p in self.learnable:
-            np.subtract(p.blob.data, p.blob.diff, out=p.blob.data)
+        """``data -= diff`` for every owner parameter (Caffe's Net::Update), in one pass over
+        the contiguous parameter buffer."""
+        np.subtract(self.param_data, self.param_diff, out=self.param_data)
 
     # --- pycaffe-style views -------------------------------------------------------------------
     @property
