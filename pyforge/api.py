@@ -6,8 +6,10 @@ lines.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,7 @@ import numpy as np
 from .errors import PyforgeError
 from .log import fmt, get_logger
 from .net.net import Net
+from .parallel.comm import get_communicator
 from .proto import caffe_pb2, read_net_param, read_solver_param
 from .rng import make_rng
 from .signals import SignalActions
@@ -60,7 +63,21 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
         param.weights.append(weights)
     if overrides is not None:
         overrides(param)
-    solver_obj = create_solver(param, solver_file=solver, logger=log, action=actions)
+    comm = get_communicator()
+    if comm.rank > 0:
+        # Rank 0 speaks for the job; the other ranks only report errors.
+        log.setLevel(logging.ERROR)
+    try:
+        solver_obj = create_solver(param, solver_file=solver, logger=log, action=actions,
+                                   comm=comm)
+    except PyforgeError as exc:
+        if comm.size > 1:
+            _abort_job(comm, log, exc)
+        comm.close()
+        raise
+    except BaseException:
+        comm.close()
+        raise
     solver_obj.stop_on_nonfinite = not allow_nonfinite
     actions.install()
     try:
@@ -70,9 +87,26 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
         log.info("Starting Optimization")
         solver_obj.solve()
         log.info("Optimization Done.")
+    except PyforgeError as exc:
+        if comm.size > 1:
+            actions.uninstall()
+            _abort_job(comm, log, exc)
+        raise
     finally:
         actions.uninstall()
         solver_obj.close()
+        comm.close()
+
+
+def _abort_job(comm, log: logging.Logger, exc: PyforgeError) -> None:
+    """An error on one rank ends every rank at once: the others may be blocked in a collective.
+    MPI_Abort ends this process too, so the error is logged first."""
+    log.setLevel(logging.INFO)
+    log.error("rank %d: %s", comm.rank, exc)
+    # Give the launcher time to forward the message before the abort tears the job down.
+    sys.stderr.flush()
+    time.sleep(1.0)
+    comm.abort(exc.exit_code)
 
 
 def _load_net(model: str, phase: int, level: int, stage: str, seed: int | None = None) -> Net:

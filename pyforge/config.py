@@ -14,6 +14,8 @@ from dataclasses import dataclass
 class Config:
     #: Show tracebacks for user errors (also ``--debug``).
     debug: bool = False
+    #: Seconds a rank waits for the others in a collective before declaring them stalled.
+    mpi_timeout: float = 60.0
 
 
 def _flag(name: str) -> bool:
@@ -21,7 +23,11 @@ def _flag(name: str) -> bool:
 
 
 def load() -> Config:
-    return Config(debug=_flag("PYFORGE_DEBUG"))
+    try:
+        timeout = float(os.environ.get("PYFORGE_MPI_TIMEOUT", "60"))
+    except ValueError:
+        timeout = 60.0
+    return Config(debug=_flag("PYFORGE_DEBUG"), mpi_timeout=timeout)
 
 
 def apply_thread_defaults() -> None:

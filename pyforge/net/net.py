@@ -41,7 +41,11 @@ class Net:
     """
 
     def __init__(self, param: caffe_pb2.NetParameter, rng: np.random.Generator | None = None,
-                 logger: logging.Logger | None = None, source_file: str | None = None) -> None:
+                 logger: logging.Logger | None = None, source_file: str | None = None,
+                 reserve_diff: int = 0) -> None:
+        #: Extra float slots after the gradients in the diff buffer (data-parallel training
+        #: sends its control flags in the same collective as the gradients).
+        self.reserve_diff = reserve_diff
         self.logger = logger or get_logger()
         log = self.logger.info
         self.source_file = source_file
@@ -275,7 +279,8 @@ class Net:
         gradient exchange a single collective over ``param_diff``."""
         total = sum(p.blob.count for p in self.learnable)
         self.param_data = np.empty(total, dtype=np.float32)
-        self.param_diff = np.zeros(total, dtype=np.float32)
+        self.diff_buffer = np.zeros(total + self.reserve_diff, dtype=np.float32)
+        self.param_diff = self.diff_buffer[:total]
         offset = 0
         for p in self.learnable:
             blob, n = p.blob, p.blob.count

@@ -15,7 +15,7 @@ __all__ = [
 ]
 
 
-def create_solver(param, solver_file=None, logger=None, action=None) -> Solver:
+def create_solver(param, solver_file=None, logger=None, action=None, comm=None) -> Solver:
     """Build the solver named by ``param.type`` (Caffe's SolverRegistry::CreateSolver)."""
     from ..errors import SolverError
     from ..registry import UnknownNameError
@@ -24,4 +24,4 @@ def create_solver(param, solver_file=None, logger=None, action=None) -> Solver:
         cls = SOLVERS.get(param.type)
     except UnknownNameError as exc:
         raise SolverError(str(exc)) from None
-    return cls(param, solver_file=solver_file, logger=logger, action=action)
+    return cls(param, solver_file=solver_file, logger=logger, action=action, comm=comm)

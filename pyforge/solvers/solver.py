@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -22,6 +24,7 @@ from ..io.snapshot import (
 from ..kernels.checks import all_finite
 from ..log import fmt, get_logger
 from ..net.net import Net
+from ..parallel.comm import Communicator
 from ..proto import caffe_pb2, read_net_param, resolve_path
 from ..proto.io import debug_string
 from ..rng import make_rng
@@ -45,8 +48,11 @@ class Solver:
 
     def __init__(self, param: caffe_pb2.SolverParameter, solver_file: str | None = None,
                  logger: logging.Logger | None = None,
-                 action: Callable[[], str] | None = None) -> None:
+                 action: Callable[[], str] | None = None,
+                 comm: Communicator | None = None) -> None:
         self.logger = logger or get_logger()
+        #: The data-parallel communicator (single process unless run under mpiexec).
+        self.comm = comm or Communicator()
         self.param = param
         self.solver_file = solver_file
         self.action = action or (lambda: NONE)
@@ -56,11 +62,18 @@ class Solver:
         self.lr_policy = get_policy(param)
         self._resolve_snapshot_prefix()
         self._check_snapshot_write_permissions()
-        self.rng = make_rng(param.random_seed if param.HasField("random_seed") else None)
+        # Caffe seeds each solver with random_seed + its rank; rank 0's weights are broadcast
+        # below, so only the per-rank random streams (dropout, crops) differ.
+        seed = param.random_seed if param.HasField("random_seed") else None
+        if seed is not None and seed >= 0:
+            seed += self.comm.rank
+        self.rng = make_rng(seed)
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets()
         self._warn_about_settings()
         self._setup_watches()
+        if self.comm.size > 1:
+            self._join_ranks()
         log("Solver scaffolding done.")
         self.iter = 0
         self.lr_state = LrState(logger=self.logger)
@@ -70,6 +83,7 @@ class Solver:
         self.iterations_last = 0
         self.history: list[Blob] = []
         self._resume_window: dict | None = None
+        self._restored_rank_states: list | None = None
         self._loss_start_iter = 0
         self.last_snapshot: tuple[str, str] | None = None
         self._last_snapshot_iter = -1
@@ -109,11 +123,11 @@ class Solver:
 
     def _check_snapshot_write_permissions(self) -> None:
         p = self.param
-        if not (p.snapshot > 0 or p.snapshot_after_train):
-            return
+        if not (p.snapshot > 0 or p.snapshot_after_train) or self.comm.rank != 0:
+            return  # only rank 0 writes snapshots
         if p.snapshot > 0 and not p.snapshot_prefix:
             raise SolverError("snapshot is set but snapshot_prefix is not")
-        probe = f"{p.snapshot_prefix}_iter_probe.tempfile"
+        probe = f"{p.snapshot_prefix}_iter_probe{os.getpid()}.tempfile"
         try:
             with open(probe, "w"):
                 pass
@@ -151,8 +165,13 @@ class Solver:
         state.MergeFrom(net_param.state)
         state.MergeFrom(p.train_state)
         net_param.state.CopyFrom(state)
-        net = Net(net_param, rng=self.rng, logger=self.logger, source_file=source)
+        net = Net(net_param, rng=self.rng, logger=self.logger, source_file=source,
+                  reserve_diff=len(_FLAGS) if self.comm.size > 1 else 0)
         self._load_weights(net)
+        if self.comm.size > 1:
+            for layer in net.layers:
+                if hasattr(layer, "set_shard"):
+                    layer.set_shard(self.comm.rank, self.comm.size)
         return net
 
     def _init_test_nets(self) -> list[Net]:
@@ -238,6 +257,23 @@ class Solver:
                     size, "each pass sees a different part" if p.test_iter[i] * batch < size
                     else "some items are scored twice")
 
+    def _join_ranks(self) -> None:
+        """Every rank must build the same net and solver; then all take rank 0's weights."""
+        digest = hashlib.sha256(json.dumps([self.net.fingerprint(), debug_string(self.param),
+                                            self.type_name]).encode()).hexdigest()
+        digests = self.comm.allgather_object(digest)
+        differing = [r for r, d in enumerate(digests) if d != digests[0]]
+        if differing:
+            raise PyforgeError(f"ranks {differing} built a different net or solver than rank 0 "
+                               "(check that every machine has the same files and pyforge "
+                               "version); stopping every rank")
+        self.comm.broadcast_(self.net.param_data)
+        batch = _batch_size(self.net)
+        self.logger.info("Data parallel over %d ranks: effective batch %d (batch %d x iter_size "
+                         "%d x %d ranks); rank r reads records r, r+%d, ...", self.comm.size,
+                         batch * self.param.iter_size * self.comm.size, batch,
+                         self.param.iter_size, self.comm.size, self.comm.size)
+
     def _setup_watches(self) -> None:
         """Early stopping / keep_best and the plateau policy watch one test output each."""
         p = self.param
@@ -311,6 +347,7 @@ class Solver:
         self._loss_start_iter = start_iter
         timer = time.perf_counter()
         while self.iter < stop_iter:
+            self.comm.heartbeat(self.iter)
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and (
                 self.iter > 0 or p.test_initialization
@@ -324,6 +361,9 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += f32(self.net.forward_backward())
             loss /= f32(p.iter_size)
+            request = NONE
+            if self.comm.size > 1:
+                request = self._exchange_gradients(loss)
             if self.stop_on_nonfinite:
                 self._check_finite_after_backward(loss)
             self.update_smoothed_loss(loss, start_iter, p.average_loss)
@@ -348,7 +388,8 @@ class Solver:
                 self._pending_record = None
             if self.stop_on_nonfinite:
                 self._check_params_finite()
-            request = self.action()
+            if self.comm.size == 1:
+                request = self.action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
                 self.snapshot()
             if request in (STOP, SNAPSHOT_STOP):
@@ -357,6 +398,25 @@ class Solver:
                 self._snapshot_on_stop = request == SNAPSHOT_STOP
                 self.requested_early_exit = True
                 break
+
+    def _exchange_gradients(self, loss: np.float32) -> str:
+        """Sum the gradients over the ranks in one in-place collective, with the control flags
+        in the slots after them, and average as Caffe does (sum, then scale by 1/N). Signals are
+        agreed here, so every rank acts on them at the same iteration."""
+        request = self.action()
+        flags = self.net.diff_buffer[len(self.net.param_diff):]
+        flags[:] = 0
+        flags[_FLAGS.index("stop")] = request in (STOP, SNAPSHOT_STOP)
+        flags[_FLAGS.index("snapshot")] = request in (SNAPSHOT, SNAPSHOT_STOP)
+        flags[_FLAGS.index("nonfinite")] = not np.isfinite(loss)
+        self.comm.allreduce_sum_(self.net.diff_buffer, self.iter)
+        self.net.param_diff *= f32(1.0 / self.comm.size)
+        if flags[_FLAGS.index("nonfinite")] and np.isfinite(loss) and self.stop_on_nonfinite:
+            raise DivergenceError(f"training diverged at iteration {self.iter} on another rank "
+                                  "(rank 0 reports where)")
+        stop = flags[_FLAGS.index("stop")] > 0
+        snap = flags[_FLAGS.index("snapshot")] > 0
+        return SNAPSHOT_STOP if stop and snap else STOP if stop else SNAPSHOT if snap else NONE
 
     def _log_outputs(self, kind: str, net: Net) -> None:
         index = 0
@@ -411,6 +471,20 @@ class Solver:
 
     # --- testing -----------------------------------------------------------------------------
     def test_all(self) -> None:
+        if self.comm.size > 1:
+            # Rank 0 tests for the job; the decisions a test pass can make (early stop, a
+            # plateau cut) are then sent to every rank.
+            if self.comm.rank == 0:
+                self._test_all_nets()
+            decisions = self.comm.broadcast_object(
+                (self.requested_early_exit, self.lr_state.current_step, self.plateau_cooldown,
+                 self.early_watch, self.plateau_watch))
+            (self.requested_early_exit, self.lr_state.current_step, self.plateau_cooldown,
+             self.early_watch, self.plateau_watch) = decisions
+            return
+        self._test_all_nets()
+
+    def _test_all_nets(self) -> None:
         for test_id in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
@@ -566,6 +640,13 @@ class Solver:
         """Write ``<prefix>_iter_<N>.caffemodel`` and ``.solverstate`` (``.h5`` for HDF5); the
         model first, since the state names it."""
         p = self.param
+        extra = self.resume_state()
+        if self.comm.size > 1:
+            # Each rank's data cursors and random states, so every rank resumes exactly.
+            extra["rank_states"] = self.comm.allgather_object(self.net.get_state())
+            if self.comm.rank != 0:
+                self._last_snapshot_iter = self.iter
+                return ""
         hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
         suffix = ".h5" if hdf5 else ""
         kind = "HDF5 file" if hdf5 else "binary proto file"
@@ -575,7 +656,7 @@ class Solver:
         state_file = snapshot_filename(p.snapshot_prefix, self.iter, ".solverstate" + suffix)
         self.logger.info("Snapshotting solver state to %s %s", kind, state_file)
         state = SolverStateData(self.iter, model_file, self.lr_state.current_step,
-                                [blob.data for blob in self.history], self.resume_state())
+                                [blob.data for blob in self.history], extra)
         write_solver_state(state_file, state, hdf5=hdf5)
         self.last_snapshot = (model_file, state_file)
         self._last_snapshot_iter = self.iter
@@ -601,6 +682,32 @@ class Solver:
         }
 
     def restore(self, path: str, force: bool = False) -> None:
+        if self.comm.size == 1:
+            self._restore(path, force)
+            return
+        # Rank 0 reads the files (they need not be on every machine) and sends the state.
+        error = None
+        if self.comm.rank == 0:
+            try:
+                self._restore(path, force)
+            except PyforgeError as exc:
+                error = exc
+        error = self.comm.broadcast_object(error)
+        if error is not None:
+            raise error
+        self.comm.broadcast_(self.net.param_data)
+        for blob in self.history:
+            self.comm.broadcast_(blob.data.reshape(-1))
+        shared = self.comm.broadcast_object(
+            (self.iter, self.lr_state.current_step, self._resume_window, self.early_watch,
+             self.plateau_watch, self.plateau_cooldown, self._restored_rank_states))
+        (self.iter, self.lr_state.current_step, self._resume_window, self.early_watch,
+         self.plateau_watch, self.plateau_cooldown, rank_states) = shared
+        self._resumed = True
+        if rank_states and self.comm.rank < len(rank_states):
+            self.net.set_state(rank_states[self.comm.rank])
+
+    def _restore(self, path: str, force: bool = False) -> None:
         """Resume from a .solverstate[.h5] (Caffe's Restore).
 
         A state written by Caffe restores what Caffe restores (the data cursors restart, as in
@@ -632,8 +739,10 @@ class Solver:
         self.logger.info("SGDSolver: restoring history")
         for blob, array in zip(self.history, state.history):
             blob.data[...] = array
+        self._restored_rank_states = None
         if state.extra is not None:
             extra = state.extra
+            self._restored_rank_states = extra.get("rank_states")
             self.net.set_state(extra.get("train_net", {}))
             for net, net_state in zip(self.test_nets, extra.get("test_nets", [])):
                 net.set_state(net_state)
@@ -676,6 +785,10 @@ class Solver:
         self.net.close()
         for net in self.test_nets:
             net.close()
+
+
+#: Control flags sent after the gradients in the data-parallel collective.
+_FLAGS = ("stop", "snapshot", "nonfinite")
 
 
 def _outputs(net: Net) -> dict:
