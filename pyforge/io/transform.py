@@ -34,13 +34,20 @@ class DataTransformer:
             raise NetError(f"{where}: give either mean_file or mean_value, not both")
         self.mean_image: np.ndarray | None = None
         if param.mean_file:
-            path = resolve_path(param.mean_file, source_file, "mean_file")
+            path = param.mean_file
+            if "\0" in path:  # the OS refuses such a path with a ValueError, not an OSError
+                raise DataError(f"{where}: mean_file {path!r} contains a NUL character")
+            path = resolve_path(path, source_file, "mean_file")
             blob = read_binary_proto(path, caffe_pb2.BlobProto())
             shape = proto_shape(blob)
             values = proto_values(blob, "data")
             if values is None or len(shape) != 4 or shape[0] != 1:
                 raise DataError(f"{where}: mean_file '{path}' must hold a 1 x C x H x W blob, "
                                 f"found shape {shape}")
+            if values.size != int(np.prod(shape)):
+                raise DataError(f"{where}: mean_file '{path}' has shape "
+                                f"{'x'.join(map(str, shape))} but holds {values.size} values, "
+                                f"expected {int(np.prod(shape))}")
             self.mean_image = values.reshape(shape[1:])
         self.mean_values = [np.float32(v) for v in param.mean_value]
         self._mean_cache: dict[tuple[int, int, int], np.ndarray] = {}

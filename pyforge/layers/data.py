@@ -1,4 +1,7 @@
-"""Layers that produce data: Input, DummyData, Data (LMDB of Datum records) and HDF5Data."""
+"""Layers that produce data: Input, DummyData, Data (LMDB/LevelDB of Datum records), HDF5Data.
+
+ImageData is in ``image_data.py``; MemoryData, HDF5Output and WindowData in ``data_extra.py``.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +50,10 @@ class InputLayer(Layer):
 @register_layer("DummyData", "DUMMY_DATA")
 class DummyDataLayer(Layer):
     """Caffe type ``DummyData``: tops filled by data_filler (constant fillers once at setup,
-    the others at every forward). Shapes from ``shape`` or legacy num/channels/height/width."""
+    the others at every forward). Shapes from ``shape`` or legacy num/channels/height/width.
+
+    Any filler type works (constant, uniform, gaussian, positive_unitball, xavier, msra,
+    bilinear), with the checks that filler makes of the top's shape."""
 
     exact_num_bottom_blobs = 0
     min_top_blobs = 1
@@ -80,9 +86,14 @@ class DummyDataLayer(Layer):
         self.fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(n_top)]
         self.refill = [f.type != "constant" for f in self.fillers]
         self.rng = child_rng(self.ctx.rng)
-        for t, shape, filler in zip(top, shapes, self.fillers):
+        for t, shape, filler, refill in zip(top, shapes, self.fillers, self.refill):
+            if any(d < 0 for d in shape):
+                raise self.error(f"shape {shape} has a negative dimension")
             t.reshape(shape)
-            fill(t, filler, self.rng, f"{self.where} data_filler")
+            # As Caffe: constant tops are filled here, once; the others only at each forward
+            # (so setup draws nothing from the generator).
+            if not refill:
+                fill(t, filler, self.rng, f"{self.where} data_filler")
 
     def get_state(self) -> dict:
         return {"rng": self.rng.bit_generator.state}
@@ -101,12 +112,24 @@ class DummyDataLayer(Layer):
 
 @register_layer("Data", "DATA")
 class DataLayer(Layer):
-    """Caffe type ``Data``: batches of Datum records from an LMDB, in key order, wrapping around.
+    """Caffe type ``Data``: batches of Datum records from an LMDB or a LevelDB, in key order,
+    wrapping around.
 
     Tops: data (batch_size, C, H, W) and optionally label (batch_size). Reads data_param
-    (source, batch_size, backend, prefetch) and transform_param. Batches are prepared in a
-    background thread ``prefetch`` batches ahead. ``cursor`` (the index of the next batch) is
-    the layer's whole position in the data.
+    (source, batch_size, backend, rand_skip, prefetch) and transform_param (including
+    force_color/force_gray for encoded records). Batches are prepared in a background thread
+    ``prefetch`` batches ahead; each batch takes its shape from its first record, as in Caffe,
+    so images of varying size work with batch_size 1.
+
+    ``rand_skip``: Caffe 1.0's DataLayer ignores it (the field is marked deprecated; it was
+    meant to desynchronise parallel solvers). Earlier Caffe, and Caffe 1.0's ImageData layer,
+    skip a random number of records in [0, rand_skip) at setup; pyforge does that here too and
+    logs ``Skipping first N data points.``. The skip is part of the layer's state.
+
+    The layer's state is ``cursor`` (the index of the next batch), the skip and the random
+    seed of the transformer: batch ``k`` holds records ``skip + k*batch_size ...`` (modulo the
+    database size) with crop/mirror draws seeded by (seed, k), so it is the same however far
+    ahead it was prepared, and a resumed run continues exactly.
     """
 
     exact_num_bottom_blobs = 0
@@ -128,53 +151,54 @@ class DataLayer(Layer):
             self.reader = open_reader(source, p.backend, self.where)
         except DataError as exc:
             raise self.error(str(exc)) from None
-        backend = "lmdb" if self.reader.__class__.__name__ == "LMDBReader" else "leveldb"
-        ctx.logger.info("Opened %s %s", backend, source)
+        ctx.logger.info("Opened %s %s", self.reader.backend_name, source)
 
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
         p = self.param.data_param
-        first = self._datum_array(0)
+        tp = self.param.transform_param
+        if tp.force_color and tp.force_gray:
+            raise self.error("transform_param sets both force_color and force_gray")
+        self.skip = 0
+        if p.rand_skip:
+            self.skip = int(self.ctx.rng.integers(0, p.rand_skip))
+            self.ctx.logger.info("Skipping first %d data points.", self.skip)
+        first = self._record(self.skip % len(self.reader))[0]
         seed = int(self.ctx.rng.integers(0, 2**63 - 1))
-        self.transformer = DataTransformer(self.param.transform_param, self.phase, seed,
-                                           self.where, self.ctx.source_file)
+        self.transformer = DataTransformer(tp, self.phase, seed, self.where,
+                                           self.ctx.source_file)
         c, h, w = self.transformer.output_shape(*first.shape)
-        self.item_shape = first.shape
         top[0].reshape((self.batch_size, c, h, w))
         self.ctx.logger.info("output data size: %d,%d,%d,%d", self.batch_size, c, h, w)
         if len(top) > 1:
             top[1].reshape((self.batch_size,))
         self.prefetcher = Prefetcher(self._load_batch, depth=int(p.prefetch))
 
-    def _datum_array(self, index: int) -> np.ndarray:
+    def _record(self, index: int) -> tuple[np.ndarray, int, str]:
+        """Record ``index`` (in key order) as (image (C, H, W), label, where-string)."""
         key = self.reader.key(index)
         where = f"{self.where}: {self.source} record {key.decode(errors='replace')!r}"
         tp = self.param.transform_param
         datum = parse_datum(self.reader.value(index), where)
-        return datum_array(datum, where, tp.force_color, tp.force_gray)
+        return datum_array(datum, where, tp.force_color, tp.force_gray), datum.label, where
 
     def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read and transform batch ``batch_index``: records k*B .. k*B+B-1 modulo the size."""
+        """Read and transform batch ``batch_index``: records skip + k*B ... modulo the size."""
         n = len(self.reader)
-        start = batch_index * self.batch_size
+        start = self.skip + batch_index * self.batch_size
         raws = []
         labels = np.empty(self.batch_size, dtype=np.float32)
         for i in range(self.batch_size):
             position = start + i
-            index = position % n
-            key = self.reader.key(index)
-            where = f"{self.where}: {self.source} record {key.decode(errors='replace')!r}"
-            tp = self.param.transform_param
-            datum = parse_datum(self.reader.value(index), where)
-            raw = datum_array(datum, where, tp.force_color, tp.force_gray)
-            if raw.shape != self.item_shape:
-                raise DataError(f"{where}: shape {raw.shape} differs from the first record's "
-                                f"{self.item_shape}; all records of a batch need one shape")
+            raw, labels[i], where = self._record(position % n)
+            if raws and raw.shape != raws[0].shape:
+                raise DataError(f"{where}: shape {raw.shape} differs from {raws[0].shape} of "
+                                "the first record of its batch; the records of a batch need "
+                                "one shape")
             raws.append(raw)
-            labels[i] = datum.label
             if (position + 1) % n == 0:
                 self.ctx.logger.info("Restarting data prefetching from start.")
         batch = np.stack(raws)
-        out = np.empty((self.batch_size, *self.transformer.output_shape(*self.item_shape)),
+        out = np.empty((self.batch_size, *self.transformer.output_shape(*raws[0].shape)),
                        dtype=np.float32)
         self.transformer.transform(batch, batch_index, out)
         return out, labels
@@ -188,11 +212,13 @@ class DataLayer(Layer):
         self.prefetcher.seek(batch_index)
 
     def get_state(self) -> dict:
-        # Batch k is a pure function of k (records and crop/mirror draws), so the index of the
-        # next batch is the whole state.
-        return {"cursor": self.cursor}
+        # Batch k is a pure function of k, the skip and the transformer's seed.
+        return {"cursor": self.cursor, "skip": self.skip, "seed": self.transformer.seed}
 
     def set_state(self, state: dict) -> None:
+        self.prefetcher.stop()
+        self.skip = int(state.get("skip", self.skip))
+        self.transformer.seed = int(state.get("seed", self.transformer.seed))
         self.seek(int(state["cursor"]))
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
@@ -240,9 +266,12 @@ class HDF5DataLayer(Layer):
         try:
             with open(source, encoding="utf-8") as handle:
                 names = handle.read().split()
-        except OSError as exc:
+        except UnicodeDecodeError as exc:
+            raise self.error(f"HDF5 list file '{source}' is not UTF-8 text (byte {exc.start}); "
+                             "expected one .h5 path per line") from None
+        except (OSError, ValueError) as exc:
             raise self.error(f"cannot read the HDF5 list file '{source}': "
-                             f"{exc.strerror}") from None
+                             f"{_one_line(exc)}") from None
         if not names:
             raise self.error(f"HDF5 list file '{source}' names no files")
         self.files = [resolve_path(n, source, "HDF5 file") for n in names]
@@ -259,6 +288,9 @@ class HDF5DataLayer(Layer):
                             raise self.error(f"{path}: no dataset '{name}' (the datasets must be "
                                              f"named like the tops {self.top_names})")
                         ds = f[name]
+                        if not isinstance(ds, h5py.Dataset):
+                            raise self.error(f"{path}: '{name}' is a {type(ds).__name__}, "
+                                             "expected a dataset")
                         if ds.dtype.kind not in "fiub" or ds.ndim < 1:
                             raise self.error(f"{path}: dataset '{name}' has dtype {ds.dtype} "
                                              f"and shape {ds.shape}; expected numeric, >= 1 axis")
@@ -272,8 +304,9 @@ class HDF5DataLayer(Layer):
                                              f"{ds.shape[1:]}, other files {trailing[name]}")
                     if not rows:
                         raise self.error(f"{path}: the datasets have no rows")
-            except OSError as exc:
-                raise self.error(f"cannot open HDF5 file '{path}': {exc}") from None
+            except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+                # h5py reports damaged files and dangling links with these, in several lines.
+                raise self.error(f"cannot open HDF5 file '{path}': {_one_line(exc)}") from None
         self.file_order = np.arange(len(self.files))
         if self.shuffle:
             self.rng.shuffle(self.file_order)
@@ -286,8 +319,11 @@ class HDF5DataLayer(Layer):
         import h5py
 
         path = self.files[self.file_order[self.current_file]]
-        with h5py.File(path, "r") as f:
-            self.arrays = [np.asarray(f[name], dtype=np.float32) for name in self.top_names]
+        try:
+            with h5py.File(path, "r") as f:
+                self.arrays = [np.asarray(f[name], dtype=np.float32) for name in self.top_names]
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise self.error(f"cannot read HDF5 file '{path}': {_one_line(exc)}") from None
         self.rows = self.arrays[0].shape[0]
         self.row_order = np.arange(self.rows)
         if self.shuffle:
@@ -335,3 +371,9 @@ class HDF5DataLayer(Layer):
                 t.data[filled : filled + take] = array[rows]
             filled += take
             self.current_row += take
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (h5py's span several)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(text.split())

@@ -1,4 +1,4 @@
-"""Caffe's ``examples/mnist/convert_mnist_data``: MNIST IDX files to an LMDB of Datum records.
+"""Caffe's ``examples/mnist/convert_mnist_data``: MNIST IDX files to a database of Datum records.
 
 The output matches Caffe's record for record: key ``%08d`` (the item index), value a serialized
 ``caffe.Datum`` with ``channels = 1``, ``height``/``width`` from the image file's header,
@@ -12,7 +12,7 @@ headers are checked as Caffe checks them (image magic 2051, label magic 2049, eq
 and, beyond Caffe, the file sizes must match the headers exactly, so a truncated download is
 reported instead of being converted into garbage. Both files are validated before anything is
 written. An existing output path is an error: like Caffe's ``mkdir``, the converter never
-overwrites. Only LMDB output is written (Caffe's ``--backend=leveldb`` is not supported).
+overwrites. The output is an LMDB or, with ``backend="leveldb"``, a LevelDB.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import DataError
-from ..io.db import LMDBWriter
+from ..io.db import backend_from_name, open_writer
 from ..proto import caffe_pb2
 
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -101,20 +101,6 @@ def read_idx_labels(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=8)
 
 
-def _check_backend(backend: str | int) -> None:
-    name = backend.lower() if isinstance(backend, str) else backend
-    if name in ("lmdb", caffe_pb2.DataParameter.LMDB):
-        return
-    if name in ("leveldb", caffe_pb2.DataParameter.LEVELDB):
-        raise DataError(
-            "writing LevelDB is not supported; use backend 'lmdb' "
-            "(Caffe's data layer reads it with 'backend: LMDB')"
-        )
-    raise DataError(
-        f"unknown backend {backend!r}: expected 'lmdb' (LevelDB writing is not supported)"
-    )
-
-
 def convert_mnist(
     images_path: str | os.PathLike,
     labels_path: str | os.PathLike,
@@ -122,13 +108,13 @@ def convert_mnist(
     backend: str | int = "lmdb",
     progress: Progress | None = None,
 ) -> int:
-    """Convert an MNIST image/label IDX pair into a new LMDB at ``db_path``.
+    """Convert an MNIST image/label IDX pair into a new LMDB (or LevelDB) at ``db_path``.
 
     Returns the number of records written. ``progress(done, total)`` is called after every
     committed batch of :data:`COMMIT_EVERY` records and once at the end. If the
     conversion fails part-way, the partly written database is removed.
     """
-    _check_backend(backend)
+    backend_from_name(backend)  # an unknown backend fails before any work
     db_path = os.fspath(db_path)
     if os.path.lexists(db_path):
         raise DataError(f"'{db_path}' already exists; remove it or choose another output path")
@@ -143,7 +129,7 @@ def convert_mnist(
     flat = images.reshape(total, rows * cols)
     label_list = labels.tolist()
     datum = caffe_pb2.Datum(channels=1, height=rows, width=cols)
-    writer = LMDBWriter(db_path, commit_every=COMMIT_EVERY)
+    writer = open_writer(db_path, backend, commit_every=COMMIT_EVERY)
     try:
         for index in range(total):
             datum.data = flat[index].tobytes()

@@ -266,3 +266,93 @@ def test_dummy_data_legacy_num_channels_height_width():
         dummy_data_param { num: 2 channels: 3 height: 4 width: 5 }""")
     (a,), = run(layer, n_tops=1)
     assert a.shape == (2, 3, 4, 5) and not a.any()
+
+
+# --- Data: rand_skip, exact resume, per-batch shapes -------------------------------------------
+def test_rand_skip_offsets_the_records(color_lmdb, caplog):
+    source, images = color_lmdb
+    layer = make_layer(f"""name: "d" type: "Data" top: "data" top: "label"
+        data_param {{ source: "{source}" batch_size: 4 backend: LMDB rand_skip: 10 }}""",
+                       seed=5)
+    with caplog.at_level(logging.INFO, logger="pyforge"):
+        (data, label), = run(layer)
+    layer.close()
+    skip = layer.skip
+    assert 0 <= skip < 10
+    assert f"Skipping first {skip} data points." in caplog.text
+    idx = [(skip + i) % 10 for i in range(4)]
+    np.testing.assert_array_equal(data, images[idx].astype(np.float32))
+    assert list(label) == idx
+    assert layer.get_state()["skip"] == skip
+
+
+def test_state_resumes_batches_and_draws_exactly(color_lmdb):
+    source, _ = color_lmdb
+    transform = "mirror: true crop_size: 3"
+    straight = run(data_layer(source, batch=3, transform=transform, seed=4), forwards=6)
+    first = data_layer(source, batch=3, transform=transform, seed=4)
+    run(first, forwards=2)
+    state = first.get_state()
+    first.close()
+    resumed = data_layer(source, batch=3, transform=transform, seed=999)
+    tops = [Blob(), Blob()]
+    resumed.setup([], tops)
+    resumed.set_state(state)
+    for k in range(2, 6):
+        resumed.forward([], tops)
+        np.testing.assert_array_equal(tops[0].data, straight[k][0])
+        np.testing.assert_array_equal(tops[1].data, straight[k][1])
+    resumed.close()
+
+
+def test_each_batch_takes_the_shape_of_its_first_record(tmp_path):
+    writer = LMDBWriter(str(tmp_path / "db"))
+    for i, (h, w) in enumerate([(2, 3), (4, 1)]):
+        datum = caffe_pb2.Datum(channels=1, height=h, width=w, data=bytes(range(h * w)), label=i)
+        writer.put(b"%08d" % i, datum.SerializeToString())
+    writer.close()
+    layer = data_layer(str(tmp_path / "db"), batch=1)
+    shapes = [data.shape for data, _ in run(layer, forwards=3)]
+    layer.close()
+    assert shapes == [(1, 1, 2, 3), (1, 1, 4, 1), (1, 1, 2, 3)]
+    layer = data_layer(str(tmp_path / "db"), batch=2)
+    with pytest.raises(PyforgeError, match=r"record '00000001': shape \(1, 4, 1\) differs from "
+                                           r"\(1, 2, 3\) of the first record of its batch"):
+        run(layer)
+    layer.close()
+
+
+def test_force_color_and_force_gray_together_is_an_error(color_lmdb):
+    source, _ = color_lmdb
+    layer = data_layer(source, transform="force_color: true force_gray: true")
+    with pytest.raises(PyforgeError, match="both force_color and force_gray"):
+        run(layer)
+    layer.close()
+
+
+def test_encoded_record_that_does_not_decode(tmp_path):
+    writer = LMDBWriter(str(tmp_path / "db"))
+    writer.put(b"k1", caffe_pb2.Datum(data=b"not an image", encoded=True).SerializeToString())
+    writer.close()
+    layer = data_layer(str(tmp_path / "db"), batch=1)
+    with pytest.raises(PyforgeError, match=r"record 'k1': cannot decode the image \(12 bytes\)"):
+        run(layer)
+    layer.close()
+
+
+def test_encoded_rgba_png_keeps_its_alpha_natively(tmp_path):
+    import io
+
+    from PIL import Image
+
+    rgba = np.random.default_rng(1).integers(0, 256, size=(3, 4, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    writer = LMDBWriter(str(tmp_path / "db"))
+    writer.put(b"k", caffe_pb2.Datum(data=buffer.getvalue(), encoded=True).SerializeToString())
+    writer.close()
+    # OpenCV's IMREAD_UNCHANGED (Caffe's native decode) keeps 4 channels: B, G, R, A.
+    (data, _), = run(data_layer(str(tmp_path / "db"), batch=1))
+    np.testing.assert_array_equal(data[0], rgba[:, :, [2, 1, 0, 3]].transpose(2, 0, 1))
+    (data, _), = run(data_layer(str(tmp_path / "db"), batch=1, transform="force_color: true"))
+    np.testing.assert_array_equal(data[0], rgba[:, :, [2, 1, 0]].transpose(2, 0, 1))

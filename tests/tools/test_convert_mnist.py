@@ -186,11 +186,17 @@ def test_existing_output_is_not_overwritten(tmp_path, small_idx):
 
 
 @pytest.mark.parametrize("backend", ["leveldb", "LEVELDB", LEVELDB])
-def test_leveldb_is_refused(tmp_path, small_idx, backend):
+def test_leveldb_output_matches_lmdb(tmp_path, small_idx, backend):
     images, labels = small_idx
-    with pytest.raises(DataError, match="LevelDB is not supported"):
-        convert_mnist(images, labels, tmp_path / "db", backend=backend)
-    assert not (tmp_path / "db").exists()
+    convert_mnist(images, labels, tmp_path / "lmdb")
+    assert convert_mnist(images, labels, tmp_path / "ldb", backend=backend) == 3
+    reader = open_reader(str(tmp_path / "ldb"), LEVELDB)
+    try:
+        assert reader.backend_name == "leveldb"
+        leveldb = [(reader.key(i), reader.value(i)) for i in range(len(reader))]
+    finally:
+        reader.close()
+    assert leveldb == _records(tmp_path / "lmdb")
 
 
 def test_unknown_backend(tmp_path, small_idx):
