@@ -181,21 +181,40 @@ class DataLayer(Layer):
         datum = parse_datum(self.reader.value(index), where)
         return datum_array(datum, where, tp.force_color, tp.force_gray), datum.label, where
 
+    def set_shard(self, rank: int, size: int) -> None:
+        """Data-parallel training: this rank reads records rank, rank+size, ... (Caffe's
+        DataLayer keeps every size-th record per solver), so the ranks together read what one
+        process with size times the batch reads."""
+        self.shard = (rank, size)
+
+    def _stride(self) -> int:
+        return getattr(self, "shard", (0, 1))[1]
+
+    def _positions(self, batch_index: int) -> np.ndarray:
+        rank, size = getattr(self, "shard", (0, 1))
+        items = batch_index * self.batch_size + np.arange(-1, self.batch_size)
+        return self.skip + items * size + rank
+
     def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read and transform batch ``batch_index``: records skip + k*B ... modulo the size."""
+        """Read and transform batch ``batch_index``: records skip + k*B ... modulo the size
+        (interleaved over the ranks in data-parallel training)."""
         n = len(self.reader)
-        start = self.skip + batch_index * self.batch_size
+        positions = self._positions(batch_index)  # [the previous batch's last, this batch...]
         raws = []
         labels = np.empty(self.batch_size, dtype=np.float32)
         for i in range(self.batch_size):
-            position = start + i
+            position = int(positions[i + 1])
             raw, labels[i], where = self._record(position % n)
             if raws and raw.shape != raws[0].shape:
                 raise DataError(f"{where}: shape {raw.shape} differs from {raws[0].shape} of "
                                 "the first record of its batch; the records of a batch need "
                                 "one shape")
             raws.append(raw)
-            if (position + 1) % n == 0:
+            # Caffe logs this after reading the last record; interleaved ranks may step over
+            # it, so for them crossing into the next pass counts.
+            wrapped = (position + 1) % n == 0 if len(positions) and self._stride() == 1 else (
+                position // n > max(int(positions[i]), 0) // n)
+            if wrapped:
                 self.ctx.logger.info("Restarting data prefetching from start.")
         batch = np.stack(raws)
         out = np.empty((self.batch_size, *self.transformer.output_shape(*raws[0].shape)),
@@ -311,6 +330,8 @@ class HDF5DataLayer(Layer):
         if self.shuffle:
             self.rng.shuffle(self.file_order)
         self.current_file = 0
+        self.offset = 0  # rows passed so far (data-parallel ranks keep every size-th)
+        self.shard = (0, 1)
         self._load_file()
         for t, name in zip(top, self.top_names):
             t.reshape((self.batch_size, *trailing[name]))
@@ -330,6 +351,11 @@ class HDF5DataLayer(Layer):
             self.rng.shuffle(self.row_order)
         self.current_row = 0
 
+    def set_shard(self, rank: int, size: int) -> None:
+        """Data-parallel training: keep rows whose running index is rank modulo size (Caffe's
+        HDF5DataLayer skip), so the ranks together read one process's rows."""
+        self.shard = (rank, size)
+
     def get_state(self) -> dict:
         return {
             "rng": self.rng.bit_generator.state,
@@ -337,6 +363,7 @@ class HDF5DataLayer(Layer):
             "current_file": self.current_file,
             "row_order": self.row_order.tolist(),
             "current_row": self.current_row,
+            "offset": self.offset,
         }
 
     def set_state(self, state: dict) -> None:
@@ -345,6 +372,7 @@ class HDF5DataLayer(Layer):
         self._load_file()  # reloads the file and reshuffles its rows; both are replaced next
         self.row_order = np.array(state["row_order"], dtype=np.int64)
         self.current_row = int(state["current_row"])
+        self.offset = int(state.get("offset", 0))
         self.rng.bit_generator.state = state["rng"]
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
@@ -365,12 +393,22 @@ class HDF5DataLayer(Layer):
                     self.current_row = 0
                     if self.shuffle:
                         self.rng.shuffle(self.row_order)
-            take = min(self.batch_size - filled, self.rows - self.current_row)
-            rows = self.row_order[self.current_row : self.current_row + take]
+            need = self.batch_size - filled
+            avail = self.rows - self.current_row
+            rank, size = self.shard
+            if size == 1:
+                take = consumed = min(need, avail)
+                rows = self.row_order[self.current_row : self.current_row + take]
+            else:
+                mine = np.nonzero((self.offset + np.arange(avail)) % size == rank)[0][:need]
+                take = len(mine)
+                consumed = int(mine[-1]) + 1 if take == need else avail
+                rows = self.row_order[self.current_row + mine]
             for t, array in zip(top, self.arrays):
                 t.data[filled : filled + take] = array[rows]
             filled += take
-            self.current_row += take
+            self.current_row += consumed
+            self.offset += consumed
 
 
 def _one_line(exc: BaseException) -> str:
