@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..blob import Blob
-from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
+from ..kernels.blas import single_threaded_blas
+from ..kernels.conv import conv_backward, conv_forward
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
 
@@ -114,10 +116,10 @@ class ConvolutionLayer(Layer):
         self.out_hw = (oh, ow)
         for t in top:
             t.reshape((n, self.num_output, oh, ow))
+        # Per-thread working buffers (see pyforge.kernels.conv); threads share the images.
+        threads = max(1, min(n, numba.get_num_threads()))
         rows = self.channels * self.kernel[0] * self.kernel[1]
-        cols = n * oh * ow
-        self._cols = [self._buffer(f"col{i}", (rows, cols)) for i in range(len(bottom))]
-        self._out_t = self._buffer("out_t", (self.num_output, cols))
+        self._cols = self._buffer("cols", (threads, rows, oh * ow))
 
     def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
         buffers = self.__dict__.setdefault("_buffers", {})
@@ -136,44 +138,36 @@ class ConvolutionLayer(Layer):
         geom = self._geometry()
         g = self.group
         weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
-        rows_per_group = weight.shape[2]
-        outs_per_group = weight.shape[1]
         bias = self.blobs[1].data if self.bias_term else np.zeros(1, np.float32)
-        out_t = self._out_t
-        for b, t, col in zip(bottom, top, self._cols):
-            im2col_batch(b.data, *geom, col)
-            for gi in range(g):
-                np.matmul(
-                    weight[gi],
-                    col[gi * rows_per_group : (gi + 1) * rows_per_group],
-                    out=out_t[gi * outs_per_group : (gi + 1) * outs_per_group],
-                )
-            n = t.shape[0]
-            cn_to_nc_bias(out_t, bias, self.bias_term, t.data.reshape(n, self.num_output, -1))
+        with single_threaded_blas():
+            for b, t in zip(bottom, top):
+                conv_forward(b.data, weight, bias, self.bias_term, *geom, self._cols,
+                             t.data.reshape(t.shape[0], g, self.num_output // g, -1))
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         geom = self._geometry()
         g = self.group
         weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
-        weight_diff = self.blobs[0].diff.reshape(g, self.num_output // g, -1)
-        rows_per_group = weight.shape[2]
-        outs_per_group = weight.shape[1]
-        top_t = self._out_t  # reused: forward is done with it
-        for i, (b, t, col) in enumerate(zip(bottom, top, self._cols)):
-            n = t.shape[0]
-            dcol = self._buffer("dcol", col.shape) if propagate_down[i] else col
-            nc_to_cn(t.diff.reshape(n, self.num_output, -1), top_t)
-            if self.bias_term and self.param_propagate_down[1]:
-                self.blobs[1].diff += top_t.sum(axis=1, dtype=np.float32)
-            for gi in range(g):
-                tg = top_t[gi * outs_per_group : (gi + 1) * outs_per_group]
-                cg = col[gi * rows_per_group : (gi + 1) * rows_per_group]
-                if self.param_propagate_down[0]:
-                    weight_diff[gi] += np.matmul(tg, cg.T)
-                if propagate_down[i]:
-                    np.matmul(
-                        weight[gi].T, tg,
-                        out=dcol[gi * rows_per_group : (gi + 1) * rows_per_group],
-                    )
-            if propagate_down[i]:
-                col2im_batch(dcol, *geom, b.diff)
+        threads = self._cols.shape[0]
+        need_weight = bool(self.param_propagate_down[0])
+        need_bias = bool(self.bias_term and self.param_propagate_down[1])
+        dw_parts = self._buffer("dw_parts", (threads, *weight.shape))
+        dw_tmp = self._buffer("dw_tmp", (threads, *weight.shape))
+        db_parts = self._buffer("db_parts", (threads, g, self.num_output // g))
+        dcols = self._buffer("dcols", self._cols.shape)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            if not (need_weight or need_bias or propagate_down[i]):
+                continue
+            dy = t.diff.reshape(t.shape[0], g, self.num_output // g, -1)
+            with single_threaded_blas():
+                conv_backward(b.data, weight, dy, *geom, need_weight, need_bias,
+                              bool(propagate_down[i]), self._cols, dcols, dw_parts, dw_tmp,
+                              db_parts, b.diff)
+            # Per-thread sums, added in thread order: deterministic for a fixed thread count.
+            if need_weight:
+                weight_diff = self.blobs[0].diff.reshape(weight.shape)
+                for part in dw_parts:
+                    weight_diff += part
+            if need_bias:
+                for part in db_parts:
+                    self.blobs[1].diff += part.reshape(-1)
