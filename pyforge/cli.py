@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from . import api, config
-from .commands import debug_option, register_all
+from .commands import add_alias, debug_option, register_all
 from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError
 from .log import configure
 
@@ -146,7 +146,7 @@ def device_query_cmd(gpu, debug) -> None:
 
 
 # Caffe spells device_query with an underscore; accept the dashed form too.
-cli.add_command(device_query_cmd, "device-query")
+add_alias(cli, device_query_cmd, "device-query")
 register_all(cli)
 
 

@@ -7,6 +7,7 @@ Each module in this package defines ``register(group)``, which adds its click co
 
 from __future__ import annotations
 
+import copy
 import importlib
 import pkgutil
 
@@ -14,6 +15,13 @@ import click
 
 debug_option = click.option("--debug", is_flag=True, hidden=True,
                             help="Show Python tracebacks for errors.")
+
+
+def add_alias(group: click.Group, command: click.Command, name: str) -> None:
+    """Register ``command`` under another (Caffe) name too, hidden from ``--help``."""
+    alias = copy.copy(command)
+    alias.hidden = True
+    group.add_command(alias, name)
 
 
 def register_all(group: click.Group) -> None:

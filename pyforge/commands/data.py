@@ -14,7 +14,7 @@ from ..tools.image_mean import compute_image_mean
 from ..tools.imageset import convert_imageset
 from ..tools.mnist import convert_mnist
 from ..tools.progress import progress_bar
-from . import debug_option
+from . import add_alias, debug_option
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -120,4 +120,4 @@ def register(group: click.Group) -> None:
     for command in (convert_mnist_cmd, convert_imageset_cmd, compute_image_mean_cmd):
         group.add_command(command)
         # Caffe's tools are spelled with underscores.
-        group.add_command(command, command.name.replace("-", "_"))
+        add_alias(group, command, command.name.replace("-", "_"))

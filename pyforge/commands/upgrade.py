@@ -22,7 +22,7 @@ from ..proto.upgrade import (
     upgrade_net,
     upgrade_solver_param,
 )
-from . import debug_option
+from . import add_alias, debug_option
 
 #: Extensions read and written as binary NetParameter when no --binary/--text is given.
 BINARY_EXTENSIONS = (".caffemodel", ".binaryproto", ".pb")
@@ -140,7 +140,9 @@ def upgrade_solver_cmd(input_file: str, output_file: str, debug: bool) -> None:
 def register(group: click.Group) -> None:
     group.add_command(_net_command("upgrade-net", None))
     # Caffe's tools, with their fixed formats.
-    group.add_command(_net_command("upgrade_net_proto_text", False))
-    group.add_command(_net_command("upgrade_net_proto_binary", True))
+    for name, binary in (("upgrade_net_proto_text", False), ("upgrade_net_proto_binary", True)):
+        command = _net_command(name, binary)
+        command.hidden = True  # Caffe's tool names
+        group.add_command(command)
     group.add_command(upgrade_solver_cmd)
-    group.add_command(upgrade_solver_cmd, "upgrade_solver_proto_text")
+    add_alias(group, upgrade_solver_cmd, "upgrade_solver_proto_text")
