@@ -20,6 +20,9 @@ class PyforgeError(Exception):
     exit_code = EXIT_ERROR
 
     def __init__(self, message: str, detail: str | None = None) -> None:
+        # One line, whatever the input held: control characters from file names, field values
+        # or paths read out of files are shown escaped.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
         super().__init__(message)
         self.message = message
         #: Extra lines shown under the message (for example the offending source line).

@@ -27,7 +27,10 @@ def fill(blob: Blob, param: caffe_pb2.FillerParameter, rng: np.random.Generator,
     if param.sparse != -1 and param.type != "gaussian":
         raise NetError(f"{where}: sparse is only supported by the gaussian filler, "
                        f"found sparse: {param.sparse} with type '{param.type}'")
-    filler(blob, param, rng)
+    try:
+        filler(blob, param, rng)
+    except NetError as exc:
+        raise NetError(f"{where}: {exc.message}" if where else exc.message) from None
 
 
 def _fan(blob: Blob, param: caffe_pb2.FillerParameter, where: str) -> float:

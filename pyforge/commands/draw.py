@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..log import get_logger
-from . import debug_option
+from . import add_alias, debug_option
 
 
 @click.command("draw-net")
@@ -38,3 +38,4 @@ def draw_net_cmd(net, output, rankdir, phase, display_lrm, debug) -> None:
 
 def register(group: click.Group) -> None:
     group.add_command(draw_net_cmd)
+    add_alias(group, draw_net_cmd, "draw_net")  # Caffe's python/draw_net.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -398,7 +399,7 @@ class LevelDBReader:
     def _live_tables(self) -> list[str]:
         current = self._read("CURRENT").decode("ascii", errors="replace")
         manifest = current.strip()
-        if not current.endswith("\n") or not manifest.startswith("MANIFEST-"):
+        if not current.endswith("\n") or not re.fullmatch(r"MANIFEST-\d+", manifest):
             raise DataError(f"LevelDB '{self.path}': CURRENT should name a MANIFEST file, "
                             f"found {current[:40]!r}")
         data = self._read(manifest)

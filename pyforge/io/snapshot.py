@@ -81,20 +81,31 @@ def load_weights(net: Net, path: str) -> None:
 
     try:
         with h5py.File(path, "r") as f:
-            if "data" not in f:
+            data = f.get("data")
+            if not isinstance(data, h5py.Group):
                 raise WeightsError(f"{path}: HDF5 file has no /data group; not a Caffe "
                                    ".caffemodel.h5")
             source = []
-            for layer_name in f["data"]:
-                group = f["data"][layer_name]
+            for layer_name in data:
+                group = data.get(layer_name)
+                if not isinstance(group, h5py.Group):
+                    raise WeightsError(f"{path}: /data/{layer_name} should be a group of "
+                                       "parameter datasets")
                 arrays = {}
                 for key in group:
-                    if not key.isdigit():
-                        raise WeightsError(f"{path}: unexpected dataset /data/{layer_name}/{key}")
-                    arrays[int(key)] = np.asarray(group[key], dtype=np.float32)
+                    dataset = group.get(key)
+                    where = f"{path}: /data/{layer_name}/{key}"
+                    if not (key.isascii() and key.isdigit()):
+                        raise WeightsError(f"{where}: parameter datasets are named 0, 1, ...")
+                    if (not isinstance(dataset, h5py.Dataset) or dataset.shape is None
+                            or dataset.dtype.kind not in "fiu"):
+                        raise WeightsError(f"{where}: expected a numeric dataset")
+                    arrays[int(key)] = np.asarray(dataset, dtype=np.float32)
                 source.append((layer_name, arrays))
-    except OSError as exc:
-        raise WeightsError(f"{path}: cannot read HDF5 weights: {exc}") from None
+    except WeightsError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: cannot read HDF5 weights: {_one_line(exc)}") from None
     # In HDF5 files Caffe writes only owner parameters: a missing shared one is fine.
     net.copy_params_from(source, path, missing_shared_ok=True)
 
@@ -195,43 +206,77 @@ def read_solver_state(path: str) -> SolverStateData:
                                f"{0 if values is None else values.size} values for shape {shape}")
         history.append(values.reshape(shape))
     extra = _decode_extra(proto.pyforge_state, path) if proto.HasField("pyforge_state") else None
-    return SolverStateData(proto.iter, proto.learned_net if proto.HasField("learned_net") else None,
-                           proto.current_step, history, extra)
+    learned = proto.learned_net if proto.HasField("learned_net") else None
+    if isinstance(learned, bytes):  # protobuf hands back invalid UTF-8 as bytes
+        raise WeightsError(f"{path}: learned_net is not UTF-8 text")
+    return SolverStateData(proto.iter, learned, proto.current_step, history, extra)
 
 
 def _read_state_h5(path: str) -> SolverStateData:
     import h5py
 
+    def number(f, name: str, default: int | None = None) -> int:
+        dataset = f.get(name)
+        if dataset is None and default is not None:
+            return default
+        if (not isinstance(dataset, h5py.Dataset) or dataset.shape is None
+                or dataset.dtype.kind not in "iu" or dataset.size < 1):
+            raise WeightsError(f"{path}: '{name}' should be an integer dataset")
+        return int(np.asarray(dataset).reshape(-1)[0])
+
     try:
         with h5py.File(path, "r") as f:
-            for name in ("iter", "history"):
-                if name not in f:
-                    raise WeightsError(f"{path}: no '{name}' in this HDF5 file; not a Caffe "
-                                       ".solverstate.h5")
-            iteration = int(np.asarray(f["iter"]).reshape(-1)[0])
-            learned = _h5_string(f["learned_net"]) if "learned_net" in f else None
-            current_step = (int(np.asarray(f["current_step"]).reshape(-1)[0])
-                            if "current_step" in f else 0)
-            group = f["history"]
-            history = [np.asarray(group[str(i)], dtype=np.float32) for i in range(len(group))]
-            extra = (_decode_extra(_h5_string(f["pyforge_state"]).encode(), path)
+            iteration = number(f, "iter")
+            current_step = number(f, "current_step", 0)
+            learned = _h5_string(f, "learned_net", path) if "learned_net" in f else None
+            group = f.get("history")
+            if not isinstance(group, h5py.Group):
+                raise WeightsError(f"{path}: no 'history' group in this HDF5 file; not a "
+                                   "Caffe .solverstate.h5")
+            history = []
+            for i in range(len(group)):
+                dataset = group.get(str(i))
+                if (not isinstance(dataset, h5py.Dataset) or dataset.shape is None
+                        or dataset.dtype.kind not in "fiu"):
+                    raise WeightsError(f"{path}: history/{i} should be a numeric dataset")
+                history.append(np.asarray(dataset, dtype=np.float32))
+            extra = (_decode_extra(_h5_string(f, "pyforge_state", path).encode(), path)
                      if "pyforge_state" in f else None)
-    except (OSError, KeyError) as exc:
-        raise WeightsError(f"{path}: cannot read the HDF5 solver state: {exc}") from None
+    except WeightsError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: cannot read the HDF5 solver state: {_one_line(exc)}") \
+            from None
     return SolverStateData(iteration, learned, current_step, history, extra)
 
 
-def _h5_string(dataset) -> str:
+def _h5_string(f, name: str, path: str) -> str:
+    import h5py
+
+    dataset = f.get(name)
+    if not isinstance(dataset, h5py.Dataset) or dataset.shape is None or dataset.size < 1:
+        raise WeightsError(f"{path}: '{name}' should be a string dataset")
     value = dataset[()]
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0]
     if isinstance(value, bytes):
-        return value.rstrip(b"\0").decode()
+        try:
+            return value.rstrip(b"\0").decode()
+        except UnicodeDecodeError:
+            raise WeightsError(f"{path}: '{name}' is not UTF-8 text") from None
     return str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _decode_extra(raw: bytes, path: str) -> dict:
     try:
-        return json.loads(raw.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        extra = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise WeightsError(f"{path}: pyforge_state is not valid JSON ({exc})") from None
+    if not isinstance(extra, dict):
+        raise WeightsError(f"{path}: pyforge_state should be a JSON object, found "
+                           f"{type(extra).__name__}")
+    return extra

@@ -171,12 +171,12 @@ def lrn_across_scale(x, size, alpha_over_size, k, scale):
     for n in prange(n_img):
         for p in range(plane):
             scale[n, 0, p] = k
-        for c in range(size):
-            src = c - pre_pad
-            if 0 <= src < channels:
-                for p in range(plane):
-                    v = x[n, src, p]
-                    scale[n, 0, p] += alpha_over_size * (v * v)
+        # The window of channel 0, clipped to the channels (a huge local_size must not loop
+        # over channels that do not exist).
+        for src in range(0, min(channels, size - pre_pad)):
+            for p in range(plane):
+                v = x[n, src, p]
+                scale[n, 0, p] += alpha_over_size * (v * v)
         for c in range(1, channels):
             head = c + size - 1 - pre_pad
             tail = c - 1 - pre_pad
@@ -208,11 +208,9 @@ def lrn_across_backward(x, y, scale, dy, size, cache_ratio, ratio, accum, dx):
                 ratio[n, c, p] = dy[n, c, p] * y[n, c, p] / scale[n, c, p]
         for p in range(plane):
             accum[n, p] = _ZERO
-        for q in range(size - 1):
-            src = q - pre_pad
-            if 0 <= src < channels:
-                for p in range(plane):
-                    accum[n, p] += ratio[n, src, p]
+        for src in range(0, min(channels, size - 1 - pre_pad)):
+            for p in range(plane):
+                accum[n, p] += ratio[n, src, p]
         for c in range(channels):
             head = c + pre_pad
             tail = c - pre_pad
@@ -237,7 +235,7 @@ def _box_sum(src, size, rows, dst):
     for h in range(height):
         for w in range(width):
             rows[h, w] = _ZERO
-        for d in range(-pad, pad + 1):
+        for d in range(max(-pad, 1 - width), min(pad, width - 1) + 1):
             for w in range(max(-d, 0), min(width - d, width)):
                 rows[h, w] += src[h, w + d]
     for h in range(height):

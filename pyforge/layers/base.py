@@ -66,6 +66,11 @@ class Layer:
         return self.param.name
 
     @property
+    def type(self) -> str:
+        """The Caffe type string (pycaffe's ``layer.type``)."""
+        return self.type_name
+
+    @property
     def where(self) -> str:
         return f"layer '{self.param.name}' ({self.type_name})"
 

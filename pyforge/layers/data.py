@@ -235,6 +235,8 @@ class DataLayer(Layer):
         return {"cursor": self.cursor, "skip": self.skip, "seed": self.transformer.seed}
 
     def set_state(self, state: dict) -> None:
+        if int(state["cursor"]) < 0 or int(state.get("skip", 0)) < 0:
+            raise ValueError(f"negative cursor or skip in {state}")
         self.prefetcher.stop()
         self.skip = int(state.get("skip", self.skip))
         self.transformer.seed = int(state.get("seed", self.transformer.seed))

@@ -78,6 +78,14 @@ class PythonLayer(Layer):
     Any number of bottoms and tops; the user's ``self.blobs`` are this layer's parameters.
     """
 
+    def __getattr__(self, name: str):
+        # In pycaffe, net.layers[i] of a Python layer is the user's own object; scripts read
+        # its attributes (counters, buffers) from there. Unknown attributes go to it.
+        impl = self.__dict__.get("impl")
+        if impl is None:
+            raise AttributeError(name)
+        return getattr(impl, name)
+
     def __init__(self, param, ctx) -> None:
         super().__init__(param, ctx)
         pp = param.python_param

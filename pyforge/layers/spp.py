@@ -108,7 +108,7 @@ class SPPLayer(Layer):
                 src.share_data(bottom[0])
             pool.reshape([src], [dst])
         n = bottom[0].shape[0]
-        self._widths = [dst.count // n for dst in self._outputs]
+        self._widths = [dst.count // n if n else 0 for dst in self._outputs]
         top[0].reshape((n, sum(self._widths)))
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:

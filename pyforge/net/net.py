@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class Net:
         self.top_ids: list[list[int]] = []
         self.bottom_need_backward: list[list[bool]] = []
         self.layer_need_backward: list[bool] = []
-        self.blob_loss_weights: dict[int, float] = {}
+        self.loss_weight_by_blob: dict[int, float] = {}
         self.input_ids: list[int] = []
         self.params_flat: list[Blob] = []  # every param blob, owners and sharers
         self.param_owner: list[int] = []  # -1 for owners, else index into params_flat
@@ -91,7 +92,8 @@ class Net:
                 cls = LAYERS.get(lp.type, f"layer '{lp.name}'")
             except UnknownNameError as exc:
                 raise NetError(str(exc)) from None
-            layer = cls(lp, self.ctx)
+            with _resource_errors(lp.name):
+                layer = cls(lp, self.ctx)
             self.layers.append(layer)
             self.layer_names.append(lp.name)
             log("Creating Layer %s", lp.name)
@@ -136,11 +138,12 @@ class Net:
             self.bottom_need_backward.append(bottom_need)
             bottom_blobs = [self.blob_list[i] for i in bottoms]
             top_blobs = [self.blob_list[i] for i in tops]
-            layer.setup(bottom_blobs, top_blobs)
+            with _resource_errors(lp.name):
+                layer.setup(bottom_blobs, top_blobs)
             log("Setting up %s", lp.name)
             for j, blob_id in enumerate(tops):
                 weight = layer.loss_weights[j]
-                self.blob_loss_weights[blob_id] = weight
+                self.loss_weight_by_blob[blob_id] = weight
                 log("Top shape: %s", self.blob_list[blob_id].shape_string())
                 if weight:
                     log("    with loss weight %s", fmt(weight))
@@ -308,6 +311,8 @@ class Net:
             layer = self.layers[layer_id]
             bottom, top = self.bottoms(layer_id), self.tops(layer_id)
             layer.reshape(bottom, top)
+            if bottom and all(b.count == 0 for b in bottom):
+                continue  # an empty batch (e.g. after Filter) gives empty outputs
             layer.forward(bottom, top)
             for j, weight in enumerate(layer.loss_weights):
                 if weight:
@@ -326,6 +331,9 @@ class Net:
 
     def backward_from_to(self, start: int, end: int = 0) -> None:
         for layer_id in range(start, end - 1, -1):
+            bottoms = self.bottoms(layer_id)
+            if bottoms and all(b.count == 0 for b in bottoms):
+                continue
             if self.layer_need_backward[layer_id]:
                 self.layers[layer_id].backward(self.tops(layer_id),
                                                self.bottom_need_backward[layer_id],
@@ -410,7 +418,7 @@ class Net:
 
     def output_blobs(self) -> list[tuple[str, Blob, float]]:
         """(name, blob, loss weight) of each output, in Caffe's (name-sorted) order."""
-        return [(self.blob_names[i], self.blob_list[i], self.blob_loss_weights.get(i, 0.0))
+        return [(self.blob_names[i], self.blob_list[i], self.loss_weight_by_blob.get(i, 0.0))
                 for i in self.output_ids]
 
     def layer_by_name(self, name: str) -> Layer | None:
@@ -469,6 +477,12 @@ class Net:
                 else:
                     ok = shapes_equal(value, blob.shape)
                     shape = " ".join(str(d) for d in proto_shape(value))
+                    counts = _value_counts(value)
+                    if ok and (counts[0] != blob.count or counts[1] not in (0, blob.count)):
+                        problems.append(
+                            f"param {j} of layer '{name}' holds {counts[0]} data and "
+                            f"{counts[1]} diff values for its shape {shape} ({blob.count})")
+                        continue
                 if not ok:
                     problems.append(
                         f"cannot copy param {j} weights from layer '{name}': shape mismatch, "
@@ -528,6 +542,28 @@ class Net:
             closer = getattr(layer, "close", None)
             if closer is not None:
                 closer()
+
+
+@contextlib.contextmanager
+def _resource_errors(layer_name: str):
+    """Shapes too large to allocate (or negative) are the net's fault: say which layer."""
+    try:
+        yield
+    except MemoryError:
+        raise NetError(f"layer '{layer_name}': not enough memory for its blobs (check the "
+                       "shapes and num_output)") from None
+    except ValueError as exc:
+        text = str(exc)
+        if "too big" in text or "negative dimensions" in text or "maximum supported" in text:
+            raise NetError(f"layer '{layer_name}': impossible blob shape ({text})") from None
+        raise
+
+
+def _value_counts(proto: caffe_pb2.BlobProto) -> tuple[int, int]:
+    """How many data and diff values a BlobProto holds (float or double fields)."""
+    data = len(proto.data) or len(proto.double_data)
+    diff = len(proto.diff) or len(proto.double_diff)
+    return data, diff
 
 
 def _mean_abs(array: np.ndarray) -> np.float32:

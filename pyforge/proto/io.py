@@ -95,6 +95,8 @@ def debug_string(message: _message.Message) -> str:
 
 def read_text_proto(path: str | os.PathLike, message: M) -> M:
     """Read a prototxt file into ``message``; a missing or unreadable file is a clear error."""
+    if not str(path):
+        raise PyforgeError("an empty path was given where a prototxt file is expected")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -108,6 +110,8 @@ def read_text_proto(path: str | os.PathLike, message: M) -> M:
         ) from None
     except OSError as exc:
         raise PyforgeError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError:  # an embedded NUL byte
+        raise PyforgeError(f"{path!r}: not a valid path (it contains a NUL byte)") from None
     return parse_text_proto(text, message, str(path))
 
 
@@ -121,6 +125,8 @@ def read_binary_proto(path: str | os.PathLike, message: M) -> M:
         raise PyforgeError(f"{path}: is a directory, expected a binary protobuf file") from None
     except OSError as exc:
         raise PyforgeError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError:
+        raise PyforgeError(f"{path!r}: not a valid path (it contains a NUL byte)") from None
     try:
         message.ParseFromString(data)
     except _message.DecodeError as exc:

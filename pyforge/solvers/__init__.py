@@ -23,5 +23,6 @@ def create_solver(param, solver_file=None, logger=None, action=None, comm=None) 
     try:
         cls = SOLVERS.get(param.type)
     except UnknownNameError as exc:
-        raise SolverError(str(exc)) from None
+        where = f"{solver_file}: " if solver_file else ""
+        raise SolverError(f"{where}{exc}") from None
     return cls(param, solver_file=solver_file, logger=logger, action=action, comm=comm)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..errors import SolverError
 from .sgd import SGDSolver, register_solver
 
 
@@ -19,6 +20,15 @@ class AdamSolver(SGDSolver):
     correction is folded into the step size instead."""
 
     history_sets = 2
+
+    def check_params(self) -> None:
+        super().check_params()
+        # Caffe would take the square root of a negative number and train on NaN.
+        for name, beta in (("momentum", "beta1"), ("momentum2", "beta2")):
+            value = getattr(self.param, name)
+            if not 0 <= value < 1:
+                raise SolverError(f"Adam needs 0 <= {name} < 1 ({beta}); found {name}: "
+                                  f"{value:g}")
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         g = self.net.learnable[param_id].blob.diff

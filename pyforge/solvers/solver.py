@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,18 +59,24 @@ class Solver:
         self.action = action or (lambda: NONE)
         log = self.logger.info
         log("Initializing solver from parameters: \n%s", debug_string(param))
-        self.check_params()
-        self.lr_policy = get_policy(param)
-        self._resolve_snapshot_prefix()
-        self._check_snapshot_write_permissions()
+        try:
+            self.check_params()
+            self.lr_policy = get_policy(param)
+            self._resolve_snapshot_prefix()
+            self._check_snapshot_write_permissions()
+        except SolverError as exc:
+            raise self._in_file(exc) from None
         # Caffe seeds each solver with random_seed + its rank; rank 0's weights are broadcast
         # below, so only the per-rank random streams (dropout, crops) differ.
         seed = param.random_seed if param.HasField("random_seed") else None
         if seed is not None and seed >= 0:
             seed += self.comm.rank
         self.rng = make_rng(seed)
-        self.net = self._init_train_net()
-        self.test_nets = self._init_test_nets()
+        try:
+            self.net = self._init_train_net()
+            self.test_nets = self._init_test_nets()
+        except SolverError as exc:
+            raise self._in_file(exc) from None
         self._warn_about_settings()
         self._setup_watches()
         if self.comm.size > 1:
@@ -99,12 +106,21 @@ class Solver:
         self.pre_solve()
 
     # --- construction ----------------------------------------------------------------------
+    def _in_file(self, exc: SolverError) -> SolverError:
+        """The error with the solver file named first (errors from settings carry no file)."""
+        if self.solver_file and not exc.message.startswith(self.solver_file):
+            return SolverError(f"{self.solver_file}: {exc.message}")
+        return exc
+
     def check_params(self) -> None:
         p = self.param
         if p.average_loss < 1:
             raise SolverError(f"average_loss must be >= 1, found {p.average_loss}")
         if p.iter_size < 1:
             raise SolverError(f"iter_size must be >= 1, found {p.iter_size}")
+        if any(n <= 0 for n in p.test_iter):
+            raise SolverError(f"test_iter must be > 0 for every test net, found "
+                              f"{list(p.test_iter)}")
         if p.regularization_type not in ("L1", "L2"):
             raise SolverError(f"unknown regularization_type '{p.regularization_type}' "
                               "(known: L1, L2)")
@@ -132,13 +148,19 @@ class Solver:
             with open(probe, "w"):
                 pass
             os.remove(probe)
-        except OSError:
-            raise SolverError(f"cannot write to snapshot prefix '{p.snapshot_prefix}'; make sure "
+        except (OSError, ValueError):  # ValueError: a NUL byte in the prefix
+            raise SolverError(f"cannot write to snapshot_prefix '{p.snapshot_prefix}'; make sure "
                               "its directory exists and is writable") from None
 
     def _read_net(self, path: str) -> tuple[caffe_pb2.NetParameter, str]:
         resolved = resolve_path(path, self.solver_file, "net")
-        return read_net_param(resolved), resolved
+        try:
+            return read_net_param(resolved), resolved
+        except PyforgeError as exc:
+            # Name the solver file when the message cannot show the net path plainly.
+            if self.solver_file and (not resolved or resolved not in exc.message):
+                raise type(exc)(f"{self.solver_file}: net: {exc.message}", exc.detail) from None
+            raise
 
     def _init_train_net(self) -> Net:
         p = self.param
@@ -357,6 +379,7 @@ class Solver:
                     break
             display = bool(p.display) and self.iter % p.display == 0
             self.net.debug_info = display and p.debug_info
+            self.on_iteration_start()
             loss = f32(0)
             for _ in range(p.iter_size):
                 loss += f32(self.net.forward_backward())
@@ -381,6 +404,7 @@ class Solver:
                     "smoothed_loss": float(self.smoothed_loss),
                     "outputs": _outputs(self.net), "wall_time": self._wall_time(),
                     "iter_per_s": per_s}
+            self.on_gradients_ready()
             rate = self.apply_update()
             if self._pending_record is not None:
                 self._pending_record["lr"] = float(rate)
@@ -417,6 +441,14 @@ class Solver:
         stop = flags[_FLAGS.index("stop")] > 0
         snap = flags[_FLAGS.index("snapshot")] > 0
         return SNAPSHOT_STOP if stop and snap else STOP if stop else SNAPSHOT if snap else NONE
+
+    def on_iteration_start(self) -> None:
+        """Hook: after an iteration's test pass, before its first forward pass (where Caffe
+        calls its solver callbacks' on_start)."""
+
+    def on_gradients_ready(self) -> None:
+        """Hook: after the forward/backward passes (and the data-parallel exchange), before
+        the update (Caffe's on_gradients_ready)."""
 
     def _log_outputs(self, kind: str, net: Net) -> None:
         index = 0
@@ -717,7 +749,8 @@ class Solver:
         path = _solverstate_for(path, self.logger)
         state = read_solver_state(path)
         if state.extra is not None:
-            self._check_compatible(path, state.extra, force)
+            with _malformed_state(path):
+                self._check_compatible(path, state.extra, force)
         elif len(state.history) != len(self.history):
             raise WeightsError(
                 f"{path}: holds {len(state.history)} history blobs but a {self.type_name} solver "
@@ -741,20 +774,26 @@ class Solver:
             blob.data[...] = array
         self._restored_rank_states = None
         if state.extra is not None:
-            extra = state.extra
-            self._restored_rank_states = extra.get("rank_states")
-            self.net.set_state(extra.get("train_net", {}))
-            for net, net_state in zip(self.test_nets, extra.get("test_nets", [])):
-                net.set_state(net_state)
-            window = extra.get("smoothed_loss")
-            if window:
-                self._resume_window = window
-            for watch, key in ((self.early_watch, "early_watch"),
-                               (self.plateau_watch, "plateau_watch")):
-                if watch is not None and extra.get(key):
-                    watch.load(extra[key])
-            self.plateau_cooldown = int(extra.get("plateau_cooldown", 0))
+            with _malformed_state(path):
+                self._restore_extra(state.extra)
         self._resumed = True
+
+    def _restore_extra(self, extra: dict) -> None:
+        """Data cursors, random states, the smoothed-loss window and the watches."""
+        self._restored_rank_states = extra.get("rank_states")
+        self.net.set_state(extra.get("train_net", {}))
+        for net, net_state in zip(self.test_nets, extra.get("test_nets", [])):
+            net.set_state(net_state)
+        window = extra.get("smoothed_loss")
+        if window:
+            self._resume_window = {"losses": [float(x) for x in window["losses"]],
+                                   "value": float(window["value"]),
+                                   "start_iter": int(window["start_iter"])}
+        for watch, key in ((self.early_watch, "early_watch"),
+                           (self.plateau_watch, "plateau_watch")):
+            if watch is not None and extra.get(key):
+                watch.load(extra[key])
+        self.plateau_cooldown = int(extra.get("plateau_cooldown", 0))
 
     def _check_compatible(self, path: str, extra: dict, force: bool) -> None:
         problems = []
@@ -897,6 +936,19 @@ def _solverstate_for(path: str, logger: logging.Logger) -> str:
     return path
 
 
+@contextlib.contextmanager
+def _malformed_state(path: str):
+    """pyforge's resume JSON of an unexpected shape is a clear error, not a crash."""
+    try:
+        yield
+    except PyforgeError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        raise WeightsError(f"{path}: pyforge_state is malformed ({type(exc).__name__}: "
+                           f"{exc}); resume from a snapshot pyforge wrote, or remove the "
+                           "field to resume as Caffe does") from None
+
+
 def _learned_net_path(learned_net: str, state_path: str, logger: logging.Logger) -> str:
     """The weights file a state names. Caffe stores the path as written at snapshot time
     (relative to that run's working directory); when it is not found from here, the file of
@@ -941,6 +993,8 @@ _WATCHED_SETTINGS = ("type", "base_lr", "lr_policy", "gamma", "power", "stepsize
 def _settings_changed(saved_text: str, current: caffe_pb2.SolverParameter) -> list[str]:
     from ..proto import parse_text_proto
 
+    if not isinstance(saved_text, str):
+        raise TypeError("solver_param should be text")
     try:
         saved = parse_text_proto(saved_text, caffe_pb2.SolverParameter(), "snapshot")
     except PyforgeError:
