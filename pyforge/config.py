@@ -31,11 +31,16 @@ def load() -> Config:
 
 
 def apply_thread_defaults() -> None:
-    """Keep Numba's OpenMP threads from spinning while BLAS works.
+    """Keep idle worker threads from spinning while other threads compute.
 
-    GNU OpenMP's worker threads busy-wait after each parallel region by default. OpenBLAS runs
-    its own threads for every GEMM, so on a machine with few cores the spinning workers and the
-    BLAS threads fight for the same cores: a LeNet iteration measured 71 ms that way against
-    15 ms with passive waiting (2 cores). A value the user set is kept.
+    Two thread pools share the cores: Numba's (OpenMP) for the kernels and OpenBLAS's for
+    NumPy's matrix products. Both busy-wait after their work by default, so each steals cores
+    from the other's next job. On 2 cores a LeNet iteration took 71 ms with spinning OpenMP
+    workers against 15 ms with passive ones, and OpenBLAS's spinning threads after a fully
+    connected layer doubled the time of the next convolution (CIFAR-10 quick forward+backward
+    92 ms -> 47 ms with a short OpenBLAS spin). Both settings are read when the libraries load,
+    so this runs on ``import pyforge``, before NumPy; values the user set are kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # 2^4 cycles of spinning before an idle OpenBLAS thread sleeps (the default is 2^28).
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

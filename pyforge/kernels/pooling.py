@@ -22,6 +22,10 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
     for p in prange(n_img * channels):
         n = p // channels
         c = p % channels
+        # 2-D views of one plane: fewer index computations in the innermost loops.
+        plane = x[n, c]
+        out = top[n, c]
+        where = mask[n, c]
         for y in range(oh):
             hs = y * sh - ph
             he = min(hs + kh, height)
@@ -33,13 +37,14 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
                 best = _NEG_FLT_MAX
                 idx = -1
                 for i in range(hs, he):
+                    row = plane[i]
                     for j in range(ws, we):
-                        v = x[n, c, i, j]
+                        v = row[j]
                         if v > best:
                             best = v
                             idx = i * width + j
-                top[n, c, y, xo] = best
-                mask[n, c, y, xo] = idx
+                out[y, xo] = best
+                where[y, xo] = idx
 
 
 @pjit

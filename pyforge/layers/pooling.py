@@ -99,7 +99,7 @@ class PoolingLayer(Layer):
         if self.param.pooling_param.pool == P.MAX:
             mask = self.__dict__.get("_mask")
             if mask is None or mask.shape != (n, c, oh, ow):
-                self._mask = np.empty((n, c, oh, ow), dtype=np.int64)
+                self._mask = np.empty((n, c, oh, ow), dtype=np.int32)
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
         (kh, kw), (ph, pw), (sh, sw) = self.kernel, self.pad, self.stride
