@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from . import api, config
-from .commands import add_alias, debug_option, register_all
+from .commands import add_alias, debug_option, register_all, threads_option
 from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError
 from .log import configure
 
@@ -22,7 +22,8 @@ from .log import configure
 SINGLE_DASH_FLAGS = {
     "gpu", "solver", "model", "phase", "level", "stage", "snapshot", "weights", "iterations",
     "sigint_effect", "sighup_effect", "backend", "debug", "help", "force", "allow_nonfinite",
-    "metrics", "early_stop_metric", "early_stop_patience", "early_stop_mode", "keep_best",
+    "threads", "metrics", "early_stop_metric", "early_stop_patience", "early_stop_mode",
+    "keep_best",
 }
 
 
@@ -84,6 +85,7 @@ def cli(debug: bool) -> None:
 @click.option("--keep_best", is_flag=True,
               help="Write <snapshot_prefix>_best.caffemodel whenever the watched output "
                    "improves.")
+@threads_option
 @debug_option
 def train_cmd(solver_file, solver, weights, snapshot, level, stage, sigint_effect,
               sighup_effect, gpu, force, allow_nonfinite, metrics, early_stop_metric,
@@ -117,6 +119,7 @@ def train_cmd(solver_file, solver, weights, snapshot, level, stage, sigint_effec
 @click.option("--level", default=0, type=int, help="Optional; network level.")
 @click.option("--stage", default="", help="Optional; network stages, separated by ','.")
 @click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
+@threads_option
 @debug_option
 def test_cmd(model, weights, iterations, level, stage, gpu, debug) -> None:
     """Score a model: run its TEST phase and average its outputs."""
@@ -131,6 +134,7 @@ def test_cmd(model, weights, iterations, level, stage, gpu, debug) -> None:
 @click.option("--level", default=0, type=int, help="Optional; network level.")
 @click.option("--stage", default="", help="Optional; network stages, separated by ','.")
 @click.option("--gpu", default="", help="Accepted for compatibility; pyforge runs on the CPU.")
+@threads_option
 @debug_option
 def time_cmd(model, iterations, phase, level, stage, gpu, debug) -> None:
     """Benchmark forward and backward, layer by layer."""

@@ -30,6 +30,18 @@ def load() -> Config:
     return Config(debug=_flag("PYFORGE_DEBUG"), mpi_timeout=timeout)
 
 
+def set_threads(count: int) -> None:
+    """Use ``count`` threads for Numba's kernels and for BLAS together (``--threads``).
+
+    Results are deterministic for a given thread count: parallel kernels split the work
+    statically and add partial sums in a fixed order."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=count, user_api="blas")
+
+
 def apply_thread_defaults() -> None:
     """Keep idle worker threads from spinning while other threads compute.
 
@@ -41,6 +53,11 @@ def apply_thread_defaults() -> None:
     92 ms -> 47 ms with a short OpenBLAS spin). Both settings are read when the libraries load,
     so this runs on ``import pyforge``, before NumPy; values the user set are kept.
     """
+    threads = os.environ.get("PYFORGE_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:
+        # Numba and OpenBLAS read these when they start.
+        for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(name, threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # 2^4 cycles of spinning before an idle OpenBLAS thread sleeps (the default is 2^28).
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

@@ -17,6 +17,22 @@ debug_option = click.option("--debug", is_flag=True, hidden=True,
                             help="Show Python tracebacks for errors.")
 
 
+def _apply_threads(ctx, param, value):
+    if value is not None:
+        if value < 1:
+            raise click.BadParameter("must be at least 1")
+        from ..config import set_threads
+
+        set_threads(value)
+    return value
+
+
+threads_option = click.option(
+    "--threads", type=int, default=None, expose_value=False, callback=_apply_threads,
+    help="Threads for Numba kernels and BLAS together (default: all cores, or "
+         "PYFORGE_THREADS). Results are bitwise reproducible for a given count.")
+
+
 def add_alias(group: click.Group, command: click.Command, name: str) -> None:
     """Register ``command`` under another (Caffe) name too, hidden from ``--help``."""
     alias = copy.copy(command)
