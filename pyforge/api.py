@@ -79,6 +79,7 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
         comm.close()
         raise
     solver_obj.stop_on_nonfinite = not allow_nonfinite
+    solver_obj.show_eta = sys.stderr.isatty() and comm.rank == 0
     actions.install()
     try:
         if snapshot:
@@ -138,8 +139,13 @@ def test(model: str, weights: str, iterations: int = 50, level: int = 0, stage: 
         scores: list[np.float32] = []
         names: list[tuple[str, float]] = []
         loss = 0.0
+        from .tools.progress import progress_bar
+
+        progress = progress_bar("test")  # only on a terminal
         for i in range(iterations):
             loss += float(np.float32(net.forward_loss()))
+            if progress is not None:
+                progress(i + 1, iterations)
             index = 0
             for name, blob, weight in net.output_blobs():
                 for value in blob.data.reshape(-1):

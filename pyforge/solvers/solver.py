@@ -97,6 +97,8 @@ class Solver:
         self._snapshot_on_stop = False
         #: Stop at the first non-finite loss, gradient or parameter (--allow_nonfinite clears).
         self.stop_on_nonfinite = True
+        #: Add an ETA to the display line (the CLI sets it when stderr is a terminal).
+        self.show_eta = False
         #: Where the JSONL metrics go (None: the solver's metrics_file or <prefix>.metrics.jsonl).
         self.metrics_override: str | None = None
         self._metrics: MetricsFile | None = None
@@ -393,9 +395,9 @@ class Solver:
             if display:
                 lapse = time.perf_counter() - timer
                 per_s = (self.iter - self.iterations_last) / (lapse if lapse else 1)
-                self.logger.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter,
-                                 fmt(per_s), fmt(round(lapse, 3)), p.display,
-                                 fmt(self.smoothed_loss))
+                self.logger.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s%s",
+                                 self.iter, fmt(per_s), fmt(round(lapse, 3)), p.display,
+                                 fmt(self.smoothed_loss), self._eta(per_s))
                 timer = time.perf_counter()
                 self.iterations_last = self.iter
                 self._log_outputs("Train", self.net)
@@ -441,6 +443,14 @@ class Solver:
         stop = flags[_FLAGS.index("stop")] > 0
         snap = flags[_FLAGS.index("snapshot")] > 0
         return SNAPSHOT_STOP if stop and snap else STOP if stop else SNAPSHOT if snap else NONE
+
+    def _eta(self, per_s: float) -> str:
+        """", ETA 1:23:45" on a terminal; nothing in logs written to files or pipes, which keep
+        Caffe's exact line."""
+        if not self.show_eta or per_s <= 0 or self.iter == self.iterations_last:
+            return ""
+        left = int((self.param.max_iter - self.iter) / per_s)
+        return f", ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
 
     def on_iteration_start(self) -> None:
         """Hook: after an iteration's test pass, before its first forward pass (where Caffe

@@ -135,3 +135,23 @@ def _cut_iter(message, log) -> int:
         if m := re.match(r"Iteration (\d+), Testing net", previous):
             return int(m.group(1))
     return -1
+
+
+def test_eta_is_shown_only_when_asked(in_caffe_ref, tmp_path):
+    """On a terminal the CLI sets show_eta; logs written elsewhere keep Caffe's exact line."""
+    from pyforge.proto import read_solver_param
+    from pyforge.solvers import create_solver
+
+    path = lenet_solver(tmp_path, in_caffe_ref, max_iter=3)
+    for show in (False, True):
+        param = read_solver_param(path)
+        param.weights.append("init/snap_iter_0.caffemodel")
+        solver = create_solver(param, solver_file=path)
+        solver.show_eta = show
+        with capture_log() as log:
+            solver.step(3)
+        solver.close()
+        lines = [m for m in log.messages if re.match(r"Iteration [12] \(", m)]
+        assert lines and all((", ETA " in m) == show for m in lines)
+        if show:
+            assert re.search(r", ETA \d+:\d\d:\d\d$", lines[-1])
