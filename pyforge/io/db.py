@@ -161,7 +161,27 @@ def open_writer(path: str, backend: str | int, commit_every: int = 1000
     return LMDBWriter(path, commit_every=commit_every)
 
 
-class LMDBWriter:
+class _BatchedWriter:
+    """Buffers records and hands them to ``commit`` ``commit_every`` at a time, so a large
+    conversion neither holds everything in memory nor pays one transaction per record."""
+
+    commit_every: int
+    _pending: list[tuple[bytes, bytes]]
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._pending.append((key, value))
+        if len(self._pending) >= self.commit_every:
+            self.commit()
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        for key, value in items:
+            self.put(key, value)
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+
+class LMDBWriter(_BatchedWriter):
     """Writes records in transactions of ``commit_every``, doubling the map size when full."""
 
     backend_name = "lmdb"
@@ -178,15 +198,6 @@ class LMDBWriter:
         except lmdb.Error as exc:
             raise DataError(f"cannot create LMDB '{path}': {exc}") from None
         self._pending: list[tuple[bytes, bytes]] = []
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._pending.append((key, value))
-        if len(self._pending) >= self.commit_every:
-            self.commit()
-
-    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        for key, value in items:
-            self.put(key, value)
 
     def commit(self) -> None:
         import lmdb
@@ -603,7 +614,7 @@ class LevelDBReader:
             self._blocks.clear()
 
 
-class LevelDBWriter:
+class LevelDBWriter(_BatchedWriter):
     """A new LevelDB written through plyvel with Caffe's options (64 KiB blocks, a 256 MiB
     write buffer), in write batches of ``commit_every`` records."""
 
@@ -625,15 +636,6 @@ class LevelDBWriter:
         except plyvel.Error as exc:
             raise DataError(f"cannot create LevelDB '{path}': {exc}") from None
         self._pending: list[tuple[bytes, bytes]] = []
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._pending.append((key, value))
-        if len(self._pending) >= self.commit_every:
-            self.commit()
-
-    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        for key, value in items:
-            self.put(key, value)
 
     def commit(self) -> None:
         import plyvel

@@ -33,6 +33,17 @@ def _spatial_values(layer: Layer, repeated, h_field: str, w_field: str, default:
     raise layer.error(f"{what} must have 1 or 2 values for a 2-D convolution, found {len(values)}")
 
 
+def check_image_bottoms(layer: Layer, bottom: list[Blob], channels: int) -> tuple[int, ...]:
+    """All bottoms of a (de)convolution must be N x channels x H x W and share one shape."""
+    first = bottom[0].shape
+    for i, b in enumerate(bottom):
+        if b.num_axes != 4 or b.shape[1] != channels:
+            raise layer.error(f"bottom {i} has shape {b.shape}; expected (N, {channels}, H, W)")
+        if b.shape != first:
+            raise layer.error(f"all bottoms need the same shape: {first} vs {b.shape}")
+    return first
+
+
 @register_layer("Convolution", "CONVOLUTION")
 class ConvolutionLayer(Layer):
     """Caffe type ``Convolution``: bottoms (N, C, H, W) -> tops (N, num_output, OH, OW).
@@ -98,15 +109,7 @@ class ConvolutionLayer(Layer):
         return outs[0], outs[1]
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        first = bottom[0].shape
-        for i, b in enumerate(bottom):
-            if b.num_axes != 4 or b.shape[1] != self.channels:
-                raise self.error(
-                    f"bottom {i} has shape {b.shape}; expected (N, {self.channels}, H, W)"
-                )
-            if b.shape != first:
-                raise self.error(f"all bottoms need the same shape: {first} vs {b.shape}")
-        n, _, h, w = first
+        n, _, h, w = check_image_bottoms(self, bottom, self.channels)
         oh, ow = self.output_shape(h, w)
         if oh <= 0 or ow <= 0:
             raise self.error(

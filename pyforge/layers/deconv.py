@@ -13,7 +13,7 @@ from ..blob import Blob
 from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
-from .conv import _spatial_values
+from .conv import _spatial_values, check_image_bottoms
 
 _NO_BIAS = np.zeros(1, dtype=np.float32)
 
@@ -108,15 +108,7 @@ class DeconvolutionLayer(Layer):
         return outs[0], outs[1]
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        first = bottom[0].shape
-        for i, b in enumerate(bottom):
-            if b.num_axes != 4 or b.shape[1] != self.channels:
-                raise self.error(
-                    f"bottom {i} has shape {b.shape}; expected (N, {self.channels}, H, W)"
-                )
-            if b.shape != first:
-                raise self.error(f"all bottoms need the same shape: {first} vs {b.shape}")
-        n, _, h, w = first
+        n, _, h, w = check_image_bottoms(self, bottom, self.channels)
         oh, ow = self.output_shape(h, w)
         if oh <= 0 or ow <= 0:
             raise self.error(
