@@ -10,12 +10,22 @@ What it measures, each in interleaved rounds (pyforge, then PyTorch, then pyforg
 shared and noisy and only ratios measured side by side mean anything:
 
 - forward+backward of one batch of LeNet (batch 64) and CIFAR-10 quick (batch 100), through
-  ``pyforge time`` and its ``Average Forward-Backward`` line, beside the same layers in PyTorch;
+  ``pyforge time`` and its ``Average Forward-Backward`` line, beside the same layers in PyTorch.
+  Like Caffe's ``time``, pyforge runs the deploy nets' backward as Caffe's net construction
+  decides: no loss, so weight gradients only, no data gradients. PyTorch's backward also
+  computes the data gradients of every layer above conv1. The ``*_all_grads`` rows level
+  this: ``force_backward: true`` in pyforge and an input that requires grad in PyTorch, so
+  both compute every gradient;
 - a full LeNet training iteration (data, forward, backward, SGD update) from the MNIST LMDB,
   beside a PyTorch loop over the same images held in memory;
 - cold start (empty Numba cache) and warm start: seconds from launching ``pyforge train`` to its
   first ``Iteration 0`` line;
 - the peak resident memory of a LeNet training process.
+
+The OpenBLAS kernel set that NumPy and SciPy picked is printed and written to the JSON. A
+machine that forces an older set through ``OPENBLAS_CORETYPE`` measures that set; to measure
+what OpenBLAS would choose itself, unset it for this command alone:
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench.py``.
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ def prepare(work: Path) -> dict[str, Path]:
     cifar = cifar.replace("dim: 1 dim: 3 dim: 32 dim: 32", "dim: 100 dim: 3 dim: 32 dim: 32")
     (work / "lenet.prototxt").write_text(lenet)
     (work / "cifar10_quick.prototxt").write_text(cifar)
+    # The same nets with every gradient computed, as PyTorch does with an input needing grad.
+    (work / "lenet_all_grads.prototxt").write_text("force_backward: true\n" + lenet)
+    (work / "cifar10_quick_all_grads.prototxt").write_text("force_backward: true\n" + cifar)
     data = work / "prototxt_examples" / "mnist"
     data.mkdir(parents=True)
     for name in ("train", "t10k"):
@@ -65,7 +78,20 @@ def prepare(work: Path) -> dict[str, Path]:
                       "gamma: 0.0001\npower: 0.75\ndisplay: 50\nmax_iter: {max_iter}\n"
                       "snapshot_after_train: false\nrandom_seed: 1701\n")
     return {"lenet": work / "lenet.prototxt", "cifar10_quick": work / "cifar10_quick.prototxt",
+            "lenet_all_grads": work / "lenet_all_grads.prototxt",
+            "cifar10_quick_all_grads": work / "cifar10_quick_all_grads.prototxt",
             "solver_template": solver}
+
+
+def blas_kernels() -> list[str]:
+    """The OpenBLAS kernel sets NumPy's and SciPy's libraries run with under ENV."""
+    code = ("import pyforge, numpy, scipy.linalg\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print(','.join(f\"{i.get('prefix')} {i.get('version')} {i.get('architecture')}\"\n"
+            "               for i in threadpool_info() if i['user_api'] == 'blas'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+                         check=True)
+    return out.stdout.strip().split(",")
 
 
 def pyforge_time(model: Path, iterations: int) -> float:
@@ -109,8 +135,10 @@ else:
                         nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Flatten(),
                         nn.Linear(1024, 64), nn.Linear(64, 10))
     x = torch.randn(100, 3, 32, 32)
-if mode == "fwdbwd":
+if mode in ("fwdbwd", "fwdbwd_all"):
     head = nn.Softmax(dim=1)
+    if mode == "fwdbwd_all":
+        x.requires_grad_(True)
     def once():
         out = head(net(x))
         out.backward(torch.zeros_like(out))
@@ -184,13 +212,23 @@ def main() -> int:
     # Warm the Numba cache once so no round pays for compilation.
     pyforge_time(nets["lenet"], 1)
     pyforge_time(nets["cifar10_quick"], 1)
+    pyforge_time(nets["cifar10_quick_all_grads"], 1)
     results: dict = {"threads": int(THREADS), "rounds": args.rounds,
-                     "iterations": args.iterations, "machine": os.uname().machine}
+                     "iterations": args.iterations, "machine": os.uname().machine,
+                     "openblas": blas_kernels(),
+                     "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
+    print("BLAS:", "; ".join(results["openblas"]), flush=True)
     cases = [("lenet_b64_fwd_bwd", lambda: pyforge_time(nets["lenet"], args.iterations),
               lambda: torch_time("lenet", args.iterations, "fwdbwd")),
              ("cifar10_quick_b100_fwd_bwd",
               lambda: pyforge_time(nets["cifar10_quick"], args.iterations),
               lambda: torch_time("cifar10_quick", args.iterations, "fwdbwd")),
+             ("lenet_b64_fwd_bwd_all_grads",
+              lambda: pyforge_time(nets["lenet_all_grads"], args.iterations),
+              lambda: torch_time("lenet", args.iterations, "fwdbwd_all")),
+             ("cifar10_quick_b100_fwd_bwd_all_grads",
+              lambda: pyforge_time(nets["cifar10_quick_all_grads"], args.iterations),
+              lambda: torch_time("cifar10_quick", args.iterations, "fwdbwd_all")),
              ("lenet_train_iteration",
               lambda: pyforge_train_iteration(work, nets["solver_template"], 200),
               lambda: torch_time("lenet", 200, "train"))]
@@ -214,10 +252,10 @@ def main() -> int:
     results["cold_start_s"] = time_to_first_iteration(work, nets["solver_template"], cold=True)
     results["peak_rss_mb"] = peak_rss_mb(work, nets["solver_template"])
     print()
-    print(f"{'case':32} {'pyforge ms':>11} {'pytorch ms':>11} {'ratio':>7}")
+    print(f"{'case':40} {'pyforge ms':>11} {'pytorch ms':>11} {'ratio':>7}")
     for name, *_ in cases:
         entry = results[name]
-        print(f"{name:32} {entry['pyforge_median_ms']:11.2f} "
+        print(f"{name:40} {entry['pyforge_median_ms']:11.2f} "
               f"{entry.get('pytorch_median_ms', float('nan')):11.2f} "
               f"{entry.get('ratio_median', float('nan')):7.2f}")
     print(f"warm start {results['warm_start_s']:.2f} s, cold start {results['cold_start_s']:.2f}"

@@ -154,8 +154,10 @@ class ConvolutionLayer(Layer):
         threads = self._cols.shape[0]
         need_weight = bool(self.param_propagate_down[0])
         need_bias = bool(self.bias_term and self.param_propagate_down[1])
-        dw_parts = self._buffer("dw_parts", (threads, *weight.shape))
-        dw_tmp = self._buffer("dw_tmp", (threads, *weight.shape))
+        # Weight-gradient partial sums are kept transposed, (G, K/G, M/G): see conv_backward.
+        transposed = (g, weight.shape[2], weight.shape[1])
+        dw_parts = self._buffer("dw_parts", (threads, *transposed))
+        dw_tmp = self._buffer("dw_tmp", (threads, *transposed))
         db_parts = self._buffer("db_parts", (threads, g, self.num_output // g))
         dcols = self._buffer("dcols", self._cols.shape)
         for i, (b, t) in enumerate(zip(bottom, top)):
@@ -170,7 +172,7 @@ class ConvolutionLayer(Layer):
             if need_weight:
                 weight_diff = self.blobs[0].diff.reshape(weight.shape)
                 for part in dw_parts:
-                    weight_diff += part
+                    weight_diff += part.transpose(0, 2, 1)
             if need_bias:
                 for part in db_parts:
                     self.blobs[1].diff += part.reshape(-1)
