@@ -11,6 +11,7 @@ plyvel with Caffe's options.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import os
 import re
@@ -161,7 +162,7 @@ def open_writer(path: str, backend: str | int, commit_every: int = 1000
     return LMDBWriter(path, commit_every=commit_every)
 
 
-class _BatchedWriter:
+class _BatchedWriter(abc.ABC):
     """Buffers records and hands them to ``commit`` ``commit_every`` at a time, so a large
     conversion neither holds everything in memory nor pays one transaction per record."""
 
@@ -177,8 +178,9 @@ class _BatchedWriter:
         for key, value in items:
             self.put(key, value)
 
+    @abc.abstractmethod
     def commit(self) -> None:
-        raise NotImplementedError
+        """Write the pending records in one transaction and clear them."""
 
 
 class LMDBWriter(_BatchedWriter):

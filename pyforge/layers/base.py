@@ -9,6 +9,7 @@ diffs at the start of each iteration.
 
 from __future__ import annotations
 
+import abc
 import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -38,7 +39,7 @@ class NetContext:
     shared: dict = field(default_factory=dict)
 
 
-class Layer:
+class Layer(abc.ABC):
     """Base class of every layer type; subclasses set ``type_name`` and the arity limits."""
 
     type_name: ClassVar[str] = ""
@@ -118,11 +119,13 @@ class Layer:
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
         """One-time setup from the layer parameters (create and fill param blobs)."""
 
+    @abc.abstractmethod
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        raise NotImplementedError
+        """Shape the tops (and internal buffers) for the bottoms' current shapes."""
 
+    @abc.abstractmethod
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        raise NotImplementedError
+        """Compute the tops' data from the bottoms' data."""
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         """Compute bottom diffs (overwrite) and param diffs (accumulate)."""

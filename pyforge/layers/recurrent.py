@@ -23,6 +23,7 @@ Semantics kept from Caffe:
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import numpy as np
@@ -110,9 +111,9 @@ class RecurrentLayer(Layer):
             self.ctx.logger.info("Adding parameter %d: %s", index, name)
         self.param_propagate_down = [True] * len(self.blobs)
 
+    @abc.abstractmethod
     def param_layout(self) -> list[tuple[str, tuple[int, ...], object]]:
         """(name, shape, filler) of each parameter blob, in Caffe's order."""
-        raise NotImplementedError
 
     def caffe_param_indices(self) -> list[tuple[int, str]]:
         """(index in the unrolled net, name) of each owner parameter, for Caffe's log lines.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import json
@@ -36,7 +37,7 @@ from .monitor import MetricsFile, MetricWatch, make_watch, metrics_path
 f32 = np.float32
 
 
-class Solver:
+class Solver(abc.ABC):
     """Builds the train and test nets from a SolverParameter and trains them.
 
     Subclasses implement ``compute_update_value(param_id, rate)``; everything else (the loop,
@@ -671,8 +672,9 @@ class Solver:
         else:
             blob.diff += local_decay * np.sign(blob.data)
 
+    @abc.abstractmethod
     def compute_update_value(self, param_id: int, rate: float) -> None:
-        raise NotImplementedError
+        """Turn the parameter's diff into the update to subtract (the solver's formula)."""
 
     def local_rate(self, param_id: int, rate: float) -> np.float32:
         return f32(rate) * f32(self.net.learnable[param_id].lr_mult)
