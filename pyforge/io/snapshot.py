@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..atomic_write import write_atomically
 from ..blob import proto_values
-from ..errors import PyforgeError, WeightsError
+from ..errors import WeightsError
 from ..proto import caffe_pb2, read_binary_proto, write_binary_proto
 from ..proto.upgrade import upgrade_net_param
 
@@ -134,19 +135,11 @@ def _fill_model_h5(f, net: Net, write_diff: bool) -> None:
 def _write_hdf5(path: str, fill) -> None:
     import h5py
 
-    tmp = f"{os.path.join(os.path.dirname(path), '.' + os.path.basename(path))}.tmp{os.getpid()}"
-    try:
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             fill(f)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise PyforgeError(f"{path}: cannot write: {exc}") from None
-        raise
+
+    write_atomically(path, write)
 
 
 # --- solver state ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import TypeVar
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
+from ..atomic_write import write_bytes_atomically
 from ..errors import ParseError, PyforgeError
 from ..log import get_logger
 from . import caffe_pb2
@@ -138,28 +139,9 @@ def read_binary_proto(path: str | os.PathLike, message: M) -> M:
 
 
 def write_binary_proto(path: str | os.PathLike, message: _message.Message) -> None:
-    """Write ``message`` to ``path`` atomically: a temporary file, fsync, then rename.
-
-    Whatever interrupts the write (an error, a second Ctrl-C, a kill), ``path`` holds either
-    its previous content or the complete new one; the temporary file is removed when Python
-    still can."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    data = message.SerializeToString()
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise PyforgeError(f"{path}: cannot write: {exc.strerror}") from None
-        raise
+    """Write ``message`` to ``path`` atomically (:mod:`pyforge.atomic_write`): whatever
+    interrupts the write, ``path`` holds either its previous content or the complete new one."""
+    write_bytes_atomically(path, message.SerializeToString())
 
 
 def resolve_path(path: str, referrer: str | os.PathLike | None, what: str = "file") -> str:
