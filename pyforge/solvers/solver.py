@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..blob import Blob
+from ..blob import Blob, mean_abs
 from ..errors import EXIT_DIVERGED, PyforgeError, SolverError, WeightsError
 from ..io.snapshot import (
     SolverStateData,
@@ -912,16 +912,11 @@ def layer_statistics(net: Net) -> list[str]:
             blob = net.blob_list[blob_id]
             if blob.count:
                 lines.append(f"[{name}] top {net.blob_names[blob_id]}: mean|data| "
-                             f"{fmt(_mean_abs(blob.data))}, mean|diff| {fmt(_mean_abs(blob.diff))}")
+                             f"{fmt(mean_abs(blob.data))}, mean|diff| {fmt(mean_abs(blob.diff))}")
         for i, blob in enumerate(net.layers[layer_id].blobs):
-            lines.append(f"[{name}] param {i}: mean|data| {fmt(_mean_abs(blob.data))}, "
-                         f"mean|diff| {fmt(_mean_abs(blob.diff))}")
+            lines.append(f"[{name}] param {i}: mean|data| {fmt(mean_abs(blob.data))}, "
+                         f"mean|diff| {fmt(mean_abs(blob.diff))}")
     return lines
-
-
-def _mean_abs(array: np.ndarray) -> float:
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.abs(array, dtype=np.float64).mean()) if array.size else 0.0
 
 
 def _loss_note(weight: float, value) -> str:
