@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SolverError
-from .sgd import SGDSolver, register_solver
+from .registry import register_solver
+from .sgd import SGDSolver
 
 
 @register_solver("AdaGrad")

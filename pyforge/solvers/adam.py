@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from ..errors import SolverError
-from .sgd import SGDSolver, register_solver
+from .registry import register_solver
+from .sgd import SGDSolver
 
 
 @register_solver("Adam")

@@ -1,22 +1,11 @@
-"""SGD with momentum, and the solver registry keyed by Caffe's ``type`` strings."""
+"""SGD with momentum, as Caffe's SGDSolver computes it."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..registry import Registry
+from .registry import register_solver
 from .solver import Solver
-
-SOLVERS: Registry[type[Solver]] = Registry("solver type")
-
-
-def register_solver(name: str):
-    def decorate(cls: type[Solver]) -> type[Solver]:
-        cls.type_name = name
-        SOLVERS.register(name)(cls)
-        return cls
-
-    return decorate
 
 
 @register_solver("SGD")
