@@ -35,19 +35,12 @@ class _PycaffeSolver:
         path = os.fspath(solver_file)
         param = _param if _param is not None else read_solver_param(path)
         self._callbacks: list[tuple[Callable[[], object], Callable[[], object]]] = []
-        super().__init__(param, solver_file=path, logger=get_logger())
-
-    # --- nets -------------------------------------------------------------------------------
-    def _init_train_net(self):
-        seeded = self.param.HasField("random_seed") and self.param.random_seed >= 0
-        if not seeded and SWITCHES.rng is not None:
-            # Without its own random_seed, Caffe's solver fills from the global generator
-            # that caffe.set_random_seed seeded.
-            self.rng = SWITCHES.rng
-        return adopt(super()._init_train_net())
-
-    def _init_test_nets(self):
-        return [adopt(net) for net in super()._init_test_nets()]
+        logger = get_logger()
+        # Without its own random_seed, Caffe's solver fills from the global generator that
+        # caffe.set_random_seed seeded.
+        net, test_nets = _solvers.build_nets(type(self), param, path, logger,
+                                             unseeded_rng=SWITCHES.rng)
+        super().__init__(param, adopt(net), [adopt(test) for test in test_nets], logger=logger)
 
     # --- callbacks ------------------------------------------------------------------------------
     def add_callback(self, on_start: Callable[[], object],
