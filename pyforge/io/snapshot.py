@@ -7,7 +7,9 @@
 
 pyforge adds what exact resume needs as JSON: in the SolverState field ``pyforge_state`` (number
 10000, which Caffe skips as an unknown field) or, in HDF5, a dataset ``pyforge_state`` (which
-Caffe never reads). Every file is written to a temporary name, fsynced and renamed.
+Caffe never reads). Every file is written to a temporary name, fsynced and renamed
+(:mod:`pyforge.atomic_write`). What goes into a solver state, and resuming from one, is the
+solvers' side: :mod:`pyforge.solvers.state`.
 """
 
 from __future__ import annotations
