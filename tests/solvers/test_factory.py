@@ -10,7 +10,7 @@ from pyforge.errors import SolverError
 from pyforge.net.net import Net
 from pyforge.proto import caffe_pb2, read_net_param
 from pyforge.rng import make_rng
-from pyforge.solvers import SGDSolver, build_nets, create_solver
+from pyforge.solvers import AdaGradSolver, SGDSolver, build_nets, create_solver
 from tests.solvers.test_loop import Run
 
 
@@ -51,8 +51,6 @@ def test_settings_are_checked_before_any_net_is_read(tmp_path):
         create_solver(param)
     # The solver type's own checks too (AdaGrad refuses momentum).
     param.lr_policy, param.type, param.momentum = "fixed", "AdaGrad", 0.9
-    from pyforge.solvers import AdaGradSolver
-
     with pytest.raises(SolverError, match="momentum cannot be used with AdaGrad"):
         build_nets(AdaGradSolver, param, str(tmp_path / "solver.prototxt"))
 
