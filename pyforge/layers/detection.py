@@ -156,8 +156,10 @@ class NormalizeLayer(Layer):
 
     Reads norm_param: across_spatial (true), channel_shared (true: one scale), eps (1e-10),
     scale_filler (default constant 1). Blobs: [scale], a scalar (0 axes) or one per channel.
-    Like the fork, the scale gradient divides by the scale (a zero scale gives NaN) and
-    Backward reads the bottom data, so it is not exact in place.
+    Backward is the fork's: the bottom gradient is that of the unscaled normalisation times
+    each channel's scale (the true gradient when the scale is shared or equal across channels,
+    as training SSD with the fork computes it otherwise); the scale gradient divides by the
+    scale (a zero scale gives NaN); the bottom data is read, so it is not exact in place.
     """
 
     exact_num_bottom_blobs = 1
