@@ -30,7 +30,7 @@ from pyforge.cli import main
 from pyforge.net.net import Net
 from pyforge.proto import caffe_pb2, read_net_param
 from tests.forks.opencv_compare import Result, assert_close, run_both
-from tests.layers.test_detection import priors_blob, softmax_conf
+from tests.layers.util import priors_blob, softmax_conf
 from tests.logcapture import capture_log
 
 MINI_SSD = Path(__file__).resolve().parents[1] / "data" / "forks" / "mini_mobilenet_ssd.prototxt"

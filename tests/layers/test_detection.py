@@ -14,7 +14,7 @@ import pytest
 from pyforge.blob import Blob
 from pyforge.errors import NetError
 from tests.gradient_check import TEST, blob_from, build_layer, setup_forward
-from tests.layers.util import rand, run
+from tests.layers.util import priors_blob, rand, run, softmax_conf
 
 VAR4 = "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2"
 
@@ -277,26 +277,11 @@ def reference_detections(loc, conf, priors, num_classes, share=True, background=
     return np.array(rows).reshape(-1, 7)
 
 
-def priors_blob(n_priors, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.uniform(0.2, 0.8, (n_priors, 2))
-    sizes = rng.uniform(0.1, 0.4, (n_priors, 2))
-    boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
-    var = np.tile([0.1, 0.1, 0.2, 0.2], (n_priors, 1))
-    return np.stack([boxes.reshape(-1), var.reshape(-1)])[None].astype(np.float32)
-
-
 def detection_output(loc, conf, priors, params):
     layer, _, top = run(f'type: "DetectionOutput" bottom: "l" bottom: "c" bottom: "p" '
                         f'top: "d" detection_output_param {{ {params} }}', loc, conf, priors,
                         phase=TEST)
     return layer, top[0].data
-
-
-def softmax_conf(num, n_priors, classes, seed, sharpness=3.0):
-    logits = rand(num, n_priors, classes, seed=seed) * sharpness
-    e = np.exp(logits - logits.max(axis=2, keepdims=True))
-    return (e / e.sum(axis=2, keepdims=True)).reshape(num, -1).astype(np.float32)
 
 
 @pytest.mark.parametrize("params, kwargs", [
