@@ -15,7 +15,7 @@ import numba
 import numpy as np
 
 from ..blob import Blob
-from ..kernels.blas import single_threaded_blas
+from ..config import single_threaded_blas
 from ..kernels.conv import conv_backward, conv_forward
 from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
 from ..proto import caffe_pb2
