@@ -81,8 +81,9 @@ def roi_pool_forward(x, rois, scale, top, argmax):
 def roi_pool_backward(top_diff, argmax, rois, scale, dx):
     """The fork's gradient: pixel ``(h, w)`` of ROI ``r`` gets the diffs of the bins whose
     argmax it is, but only when it lies inside the ROI's rounded box and only from the bins
-    ``[floor((h - start) / bin), ceil((h - start + 1) / bin))`` (the fork's candidate set;
-    a bin that reaches one row past the box through float rounding gives no gradient)."""
+    ``[floor((h - start) / bin), ceil((h - start + 1) / bin))`` (the fork's candidate set).
+    So a malformed box (x2 < x1 or y2 < y1), which the forward pools as the 1x1 box at its
+    start, passes no gradient, as in the fork."""
     channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
     pooled_h, pooled_w = top_diff.shape[2], top_diff.shape[3]
     for c in prange(channels):

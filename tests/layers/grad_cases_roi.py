@@ -1,10 +1,8 @@
 """Gradient-check cases of the region layers: ROIPooling, PSROIPooling (pyforge/layers/roi.py)
 and Proposal (pyforge/layers/detection_rpn.py, no gradient).
 
-The ROI boxes are fixed inputs (they get no gradient). Those of ROIPooling have sides that
-divide evenly into the bins, so no bin reaches past its box through float rounding (where the
-fork's backward drops the gradient; tests/kernels/test_fork_kernels.py checks that quirk
-against the fork's own loop).
+The ROI boxes are fixed inputs (they get no gradient). None is malformed (x2 < x1): the fork
+pools such a box as 1x1 but passes it no gradient (tests/layers/test_roi.py shows it).
 """
 
 from __future__ import annotations
