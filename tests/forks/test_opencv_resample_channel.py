@@ -23,7 +23,8 @@ F = np.float32
 
 def input_layer(name: str, shape) -> str:
     dims = " ".join(f"dim: {d}" for d in shape)
-    return f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ {dims} }} }} }}\n'
+    return (f'layer {{ name: "{name}" type: "Input" top: "{name}" '
+            f"input_param {{ shape {{ {dims} }} }} }}\n")
 
 
 def conv_interp_net(interp: str) -> str:
