@@ -7,7 +7,6 @@ import numpy as np
 from ..blob import Blob
 from ..errors import DataError
 from ..io.datum import image_path, read_file
-from ..io.prefetch import Prefetcher
 from ..io.transform import DataTransformer
 from ..proto import resolve_path
 from .base import register_layer
@@ -68,8 +67,7 @@ class DenseImageDataLayer(ImageDataLayer):
         p = self.param.dense_image_data_param
         if not p.source:
             raise self.error("dense_image_data_param.source is not set")
-        if p.batch_size <= 0:
-            raise self.error("dense_image_data_param.batch_size must be set and positive")
+        self.batch_size = self.check_batch_size(p.batch_size, "dense_image_data_param")
         if (p.new_height > 0) != (p.new_width > 0):
             raise self.error(f"new_height ({p.new_height}) and new_width ({p.new_width}) must "
                              "be set together")
@@ -86,7 +84,6 @@ class DenseImageDataLayer(ImageDataLayer):
             raise self.error("transform_param mirror and crop_size would change the image but "
                              "not its label image; use dense_image_data_param's mirror and "
                              "crop_height/crop_width, which move both")
-        self.batch_size = int(p.batch_size)
         self.new_size = (int(p.new_height), int(p.new_width))
         self.crop = (int(p.crop_height), int(p.crop_width))
         self.label_factor = int(p.label_divide_factor)
@@ -117,7 +114,7 @@ class DenseImageDataLayer(ImageDataLayer):
         top[0].reshape((self.batch_size, c, h, w))
         top[1].reshape((self.batch_size, 1, *label.shape[1:]))
         self.ctx.logger.info("output data size: %d,%d,%d,%d", self.batch_size, c, h, w)
-        self.prefetcher = Prefetcher(self._load_batch)
+        self.start_prefetching()
 
     def _decode(self, path: str, grey: bool, size: tuple[int, int], nearest: bool) -> np.ndarray:
         """ReadImageToCVMat: decode (BGR or grey) and resize when a size is given; (C, H, W)."""
@@ -163,20 +160,21 @@ class DenseImageDataLayer(ImageDataLayer):
         return image, label
 
     def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        start = self.skip + batch_index * self.batch_size
         rng = np.random.default_rng([self.seed, batch_index, 2])
         images, labels = [], []
-        for i in range(self.batch_size):
-            image, label = self._pair(start + i, rng)
+        # The positions of this batch in the endless stream (this rank's share of it when
+        # training data-parallel).
+        for position in self._positions(batch_index)[1:].tolist():
+            image, label = self._pair(position, rng)
             if images and image.shape != images[0].shape:
                 raise DataError(
-                    f"{self.where}: pair {start + i} of the list has a {image.shape[1]}x"
-                    f"{image.shape[2]} image but the first of its batch is "
+                    f"{self.where}: pair {position % len(self.lines)} of the list has a "
+                    f"{image.shape[1]}x{image.shape[2]} image but the first of its batch is "
                     f"{images[0].shape[1]}x{images[0].shape[2]}; set new_height/new_width, "
                     "crop_height/crop_width or use batch_size 1")
             images.append(image)
             labels.append(label)
-            if (start + i + 1) % len(self.lines) == 0:
+            if (position + 1) % len(self.lines) == 0:
                 self.ctx.logger.info("Restarting data prefetching from start.")
         raw = np.stack(images)
         out = np.empty(raw.shape, dtype=np.float32)

@@ -159,7 +159,7 @@ def test_batch_size_one_takes_each_images_own_size(tmp_path):
 @pytest.mark.parametrize(("params", "transform", "edit", "message"), [
     ("batch_size: 1", "mirror: true", None, "transform_param mirror and crop_size"),
     ("batch_size: 1", "crop_size: 4", None, "transform_param mirror and crop_size"),
-    ("batch_size: 0", "", None, "batch_size must be set and positive"),
+    ("batch_size: 0", "", None, "batch_size must be given and positive"),
     ("batch_size: 1 new_height: 4", "", None, "must be set together"),
     ("batch_size: 1 crop_width: 4", "", None, "must be set together"),
     ("batch_size: 1 crop_height: 4 crop_width: 4 label_divide_factor: 2", "", None,
