@@ -201,3 +201,14 @@ def test_deploy_nets_backward_reaches_the_image(tmp_path, name):
     conv1 = dict(zip(net.layer_names, net.layers))["conv1"]
     assert np.abs(conv1.blobs[0].diff).sum() > 0
     assert np.isfinite(net.blobs["data"].diff).all() and net.blobs["data"].diff.any()
+
+
+def test_pspnets_bn_statistics_are_not_learned_in_a_net():
+    """The solver sees lr_mult 0 on every BN's moving mean and variance (the prototxt says 1
+    for conv1_1_3x3_s2/bn) and on all four blobs of a frozen BN, as PSPNet's fork sets them."""
+    net = train_net(NETS / "pspnet_mini.prototxt")
+    mults = {(p.layer, p.index): (p.lr_mult, p.decay_mult) for p in net.learnable}
+    assert mults[("conv1_1_3x3_s2/bn", 0)] == (1, 0)
+    assert mults[("conv1_1_3x3_s2/bn", 2)] == mults[("conv1_1_3x3_s2/bn", 3)] == (0, 0)
+    assert all(mults[("conv5_3/bn", i)] == (0, 0) for i in range(4))
+    assert mults[("conv5_4/bn", 1)] == (1, 1) and mults[("conv5_4/bn", 3)] == (0, 0)
