@@ -234,6 +234,13 @@ class DetectionOutputLayer(Layer):
             raise self.error("detection_output_param needs num_classes")
         self.num_classes = p.num_classes
         self.num_loc_classes = 1 if p.share_location else p.num_classes
+        if p.share_location and p.background_label_id == -1:
+            # The fork labels shared locations -1 and skips the background label when it
+            # decodes them: it then stops with "Could not find location predictions for label
+            # -1" (OpenCV too).
+            raise self.error("share_location: true with background_label_id: -1 leaves no "
+                             "location predictions (the SSD fork decodes none and stops); use "
+                             "a background class or share_location: false")
         if p.nms_param.nms_threshold < 0:
             raise self.error(f"nms_threshold must be non negative, found "
                              f"{p.nms_param.nms_threshold:g}")
@@ -274,6 +281,7 @@ class DetectionOutputLayer(Layer):
         prior_data = bottom[2].data.reshape(2, n_priors, 4)
         boxes = np.zeros((num, n_loc, n_priors, 4), np.float32)
         sizes = np.zeros((num, n_loc, n_priors), np.float32)
+        # Per-class locations of the background class are not decoded (the fork skips them).
         skip = -1 if p.share_location else p.background_label_id
         K.decode_boxes(loc, prior_data[0], prior_data[1], _CODE_TYPES[p.code_type],
                        p.variance_encoded_in_target, skip, boxes, sizes)

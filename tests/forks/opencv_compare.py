@@ -9,8 +9,9 @@ Usage (see tests/forks/test_opencv_harness.py)::
 seeded random values (:func:`randomize_params`, with per-layer-type overrides), writes them
 as a binary .caffemodel with pyforge's own writer, loads prototxt + caffemodel with
 ``cv2.dnn.readNetFromCaffe`` and runs both forward passes on the same inputs. Outputs are
-named by blob; OpenCV addresses them by the name of the layer that writes them, so compared
-blobs must be the top of a layer of the same name, not written in place.
+named by blob; OpenCV addresses them by the name of the layer that writes them, so a blob
+written in place (``conv1`` after ``conv1/relu``) is given as ``("conv1", "conv1/relu")``:
+pyforge's blob, OpenCV's layer.
 
 A blob matches when ``max |pyforge - opencv| <= 1e-3 * scale``, where ``scale`` is the largest
 magnitude in either result (an all-zero pair must be equal within 1e-9).
@@ -65,10 +66,19 @@ def _positive(layer: Layer, rng: np.random.Generator) -> None:
         blob.data[...] = rng.uniform(0.5, 2.0, blob.shape).astype(np.float32)
 
 
+def _scale(layer: Layer, rng: np.random.Generator) -> None:
+    """Scale factors near 1 (and a small bias), so that activations keep their size through
+    BatchNorm + Scale + ReLU stacks instead of collapsing to ties at zero."""
+    layer.blobs[0].data[...] = rng.uniform(0.5, 1.5, layer.blobs[0].shape).astype(np.float32)
+    for blob in layer.blobs[1:]:
+        blob.data[...] = (0.1 * rng.standard_normal(blob.shape)).astype(np.float32)
+
+
 #: Initialisers by layer type; anything else gets :func:`_fan_in_normal`.
 DEFAULT_INITS: dict[str, Init] = {
     "BatchNorm": _batch_norm,
     "Normalize": _positive,
+    "Scale": _scale,
 }
 
 
@@ -134,9 +144,11 @@ def opencv_net(prototxt_path: Path, caffemodel_path: Path):
 
 
 def run_both(tmp_path: Path, prototxt: str, inputs: Mapping[str, np.ndarray],
-             outputs: Sequence[str], seed: int = 0,
+             outputs: Sequence[str | tuple[str, str]], seed: int = 0,
              inits: Mapping[str, Init] | None = None) -> list[Result]:
-    """Forward ``inputs`` through pyforge and OpenCV; one :class:`Result` per output name."""
+    """Forward ``inputs`` through pyforge and OpenCV; one :class:`Result` per output (a blob
+    name, or a (pyforge blob, OpenCV layer) pair for blobs written in place)."""
+    pairs = [(name, name) if isinstance(name, str) else name for name in outputs]
     prototxt_path = tmp_path / "net.prototxt"
     prototxt_path.write_text(prototxt)
     net = build_pyforge_net(prototxt, prototxt_path, seed, inits)
@@ -148,13 +160,13 @@ def run_both(tmp_path: Path, prototxt: str, inputs: Mapping[str, np.ndarray],
         blobs[name].reshape(array.shape)
         blobs[name].data[...] = array
     net.forward_from_to()
-    ours = {name: blobs[name].data.copy() for name in outputs}
+    ours = {blob: blobs[blob].data.copy() for blob, _ in pairs}
 
     theirs_net = opencv_net(prototxt_path, model_path)
     for name, array in inputs.items():
         theirs_net.setInput(np.ascontiguousarray(array, dtype=np.float32), name)
-    theirs = theirs_net.forward(list(outputs))
-    return [Result(name, ours[name], np.asarray(their)) for name, their in zip(outputs, theirs)]
+    theirs = theirs_net.forward([layer for _, layer in pairs])
+    return [Result(blob, ours[blob], np.asarray(their)) for (blob, _), their in zip(pairs, theirs)]
 
 
 def assert_close(results: Sequence[Result]) -> None:

@@ -310,8 +310,8 @@ def softmax_conf(num, n_priors, classes, seed, sharpness=3.0):
     ("share_location: false background_label_id: 2 code_type: CENTER_SIZE keep_top_k: 7 "
      "nms_param { nms_threshold: 0.5 }",
      dict(share=False, background=2, code="CENTER_SIZE", keep_top_k=7, nms=0.5)),
-    ("background_label_id: -1 nms_param { nms_threshold: 0.2 top_k: 5 }",
-     dict(background=-1, nms=0.2, top_k=5)),
+    ("share_location: false background_label_id: -1 nms_param { nms_threshold: 0.2 top_k: 5 }",
+     dict(share=False, background=-1, nms=0.2, top_k=5)),
 ])
 def test_detection_output_matches_the_forks_definition(params, kwargs):
     num, n_priors, classes = 2, 40, 3
@@ -365,6 +365,8 @@ def test_nothing_detected_is_one_row_of_minus_one_per_image():
     ("num_classes: 2", (1, 8), (1, 4), (1, 8), r"must be \(1, 2, num_priors \* 4\)"),
     ("num_classes: 2", (2, 8), (1, 4), (1, 2, 8), "different batch sizes"),
     ("num_classes: 2 nms_param { eta: 0 }", (1, 8), (1, 4), (1, 2, 8), r"eta must be in \(0, 1\]"),
+    ("num_classes: 2 background_label_id: -1", (1, 8), (1, 4), (1, 2, 8),
+     "share_location: true with background_label_id: -1 leaves no location predictions"),
 ])
 def test_detection_output_errors(params, loc, conf, priors, message):
     with pytest.raises(NetError, match=message):
