@@ -105,12 +105,14 @@ def export_onnx(model: str, weights: str, output: str, opset: int = DEFAULT_OPSE
         from .onnx_graph import net_to_onnx
 
         proto = net_to_onnx(net, opset, dynamic_batch,
-                            doc=f"Exported by pyforge from {model} with weights {weights}")
+                            doc=f"Exported by pyforge from {model} with weights {weights}").model
         if proto.ByteSize() > PROTOBUF_LIMIT:
             raise ExportError(f"the model is {proto.ByteSize() / 2**30:.2f} GiB, over the 2 GiB "
                               "protobuf limit of one ONNX file")
         try:
             onnx.checker.check_model(proto, full_check=True)
+            # The shapes of the values between layers, for tools that show or cut the graph.
+            proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
         except Exception as exc:  # onnx's checker raises several exception types
             raise ExportError("the exported graph fails ONNX's checker: "
                               f"{' '.join(str(exc).split())}") from None

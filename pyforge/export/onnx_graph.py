@@ -9,6 +9,8 @@ version; the last version keeps Caffe's name and the earlier ones are named
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx
 from onnx import TensorProto, helper
 
@@ -46,7 +48,14 @@ def _final_names(net: Net) -> dict[tuple[int, int], str]:
     return names
 
 
-def net_to_onnx(net: Net, opset: int, dynamic_batch: bool, doc: str = "") -> onnx.ModelProto:
+@dataclass
+class Conversion:
+    model: onnx.ModelProto
+    #: Per converted layer, in order: its name and the ONNX names of its bottoms and tops.
+    layers: list[tuple[str, list[str], list[str]]]
+
+
+def net_to_onnx(net: Net, opset: int, dynamic_batch: bool, doc: str = "") -> Conversion:
     """Convert every layer of ``net`` with its registered converter; ExportError for a layer
     that has none or whose parameters ONNX cannot express."""
     g = GraphBuilder(opset, dynamic_batch)
@@ -59,6 +68,7 @@ def net_to_onnx(net: Net, opset: int, dynamic_batch: bool, doc: str = "") -> onn
         if blob_id not in input_ids:
             g.reserve(name)
     current = {blob_id: net.blob_names[blob_id] for blob_id in input_ids}
+    converted = []
     for layer_id, layer in enumerate(net.layers):
         if layer.param.type == "Input":
             continue
@@ -76,9 +86,13 @@ def net_to_onnx(net: Net, opset: int, dynamic_batch: bool, doc: str = "") -> onn
         convert = CONVERTERS.get(canonical_type(layer.param.type) or layer.param.type,
                                  f"layer '{layer.param.name}'")
         convert(g, site)
+        converted.append((layer.param.name, site.inputs, site.outputs))
         current.update(zip(tops, outputs))
     graph_inputs = [_value_info(net.blob_names[b], net.blob_list[b].shape, batch)
                     for b in input_ids]
+    if not net.output_ids:
+        raise ExportError("the net has no outputs (every blob is consumed, e.g. by Silence); "
+                          "an ONNX model needs at least one")
     graph_outputs = []
     for blob_id in net.output_ids:
         name = net.blob_names[blob_id]
@@ -94,7 +108,7 @@ def net_to_onnx(net: Net, opset: int, dynamic_batch: bool, doc: str = "") -> onn
     # The IR version the opset first shipped with, not the onnx package's newest: runtimes
     # that know the opset then load the file.
     model.ir_version = _ir_version_for(opset)
-    return model
+    return Conversion(model, converted)
 
 
 def _ir_version_for(opset: int) -> int:
