@@ -82,9 +82,9 @@ class DataTransformer:
         self._mean_cache[shape] = mean
         return mean
 
-    def transform(self, raw: np.ndarray, batch_index: int, out: np.ndarray) -> None:
-        """Transform ``raw`` (N, C, H, W) into ``out`` (N, C, crop or H, crop or W)."""
-        n, c, h, w = raw.shape
+    def _draws(self, batch_index: int, heights, widths, n: int):
+        """Mirror flags and crop offsets of the ``n`` records of batch ``batch_index``, whose
+        sizes are ``heights`` x ``widths`` (ints, or arrays for records of different sizes)."""
         rng = None
         if self.mirror or (self.crop and self.phase == TRAIN):
             rng = np.random.default_rng([self.seed, batch_index])
@@ -95,9 +95,33 @@ class DataTransformer:
         w_off = np.zeros(n, dtype=np.int64)
         if self.crop:
             if self.phase == TRAIN:
-                h_off = rng.integers(0, h - self.crop + 1, size=n)
-                w_off = rng.integers(0, w - self.crop + 1, size=n)
+                h_off = rng.integers(0, np.subtract(heights, self.crop) + 1, size=n)
+                w_off = rng.integers(0, np.subtract(widths, self.crop) + 1, size=n)
             else:
-                h_off[:] = (h - self.crop) // 2
-                w_off[:] = (w - self.crop) // 2
+                h_off[:] = np.subtract(heights, self.crop) // 2
+                w_off[:] = np.subtract(widths, self.crop) // 2
+        return mirror, h_off, w_off
+
+    def transform(self, raw: np.ndarray, batch_index: int, out: np.ndarray) -> None:
+        """Transform ``raw`` (N, C, H, W) into ``out`` (N, C, crop or H, crop or W)."""
+        n, c, h, w = raw.shape
+        mirror, h_off, w_off = self._draws(batch_index, h, w, n)
         transform_batch(raw, h_off, w_off, mirror, self._mean((c, h, w)), self.scale, out)
+
+    def transform_records(self, raws: list[np.ndarray], batch_index: int,
+                          out: np.ndarray) -> None:
+        """Transform the (C, H, W) records of one batch into ``out``. Records of different
+        sizes are each cropped on their own (Caffe's DataTransformer crops record by record,
+        so under ``crop_size`` a batch may mix sizes); each must be at least the crop."""
+        shapes = {raw.shape for raw in raws}
+        if len(shapes) == 1:
+            self.transform(np.stack(raws), batch_index, out)
+            return
+        heights = np.array([raw.shape[1] for raw in raws])
+        widths = np.array([raw.shape[2] for raw in raws])
+        for raw in raws:
+            self.output_shape(*raw.shape)  # the crop must fit every record
+        mirror, h_off, w_off = self._draws(batch_index, heights, widths, len(raws))
+        for i, raw in enumerate(raws):
+            transform_batch(raw[None], h_off[i : i + 1], w_off[i : i + 1], mirror[i : i + 1],
+                            self._mean(raw.shape), self.scale, out[i : i + 1])

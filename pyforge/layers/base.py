@@ -24,6 +24,7 @@ from ..registry import Registry
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
+Norm = caffe_pb2.LossParameter
 
 
 @dataclass
@@ -151,6 +152,14 @@ class Layer(abc.ABC):
         fill(blob, filler, self.ctx.rng, f"{self.where} {what}")
         return blob
 
+    def integer_indices(self, values: np.ndarray, limit: int, what: str) -> np.ndarray:
+        """Integer-valued floats in [0, limit) as int64; anything else is the user's error."""
+        bad = ~((values >= 0) & (values < limit) & (values == np.floor(values)))
+        if bad.any():
+            first = values[bad][0]
+            raise self.error(f"{what} must be integers in [0, {limit}), found {first:g}")
+        return values.astype(np.int64)
+
     def canonical_axis(self, blob: Blob, axis: int, what: str = "axis") -> int:
         ndim = blob.num_axes
         if not -ndim <= axis < ndim:
@@ -180,6 +189,44 @@ class NeuronLayer(Layer):
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         top[0].reshape_like(bottom[0])
+
+
+class BaseDataLayer(Layer):
+    """A layer that reads batches from a dataset (Caffe's BaseDataLayer): no bottoms.
+
+    The declared interface the solver and the tools rely on: ``batch_size`` (items per
+    forward) and :attr:`dataset_size` (items in one pass over the data, 0 when unknown), so
+    that ``test_iter`` x batch can be compared with the dataset. Subclasses read their own
+    ``*_data_param`` and set ``batch_size`` through :meth:`check_batch_size`.
+    """
+
+    exact_num_bottom_blobs = 0
+    batch_size: int = 0
+
+    def check_batch_size(self, value: int, field: str) -> int:
+        """``value`` of ``<field>.batch_size`` as a positive int, or one error naming it."""
+        if value <= 0:
+            raise self.error(f"{field}.batch_size must be given and positive, found {value}")
+        return int(value)
+
+    @property
+    def dataset_size(self) -> int:
+        """Items in one pass over the data; 0 when the layer cannot tell."""
+        return 0
+
+
+def loss_normalizer(mode: int, outer: int, inner: int, valid: int) -> float:
+    """Caffe's LossLayer::GetNormalizer for normalization ``mode`` over ``outer`` x ``inner``
+    entries of which ``valid`` are not ignored: FULL, VALID, BATCH_SIZE or NONE, at least 1."""
+    if mode == Norm.FULL:
+        value = outer * inner
+    elif mode == Norm.VALID:
+        value = valid
+    elif mode == Norm.BATCH_SIZE:
+        value = outer
+    else:
+        value = 1
+    return float(max(1.0, value))
 
 
 class LossLayer(Layer):

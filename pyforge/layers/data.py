@@ -1,9 +1,12 @@
-"""Layers that produce data: Input, DummyData, Data (LMDB/LevelDB of Datum records), HDF5Data.
+"""Layers that produce batches: Input, DummyData, Parameter, Data (LMDB/LevelDB of Datum
+records) and MemoryData, with the bases of the data layers that read records ahead of time.
 
-ImageData is in ``image_data.py``; MemoryData, HDF5Output and WindowData in ``data_extra.py``.
+HDF5Data and HDF5Output are in ``hdf5.py``; ImageData and WindowData in ``image_data.py``.
 """
 
 from __future__ import annotations
+
+import abc
 
 import numpy as np
 
@@ -16,7 +19,7 @@ from ..io.prefetch import Prefetcher
 from ..io.transform import DataTransformer
 from ..proto import caffe_pb2, resolve_path
 from ..rng import child_rng
-from .base import Layer, register_layer
+from .base import BaseDataLayer, Layer, register_layer
 
 
 @register_layer("Input")
@@ -110,117 +113,57 @@ class DummyDataLayer(Layer):
                 fill(t, filler, self.rng, f"{self.where} data_filler")
 
 
-@register_layer("Data", "DATA")
-class DataLayer(Layer):
-    """Caffe type ``Data``: batches of Datum records from an LMDB or a LevelDB, in key order,
-    wrapping around.
+@register_layer("Parameter")
+class ParameterLayer(Layer):
+    """Caffe type ``Parameter``: no bottoms; the top is a learned blob of
+    ``parameter_param.shape``.
 
-    Tops: data (batch_size, C, H, W) and optionally label (batch_size). Reads data_param
-    (source, batch_size, backend, rand_skip, prefetch) and transform_param (including
-    force_color/force_gray for encoded records). Batches are prepared in a background thread
-    ``prefetch`` batches ahead; each batch takes its shape from its first record, as in Caffe,
-    so images of varying size work with batch_size 1.
-
-    ``rand_skip``: Caffe 1.0's DataLayer ignores it (the field is marked deprecated; it was
-    meant to desynchronise parallel solvers). Earlier Caffe, and Caffe 1.0's ImageData layer,
-    skip a random number of records in [0, rand_skip) at setup; pyforge does that here too and
-    logs ``Skipping first N data points.``. The skip is part of the layer's state.
-
-    The layer's state is ``cursor`` (the index of the next batch), the skip and the random
-    seed of the transformer: batch ``k`` holds records ``skip + k*batch_size ...`` (modulo the
-    database size) with crop/mirror draws seeded by (seed, k), so it is the same however far
-    ahead it was prepared, and a resumed run continues exactly.
+    As in Caffe the blob is not filled (zeros until weights are loaded), and the top shares both
+    its data and its diff, so the gradient the next layer writes into the top *is* the
+    parameter's gradient (overwritten, not accumulated, by that layer's backward).
     """
 
     exact_num_bottom_blobs = 0
-    min_top_blobs = 1
-    max_top_blobs = 2
-
-    def __init__(self, param: caffe_pb2.LayerParameter, ctx) -> None:
-        super().__init__(param, ctx)
-        p = param.data_param
-        if p.batch_size <= 0:
-            raise self.error("data_param.batch_size must be given and positive")
-        if not p.source:
-            raise self.error("data_param.source is not set")
-        self.batch_size = int(p.batch_size)
-        source = resolve_path(p.source, ctx.source_file, f"{self.where} source")
-        self.source = source
-        # Caffe opens the database when the layer is created, before it is wired.
-        try:
-            self.reader = open_reader(source, p.backend, self.where)
-        except DataError as exc:
-            raise self.error(str(exc)) from None
-        ctx.logger.info("Opened %s %s", self.reader.backend_name, source)
+    exact_num_top_blobs = 1
 
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
-        p = self.param.data_param
-        tp = self.param.transform_param
-        if tp.force_color and tp.force_gray:
-            raise self.error("transform_param sets both force_color and force_gray")
-        self.skip = 0
-        if p.rand_skip:
-            self.skip = int(self.ctx.rng.integers(0, p.rand_skip))
-            self.ctx.logger.info("Skipping first %d data points.", self.skip)
-        first = self._record(self.skip % len(self.reader))[0]
-        seed = int(self.ctx.rng.integers(0, 2**63 - 1))
-        self.transformer = DataTransformer(tp, self.phase, seed, self.where,
-                                           self.ctx.source_file)
-        c, h, w = self.transformer.output_shape(*first.shape)
-        top[0].reshape((self.batch_size, c, h, w))
-        self.ctx.logger.info("output data size: %d,%d,%d,%d", self.batch_size, c, h, w)
-        if len(top) > 1:
-            top[1].reshape((self.batch_size,))
-        self.prefetcher = Prefetcher(self._load_batch, depth=int(p.prefetch))
+        shape = tuple(int(d) for d in self.param.parameter_param.shape.dim)
+        if not self.blobs:
+            self.blobs = [Blob(shape)]
+            self.param_propagate_down = [True]
+        top[0].reshape(self.blobs[0].shape)
 
-    def _record(self, index: int) -> tuple[np.ndarray, int, str]:
-        """Record ``index`` (in key order) as (image (C, H, W), label, where-string)."""
-        key = self.reader.key(index)
-        where = f"{self.where}: {self.source} record {key.decode(errors='replace')!r}"
-        tp = self.param.transform_param
-        datum = parse_datum(self.reader.value(index), where)
-        return datum_array(datum, where, tp.force_color, tp.force_gray), datum.label, where
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        pass  # the shape is fixed at setup
 
-    def set_shard(self, rank: int, size: int) -> None:
-        """Data-parallel training: this rank reads records rank, rank+size, ... (Caffe's
-        DataLayer keeps every size-th record per solver), so the ranks together read what one
-        process with size times the batch reads."""
-        self.shard = (rank, size)
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        # Re-shared every pass: the parameter's arrays may have been replaced (test nets share
+        # the train net's weights by rebinding them).
+        top[0].share_data(self.blobs[0])
+        top[0].share_diff(self.blobs[0])
 
-    def _stride(self) -> int:
-        return getattr(self, "shard", (0, 1))[1]
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        pass  # the top's diff is the parameter's diff
 
-    def _positions(self, batch_index: int) -> np.ndarray:
-        rank, size = getattr(self, "shard", (0, 1))
-        items = batch_index * self.batch_size + np.arange(-1, self.batch_size)
-        return self.skip + items * size + rank
 
+class BasePrefetchingDataLayer(BaseDataLayer):
+    """A data layer whose batches a background thread prepares ahead (Caffe's
+    BasePrefetchingDataLayer); tops data and, optionally, label.
+
+    Batch ``k`` is a pure function of ``k``, ``skip`` and ``seed`` (its records and its random
+    draws), so it is the same however far ahead it was prepared, and the state (``cursor``,
+    ``skip``, ``seed``) resumes a run exactly.
+    """
+
+    skip = 0
+    seed = 0
+
+    def start_prefetching(self, depth: int = 4) -> None:
+        self.prefetcher = Prefetcher(self._load_batch, depth=depth)
+
+    @abc.abstractmethod
     def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read and transform batch ``batch_index``: records skip + k*B ... modulo the size
-        (interleaved over the ranks in data-parallel training)."""
-        n = len(self.reader)
-        positions = self._positions(batch_index)  # [the previous batch's last, this batch...]
-        raws = []
-        labels = np.empty(self.batch_size, dtype=np.float32)
-        for i in range(self.batch_size):
-            position = int(positions[i + 1])
-            raw, labels[i], where = self._record(position % n)
-            if raws and raw.shape != raws[0].shape:
-                raise DataError(f"{where}: shape {raw.shape} differs from {raws[0].shape} of "
-                                "the first record of its batch; the records of a batch need "
-                                "one shape")
-            raws.append(raw)
-            # Caffe logs this after reading the last record; interleaved ranks may step over
-            # it, so for them crossing into the next pass counts.
-            wrapped = (position + 1) % n == 0 if len(positions) and self._stride() == 1 else (
-                position // n > max(int(positions[i]), 0) // n)
-            if wrapped:
-                self.ctx.logger.info("Restarting data prefetching from start.")
-        batch = np.stack(raws)
-        out = np.empty((self.batch_size, *self.transformer.output_shape(*raws[0].shape)),
-                       dtype=np.float32)
-        self.transformer.transform(batch, batch_index, out)
-        return out, labels
+        """Batch ``batch_index`` as (data (N, C, H, W) float32, labels (N,) float32)."""
 
     @property
     def cursor(self) -> int:
@@ -231,19 +174,21 @@ class DataLayer(Layer):
         self.prefetcher.seek(batch_index)
 
     def get_state(self) -> dict:
-        # Batch k is a pure function of k, the skip and the transformer's seed.
-        return {"cursor": self.cursor, "skip": self.skip, "seed": self.transformer.seed}
+        return {"cursor": self.cursor, "skip": self.skip, "seed": self.seed}
 
     def set_state(self, state: dict) -> None:
         if int(state["cursor"]) < 0 or int(state.get("skip", 0)) < 0:
             raise ValueError(f"negative cursor or skip in {state}")
         self.prefetcher.stop()
         self.skip = int(state.get("skip", self.skip))
-        self.transformer.seed = int(state.get("seed", self.transformer.seed))
+        self.seed = int(state.get("seed", self.seed))
+        transformer = getattr(self, "transformer", None)
+        if transformer is not None:
+            transformer.seed = self.seed
         self.seek(int(state["cursor"]))
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        pass
+        pass  # each batch reshapes the data top in forward
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
         data, labels = self.prefetcher.next()
@@ -255,165 +200,218 @@ class DataLayer(Layer):
     def close(self) -> None:
         if hasattr(self, "prefetcher"):
             self.prefetcher.stop()
+
+
+class RecordDataLayer(BasePrefetchingDataLayer):
+    """A prefetching layer that reads the records of a dataset in order, wrapping around, and
+    transforms them with ``transform_param``.
+
+    Batch ``k`` holds records ``skip + k*batch_size ...`` of the endless stream of records
+    (in data-parallel training rank ``r`` of ``s`` keeps every ``s``-th, as Caffe's readers
+    do). A batch takes its shape from its first record, as in Caffe: with ``crop_size`` each
+    record is cropped on its own, so records of different sizes share a batch; without it
+    they must all have the first record's shape.
+    """
+
+    shard = (0, 1)
+    #: What else than crop_size would make the records of a batch one size (for the error).
+    same_size_hint = ""
+
+    @abc.abstractmethod
+    def _item(self, position: int) -> tuple[np.ndarray, float, str]:
+        """The record at ``position`` of the endless stream: (image (C, H, W), label, where)."""
+
+    def set_shard(self, rank: int, size: int) -> None:
+        """Data-parallel training: this rank reads records rank, rank+size, ... (Caffe's
+        readers keep every size-th record per solver), so the ranks together read what one
+        process with size times the batch reads."""
+        self.shard = (rank, size)
+
+    def _positions(self, batch_index: int) -> np.ndarray:
+        """Stream positions of [the previous batch's last record, this batch's records...]."""
+        rank, size = self.shard
+        items = batch_index * self.batch_size + np.arange(-1, self.batch_size)
+        return self.skip + items * size + rank
+
+    def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self.dataset_size
+        positions = self._positions(batch_index)
+        raws = []
+        labels = np.empty(self.batch_size, dtype=np.float32)
+        for i in range(self.batch_size):
+            position = int(positions[i + 1])
+            raw, labels[i], where = self._item(position)
+            if raws and raw.shape != raws[0].shape and not self.transformer.crop:
+                hint = f" (set crop_size{self.same_size_hint})"
+                raise DataError(f"{where}: shape {raw.shape} differs from {raws[0].shape} of "
+                                "the first record of its batch; without crop_size the records "
+                                f"of a batch need one shape{hint}")
+            raws.append(raw)
+            # Caffe logs this after reading the last record; interleaved ranks may step over
+            # it, so for them crossing into the next pass counts.
+            if self.shard[1] == 1:
+                wrapped = (position + 1) % n == 0
+            else:
+                wrapped = position // n > max(int(positions[i]), 0) // n
+            if wrapped:
+                self.ctx.logger.info("Restarting data prefetching from start.")
+        out = np.empty((self.batch_size, *self.transformer.output_shape(*raws[0].shape)),
+                       dtype=np.float32)
+        self.transformer.transform_records(raws, batch_index, out)
+        return out, labels
+
+
+@register_layer("Data", "DATA")
+class DataLayer(RecordDataLayer):
+    """Caffe type ``Data``: batches of Datum records from an LMDB or a LevelDB, in key order,
+    wrapping around.
+
+    Tops: data (batch_size, C, H, W) and optionally label (batch_size). Reads data_param
+    (source, batch_size, backend, rand_skip, prefetch) and transform_param (including
+    force_color/force_gray for encoded records). Batches are prepared in a background thread
+    ``prefetch`` batches ahead (see :class:`RecordDataLayer` for their order and shapes).
+
+    ``rand_skip``: Caffe 1.0's DataLayer ignores it (the field is marked deprecated; it was
+    meant to desynchronise parallel solvers). Earlier Caffe, and Caffe 1.0's ImageData layer,
+    skip a random number of records in [0, rand_skip) at setup; pyforge does that here too and
+    logs ``Skipping first N data points.``. The skip is part of the layer's state.
+    """
+
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def __init__(self, param: caffe_pb2.LayerParameter, ctx) -> None:
+        super().__init__(param, ctx)
+        p = param.data_param
+        self.batch_size = self.check_batch_size(p.batch_size, "data_param")
+        if not p.source:
+            raise self.error("data_param.source is not set")
+        source = resolve_path(p.source, ctx.source_file, f"{self.where} source")
+        self.source = source
+        # Caffe opens the database when the layer is created, before it is wired.
+        try:
+            self.reader = open_reader(source, p.backend, self.where)
+        except DataError as exc:
+            raise self.error(str(exc)) from None
+        ctx.logger.info("Opened %s %s", self.reader.backend_name, source)
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.reader)
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.data_param
+        tp = self.param.transform_param
+        if tp.force_color and tp.force_gray:
+            raise self.error("transform_param sets both force_color and force_gray")
+        if p.rand_skip:
+            self.skip = int(self.ctx.rng.integers(0, p.rand_skip))
+            self.ctx.logger.info("Skipping first %d data points.", self.skip)
+        first = self._item(self.skip)[0]
+        self.seed = int(self.ctx.rng.integers(0, 2**63 - 1))
+        self.transformer = DataTransformer(tp, self.phase, self.seed, self.where,
+                                           self.ctx.source_file)
+        c, h, w = self.transformer.output_shape(*first.shape)
+        top[0].reshape((self.batch_size, c, h, w))
+        self.ctx.logger.info("output data size: %d,%d,%d,%d", self.batch_size, c, h, w)
+        if len(top) > 1:
+            top[1].reshape((self.batch_size,))
+        self.start_prefetching(depth=int(p.prefetch))
+
+    def _item(self, position: int) -> tuple[np.ndarray, float, str]:
+        index = position % len(self.reader)
+        key = self.reader.key(index)
+        where = f"{self.where}: {self.source} record {key.decode(errors='replace')!r}"
+        tp = self.param.transform_param
+        datum = parse_datum(self.reader.value(index), where)
+        return datum_array(datum, where, tp.force_color, tp.force_gray), datum.label, where
+
+    def close(self) -> None:
+        super().close()
         self.reader.close()
 
 
-@register_layer("HDF5Data", "HDF5_DATA")
-class HDF5DataLayer(Layer):
-    """Caffe type ``HDF5Data``: rows of the datasets named like the tops, from the .h5 files
-    listed in hdf5_data_param.source; batch_size rows per forward, across file boundaries.
+@register_layer("MemoryData", "MEMORY_DATA")
+class MemoryDataLayer(BaseDataLayer):
+    """Caffe type ``MemoryData``: batches from arrays given from Python, used in turn and
+    cyclically. Tops data (batch_size, channels, height, width) and label (batch_size).
 
-    With ``shuffle`` the file order is shuffled at setup and at each wrap, and the rows of each
-    file whenever it is (re)loaded, from the layer's seeded generator.
+    Reads memory_data_param (batch_size, channels, height, width, all required). Give the data
+    with :meth:`reset` (pycaffe's ``net.set_input_arrays``). As in Caffe, arrays given this way
+    are not transformed, and a forward before any data is an error. The state is the position
+    of the next batch in the arrays.
     """
 
-    exact_num_bottom_blobs = 0
-    min_top_blobs = 1
+    exact_num_top_blobs = 2
 
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
-        import h5py
-
-        p = self.param.hdf5_data_param
+        p = self.param.memory_data_param
+        self.batch_size = self.check_batch_size(p.batch_size, "memory_data_param")
+        dims = (p.channels, p.height, p.width)
+        if min(dims) <= 0:
+            raise self.error("channels, height and width must be specified and positive in "
+                             f"memory_data_param, found {dims}")
+        self.item_shape = (int(p.channels), int(p.height), int(p.width))
         if self.param.HasField("transform_param"):
-            raise self.error("HDF5Data does not transform data (remove transform_param)")
-        if p.batch_size <= 0:
-            raise self.error("hdf5_data_param.batch_size must be given and positive")
-        if not p.source:
-            raise self.error("hdf5_data_param.source is not set")
-        self.batch_size = int(p.batch_size)
-        self.shuffle = p.shuffle
-        self.rng = child_rng(self.ctx.rng)
-        source = resolve_path(p.source, self.ctx.source_file, f"{self.where} source")
-        try:
-            with open(source, encoding="utf-8") as handle:
-                names = handle.read().split()
-        except UnicodeDecodeError as exc:
-            raise self.error(f"HDF5 list file '{source}' is not UTF-8 text (byte {exc.start}); "
-                             "expected one .h5 path per line") from None
-        except (OSError, ValueError) as exc:
-            raise self.error(f"cannot read the HDF5 list file '{source}': "
-                             f"{_one_line(exc)}") from None
-        if not names:
-            raise self.error(f"HDF5 list file '{source}' names no files")
-        self.files = [resolve_path(n, source, "HDF5 file") for n in names]
-        self.top_names = list(self.param.top)
-        self.ctx.logger.info("Number of HDF5 files: %d", len(self.files))
-        # Check every file up front: each dataset present, numeric, same trailing shape.
-        trailing: dict[str, tuple[int, ...]] = {}
-        for path in self.files:
-            try:
-                with h5py.File(path, "r") as f:
-                    rows = None
-                    for name in self.top_names:
-                        if name not in f:
-                            raise self.error(f"{path}: no dataset '{name}' (the datasets must be "
-                                             f"named like the tops {self.top_names})")
-                        ds = f[name]
-                        if not isinstance(ds, h5py.Dataset):
-                            raise self.error(f"{path}: '{name}' is a {type(ds).__name__}, "
-                                             "expected a dataset")
-                        if ds.dtype.kind not in "fiub" or ds.ndim < 1:
-                            raise self.error(f"{path}: dataset '{name}' has dtype {ds.dtype} "
-                                             f"and shape {ds.shape}; expected numeric, >= 1 axis")
-                        if rows is None:
-                            rows = ds.shape[0]
-                        elif ds.shape[0] != rows:
-                            raise self.error(f"{path}: datasets have different numbers of rows "
-                                             f"({rows} vs {ds.shape[0]} in '{name}')")
-                        if trailing.setdefault(name, ds.shape[1:]) != ds.shape[1:]:
-                            raise self.error(f"{path}: dataset '{name}' has rows of shape "
-                                             f"{ds.shape[1:]}, other files {trailing[name]}")
-                    if not rows:
-                        raise self.error(f"{path}: the datasets have no rows")
-            except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
-                # h5py reports damaged files and dangling links with these, in several lines.
-                raise self.error(f"cannot open HDF5 file '{path}': {_one_line(exc)}") from None
-        self.file_order = np.arange(len(self.files))
-        if self.shuffle:
-            self.rng.shuffle(self.file_order)
-        self.current_file = 0
-        self.offset = 0  # rows passed so far (data-parallel ranks keep every size-th)
-        self.shard = (0, 1)
-        self._load_file()
-        for t, name in zip(top, self.top_names):
-            t.reshape((self.batch_size, *trailing[name]))
+            self.ctx.logger.warning("%s: transform_param is not applied to arrays given with "
+                                    "reset()/set_input_arrays (as in Caffe)", self.where)
+        self.data: np.ndarray | None = None
+        self.labels: np.ndarray | None = None
+        self.pos = 0
+        top[0].reshape((self.batch_size, *self.item_shape))
+        top[1].reshape((self.batch_size,))
 
-    def _load_file(self) -> None:
-        import h5py
+    def reset(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """Use ``data`` (N, C, H, W) and ``labels`` (N,) — float32, C-contiguous, N a multiple
+        of batch_size — from the next forward on; the arrays are used in place, not copied."""
+        for name, array in (("data", data), ("labels", labels)):
+            if not isinstance(array, np.ndarray):
+                raise self.error(f"{name} must be a NumPy array, found {type(array).__name__}")
+            if array.dtype != np.float32:
+                raise self.error(f"{name} must be float32, found {array.dtype}")
+            if not array.flags.c_contiguous:
+                raise self.error(f"{name} must be C contiguous (use np.ascontiguousarray)")
+        if data.ndim != 4 or data.shape[1:] != self.item_shape:
+            c, h, w = self.item_shape
+            raise self.error(f"data must have shape (N, {c}, {h}, {w}) as memory_data_param "
+                             f"says, found {data.shape}")
+        if labels.ndim == 0 or labels.size != labels.shape[0]:
+            raise self.error(f"labels must have shape (N,) or (N, 1, 1, 1), found {labels.shape}")
+        if labels.shape[0] != data.shape[0]:
+            raise self.error(f"data and labels must have the same first dimension, found "
+                             f"{data.shape[0]} and {labels.shape[0]}")
+        if data.shape[0] == 0 or data.shape[0] % self.batch_size:
+            raise self.error(f"the number of items ({data.shape[0]}) must be a positive "
+                             f"multiple of batch_size {self.batch_size}")
+        self.data = data
+        self.labels = labels.reshape(-1)
+        self.pos = 0
 
-        path = self.files[self.file_order[self.current_file]]
-        try:
-            with h5py.File(path, "r") as f:
-                self.arrays = [np.asarray(f[name], dtype=np.float32) for name in self.top_names]
-        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
-            raise self.error(f"cannot read HDF5 file '{path}': {_one_line(exc)}") from None
-        self.rows = self.arrays[0].shape[0]
-        self.row_order = np.arange(self.rows)
-        if self.shuffle:
-            self.rng.shuffle(self.row_order)
-        self.current_row = 0
+    #: pycaffe's spelling (Net.set_input_arrays calls the MemoryData layer with these).
+    set_input_arrays = reset
 
-    def set_shard(self, rank: int, size: int) -> None:
-        """Data-parallel training: keep rows whose running index is rank modulo size (Caffe's
-        HDF5DataLayer skip), so the ranks together read one process's rows."""
-        self.shard = (rank, size)
+    @property
+    def dataset_size(self) -> int:
+        """Items of the arrays given with :meth:`reset` (0 before)."""
+        return 0 if self.data is None else int(self.data.shape[0])
 
     def get_state(self) -> dict:
-        return {
-            "rng": self.rng.bit_generator.state,
-            "file_order": self.file_order.tolist(),
-            "current_file": self.current_file,
-            "row_order": self.row_order.tolist(),
-            "current_row": self.current_row,
-            "offset": self.offset,
-        }
+        return {"pos": self.pos}
 
     def set_state(self, state: dict) -> None:
-        self.file_order = np.array(state["file_order"], dtype=np.int64)
-        self.current_file = int(state["current_file"])
-        self._load_file()  # reloads the file and reshuffles its rows; both are replaced next
-        self.row_order = np.array(state["row_order"], dtype=np.int64)
-        self.current_row = int(state["current_row"])
-        self.offset = int(state.get("offset", 0))
-        self.rng.bit_generator.state = state["rng"]
+        self.pos = int(state["pos"])
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         pass
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        filled = 0
-        while filled < self.batch_size:
-            if self.current_row == self.rows:
-                if len(self.files) > 1:
-                    self.current_file += 1
-                    if self.current_file == len(self.files):
-                        self.current_file = 0
-                        if self.shuffle:
-                            self.rng.shuffle(self.file_order)
-                    self._load_file()
-                else:
-                    self.current_row = 0
-                    if self.shuffle:
-                        self.rng.shuffle(self.row_order)
-            need = self.batch_size - filled
-            avail = self.rows - self.current_row
-            rank, size = self.shard
-            if size == 1:
-                take = consumed = min(need, avail)
-                rows = self.row_order[self.current_row : self.current_row + take]
-            else:
-                mine = np.nonzero((self.offset + np.arange(avail)) % size == rank)[0][:need]
-                take = len(mine)
-                consumed = int(mine[-1]) + 1 if take == need else avail
-                rows = self.row_order[self.current_row + mine]
-            for t, array in zip(top, self.arrays):
-                t.data[filled : filled + take] = array[rows]
-            filled += take
-            self.current_row += consumed
-            self.offset += consumed
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (h5py's span several)."""
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return " ".join(text.split())
+        if self.data is None:
+            raise self.error("has no data: call reset(data, labels) on the layer (pycaffe: "
+                             "net.set_input_arrays) before the first forward")
+        n = self.data.shape[0]
+        if self.pos >= n:  # state restored for other arrays
+            self.pos = 0
+        end = self.pos + self.batch_size
+        top[0].data[...] = self.data[self.pos : end]
+        top[1].data[...] = self.labels[self.pos : end]
+        self.pos = end % n

@@ -1,20 +1,31 @@
-"""ImageData: batches of image files named in a list file, with their labels."""
+"""Image-file data layers: ImageData (images named in a list file, with labels) and R-CNN's
+WindowData (windows cut out of images)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..blob import Blob
 from ..errors import DataError
-from ..io.datum import image_path, read_image, read_image_list
-from ..io.prefetch import Prefetcher
+from ..io.datum import (
+    COLOR,
+    decode_image,
+    image_path,
+    read_file,
+    read_image,
+    read_image_list,
+    resize_image,
+)
 from ..io.transform import DataTransformer
 from ..proto import resolve_path
-from .base import Layer, register_layer
+from .base import register_layer
+from .data import BasePrefetchingDataLayer, RecordDataLayer
 
 
 @register_layer("ImageData", "IMAGE_DATA")
-class ImageDataLayer(Layer):
+class ImageDataLayer(RecordDataLayer):
     """Caffe type ``ImageData``: images named in a list file, decoded (BGR, as OpenCV), resized
     and transformed; tops data (batch_size, C, H, W) and label (batch_size).
 
@@ -24,23 +35,21 @@ class ImageDataLayer(Layer):
     from (seed, e). rand_skip skips a random number of images in [0, rand_skip) at setup.
     Each batch takes its shape from its first image, as in Caffe.
 
-    The state is the cursor (next batch index), the skip and the seed: batch ``k`` is a pure
-    function of them, so the prefetch thread can run ahead and a resumed run continues exactly.
+    The state is the cursor (next batch index), the skip and the seed (see
+    :class:`RecordDataLayer`).
     """
 
-    exact_num_bottom_blobs = 0
     exact_num_top_blobs = 2
+    same_size_hint = " or new_height/new_width"
 
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
         p = self.param.image_data_param
         if not p.source:
             raise self.error("image_data_param.source is not set")
-        if p.batch_size <= 0:
-            raise self.error("image_data_param.batch_size must be positive")
+        self.batch_size = self.check_batch_size(p.batch_size, "image_data_param")
         if (p.new_height > 0) != (p.new_width > 0):
             raise self.error(f"new_height ({p.new_height}) and new_width ({p.new_width}) must "
                              "be set together")
-        self.batch_size = int(p.batch_size)
         self.new_size = (int(p.new_height), int(p.new_width))
         self.is_color = p.is_color
         self.root_folder = p.root_folder
@@ -52,7 +61,6 @@ class ImageDataLayer(Layer):
         self.seed = int(self.ctx.rng.integers(0, 2**63 - 1))
         if self.shuffle:
             self.ctx.logger.info("Shuffling data")
-        self.skip = 0
         if p.rand_skip:
             self.skip = int(self.ctx.rng.integers(0, p.rand_skip))
             self.ctx.logger.info("Skipping first %d data points.", self.skip)
@@ -60,14 +68,14 @@ class ImageDataLayer(Layer):
                 raise self.error(f"rand_skip drew {self.skip}, but the list has only "
                                  f"{len(self.lines)} images (Caffe: not enough points to skip)")
         self._orders: dict[int, np.ndarray] = {}
-        first, _ = self._image(self.skip)
+        first = self._item(self.skip)[0]
         self.transformer = DataTransformer(self.param.transform_param, self.phase, self.seed,
                                            self.where, self.ctx.source_file)
         c, h, w = self.transformer.output_shape(*first.shape)
         top[0].reshape((self.batch_size, c, h, w))
         self.ctx.logger.info("output data size: %d,%d,%d,%d", self.batch_size, c, h, w)
         top[1].reshape((self.batch_size,))
-        self.prefetcher = Prefetcher(self._load_batch)
+        self.start_prefetching()
 
     def _order(self, epoch: int) -> np.ndarray | None:
         """The image order of ``epoch`` (None: the list's own order)."""
@@ -83,65 +91,264 @@ class ImageDataLayer(Layer):
             self._orders[epoch] = order
         return order
 
-    def _image(self, position: int) -> tuple[np.ndarray, int]:
-        """The image and label at ``position`` of the endless (re)shuffled stream of lines."""
+    def _item(self, position: int) -> tuple[np.ndarray, float, str]:
+        """The image at ``position`` of the endless (re)shuffled stream of lines."""
         epoch, index = divmod(position, len(self.lines))
         order = self._order(epoch)
-        name, label = self.lines[index if order is None else int(order[index])]
+        line = index if order is None else int(order[index])
+        name, label = self.lines[line]
         path = image_path(self.root_folder, name)
         image = read_image(path, self.where, *self.new_size, is_color=self.is_color)
-        return image, label
-
-    def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.lines)
-        start = self.skip + batch_index * self.batch_size
-        images = []
-        labels = np.empty(self.batch_size, dtype=np.float32)
-        for i in range(self.batch_size):
-            image, labels[i] = self._image(start + i)
-            if images and image.shape != images[0].shape:
-                raise DataError(
-                    f"{self.where}: image {start + i} of the list is {image.shape[1]}x"
-                    f"{image.shape[2]}x{image.shape[0]} (HxWxC) but the first of its batch is "
-                    f"{images[0].shape[1]}x{images[0].shape[2]}x{images[0].shape[0]}; set "
-                    "new_height/new_width or use batch_size 1")
-            images.append(image)
-            if (start + i + 1) % n == 0:
-                self.ctx.logger.info("Restarting data prefetching from start.")
-        out = np.empty((self.batch_size, *self.transformer.output_shape(*images[0].shape)),
-                       dtype=np.float32)
-        self.transformer.transform(np.stack(images), batch_index, out)
-        return out, labels
-
-    @property
-    def cursor(self) -> int:
-        return self.prefetcher.next_index
+        return image, label, f"{self.where}: {path} (line {line + 1} of the list)"
 
     @property
     def dataset_size(self) -> int:
-        """Images in the list (the solver compares test_iter x batch_size with it)."""
+        """Images in the list."""
         return len(self.lines)
 
-    def get_state(self) -> dict:
-        return {"cursor": self.cursor, "skip": self.skip, "seed": self.seed}
-
     def set_state(self, state: dict) -> None:
-        self.prefetcher.stop()
-        self.skip = int(state.get("skip", self.skip))
-        self.seed = self.transformer.seed = int(state.get("seed", self.seed))
         self._orders = {}
-        self.prefetcher.seek(int(state["cursor"]))
+        super().set_state(state)
 
-    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        pass
 
-    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        data, labels = self.prefetcher.next()
-        top[0].reshape(data.shape)
-        top[0].data[...] = data
-        top[1].data[...] = labels
+# --- WindowData -------------------------------------------------------------------------------
+_IMAGE, _LABEL, _OVERLAP, _X1, _Y1, _X2, _Y2 = range(7)
 
-    def close(self) -> None:
-        if hasattr(self, "prefetcher"):
-            self.prefetcher.stop()
 
+def _round(value) -> int:
+    """C's round(): halves away from zero (Python's round() goes to even)."""
+    value = float(value)
+    return int(math.copysign(math.floor(abs(value) + 0.5), value))
+
+
+@register_layer("WindowData", "WINDOW_DATA")
+class WindowDataLayer(BasePrefetchingDataLayer):
+    """Caffe type ``WindowData`` (R-CNN fine-tuning): windows cut out of images, warped to
+    crop_size x crop_size; tops data (batch_size, C, crop, crop) and label (batch_size).
+
+    The window file (window_data_param.source) repeats: ``# <image index>``, the image path
+    (prefixed with root_folder), its channels, height and width, the number of windows, then
+    one ``<class> <overlap> <x1> <y1> <x2> <y2>`` line per window. Windows with overlap >=
+    fg_threshold are foreground (class > 0), those with overlap < bg_threshold background
+    (class 0). Each batch has ``int(batch_size * fg_fraction)`` foreground windows drawn at
+    random, after ``batch_size`` minus that many background ones. context_pad and crop_mode
+    ("warp" or "square") enlarge the window as Caffe does; parts outside the image stay 0.
+
+    As in Caffe, crop_size, mirror and mean_file/mean_value come from transform_param and
+    ``scale`` from window_data_param (whose own crop_size, mirror and mean_file are ignored).
+    Images are read in colour. The draws of batch ``k`` are seeded by (seed, k); the state
+    is the cursor and the seed.
+    """
+
+    exact_num_top_blobs = 2
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.window_data_param
+        tp = self.param.transform_param
+        log = self.ctx.logger
+        if not p.source:
+            raise self.error("window_data_param.source is not set")
+        self.batch_size = self.check_batch_size(p.batch_size, "window_data_param")
+        self.crop = int(tp.crop_size)
+        if self.crop <= 0:
+            raise self.error("transform_param.crop_size must be positive (the size windows are "
+                             "warped to)")
+        if 2 * p.context_pad >= self.crop:
+            raise self.error(f"context_pad {p.context_pad} leaves nothing of crop_size "
+                             f"{self.crop}")
+        if p.crop_mode not in ("warp", "square"):
+            raise self.error(f"crop_mode must be 'warp' or 'square', found {p.crop_mode!r}")
+        log.info("Window data layer:\n  foreground (object) overlap threshold: %g\n"
+                 "  background (non-object) overlap threshold: %g\n"
+                 "  foreground sampling fraction: %g\n  cache_images: %d\n  root_folder: %s",
+                 p.fg_threshold, p.bg_threshold, p.fg_fraction, p.cache_images, p.root_folder)
+        self.scale = np.float32(p.scale)
+        self.context_pad = int(p.context_pad)
+        self.square = p.crop_mode == "square"
+        self.mirror = tp.mirror
+        source = resolve_path(p.source, self.ctx.source_file, f"{self.where} source")
+        self._read_window_file(source)
+        log.info("Number of images: %d", len(self.images))
+        counts = {0: len(self.bg)}
+        for label in self.fg[:, _LABEL].astype(np.int64).tolist():
+            counts[label] = counts.get(label, 0) + 1
+        for label in sorted(counts):
+            log.info("class %d has %d samples", label, counts[label])
+        log.info("Amount of context padding: %d", self.context_pad)
+        log.info("Crop mode: %s", p.crop_mode)
+        self.num_fg = int(np.float32(self.batch_size) * np.float32(p.fg_fraction))
+        if self.num_fg > 0 and not len(self.fg):
+            raise self.error(f"{source} has no foreground windows (overlap >= "
+                             f"{p.fg_threshold:g}) but fg_fraction asks for {self.num_fg}")
+        if self.num_fg < self.batch_size and not len(self.bg):
+            raise self.error(f"{source} has no background windows (overlap < "
+                             f"{p.bg_threshold:g}) but fg_fraction leaves "
+                             f"{self.batch_size - self.num_fg} per batch to them")
+        top[0].reshape((self.batch_size, self.channels, self.crop, self.crop))
+        log.info("output data size: %d,%d,%d,%d", self.batch_size, self.channels, self.crop,
+                 self.crop)
+        top[1].reshape((self.batch_size,))
+        # The transformer loads and checks mean_file / mean_value; windows use them directly.
+        self.seed = int(self.ctx.rng.integers(0, 2**63 - 1))
+        means = DataTransformer(tp, self.phase, self.seed, self.where, self.ctx.source_file)
+        self.mean_image = means.mean_image
+        if self.mean_image is not None:
+            log.info("Loading mean file from: %s", tp.mean_file)
+            mc, mh, mw = self.mean_image.shape
+            self.mean_off = (mw - self.crop) // 2
+            if mc != self.channels or self.mean_off < 0 or self.mean_off + self.crop > mh:
+                raise self.error(f"mean_file holds a {mc}x{mh}x{mw} image; windows need "
+                                 f"{self.channels} channels and at least {self.crop}x"
+                                 f"{self.crop}")
+        self.mean_values = None
+        if means.mean_values:
+            if len(means.mean_values) not in (1, self.channels):
+                raise self.error(f"give 1 mean_value or one per channel ({self.channels}), "
+                                 f"found {len(means.mean_values)}")
+            values = means.mean_values * (self.channels if len(means.mean_values) == 1 else 1)
+            self.mean_values = np.array(values, dtype=np.float32)[:, None, None]
+        self.start_prefetching()
+
+    def _read_window_file(self, source: str) -> None:
+        p = self.param.window_data_param
+        try:
+            with open(source, encoding="utf-8") as handle:
+                tokens = handle.read().split()
+        except FileNotFoundError:
+            raise self.error(f"window file '{source}' does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self.error(f"cannot read window file '{source}': {exc}") from None
+        if not tokens:
+            raise self.error(f"window file '{source}' is empty")
+        pos = 0
+
+        def take(kind, what: str):
+            nonlocal pos
+            if pos >= len(tokens):
+                raise self.error(f"{source}: image {len(self.images)}: ends before its {what}")
+            token = tokens[pos]
+            pos += 1
+            try:
+                return kind(token)
+            except ValueError:
+                raise self.error(f"{source}: image {len(self.images)}: {what} must be "
+                                 f"{'an integer' if kind is int else 'a number'}, found "
+                                 f"{token!r}") from None
+
+        self.images: list[tuple[str, tuple[int, int, int]]] = []
+        self.cache: list[bytes] = []
+        fg: list[list[float]] = []
+        bg: list[list[float]] = []
+        while pos < len(tokens):
+            if tokens[pos] != "#":
+                raise self.error(f"{source}: expected '#' to start image {len(self.images)}, "
+                                 f"found {tokens[pos]!r}")
+            pos += 1
+            index = take(int, "image index")
+            if index != len(self.images):
+                raise self.error(f"{source}: images must be numbered 0, 1, ... in order; "
+                                 f"expected '# {len(self.images)}', found '# {index}'")
+            path = p.root_folder + take(str, "image path")
+            size = (take(int, "channels"), take(int, "height"), take(int, "width"))
+            if size[0] != 3:
+                raise self.error(f"{source}: image {index} ({path}) has {size[0]} channels; "
+                                 "WindowData reads every image in colour (3 channels)")
+            self.images.append((path, size))
+            if p.cache_images:
+                self.cache.append(read_file(path, f"{self.where}: {source}: image {index}"))
+            count = take(int, "number of windows")
+            for _ in range(count):
+                label = take(int, "window class")
+                overlap = take(float, "window overlap")
+                box = [take(int, f"window {c}") for c in ("x1", "y1", "x2", "y2")]
+                if overlap >= p.fg_threshold:
+                    if label <= 0:
+                        raise self.error(f"{source}: image {index}: a foreground window "
+                                         f"(overlap {overlap:g}) has class {label}; foreground "
+                                         "classes must be > 0")
+                    fg.append([index, label, overlap, *box])
+                elif overlap < p.bg_threshold:
+                    bg.append([index, 0, 0, *box])  # background: class and overlap forced to 0
+            if index % 100 == 0:
+                self.ctx.logger.info("num: %d %s %d %d %d windows to process: %d", index,
+                                     path, *size, count)
+        self.channels = self.images[-1][1][0]
+        self.fg = np.array(fg, dtype=np.float32).reshape(-1, 7)
+        self.bg = np.array(bg, dtype=np.float32).reshape(-1, 7)
+
+    def _image(self, index: int) -> np.ndarray:
+        path = self.images[index][0]
+        if self.cache:
+            return decode_image(self.cache[index], f"{self.where}: {path}", COLOR)
+        return read_image(path, self.where, is_color=True)
+
+    def _load_batch(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, batch_index])
+        data = np.zeros((self.batch_size, self.channels, self.crop, self.crop), dtype=np.float32)
+        labels = np.empty(self.batch_size, dtype=np.float32)
+        item = 0
+        for windows, count in ((self.bg, self.batch_size - self.num_fg), (self.fg, self.num_fg)):
+            for _ in range(count):
+                window = windows[int(rng.integers(0, len(windows)))]
+                flip = bool(self.mirror and rng.integers(0, 2))
+                self._warp(window, flip, data[item])
+                labels[item] = window[_LABEL]
+                item += 1
+        return data, labels
+
+    def _warp(self, window: np.ndarray, flip: bool, out: np.ndarray) -> None:
+        """Cut ``window`` out of its image, warp it into ``out`` (C, crop, crop), subtract the
+        mean and scale, following Caffe's float arithmetic for the enlarged region."""
+        image = self._image(int(window[_IMAGE]))
+        _, rows, cols = image.shape
+        x1, y1, x2, y2 = (int(v) for v in window[_X1:])
+        crop = self.crop
+        out_h = out_w = crop
+        pad_h = pad_w = 0
+        if self.context_pad > 0 or self.square:
+            f32 = np.float32
+            context_scale = f32(crop) / f32(crop - 2 * self.context_pad)
+            half_h = f32(y2 - y1 + 1) / f32(2)
+            half_w = f32(x2 - x1 + 1) / f32(2)
+            center_x = f32(x1) + half_w
+            center_y = f32(y1) + half_h
+            if self.square:
+                half_h = half_w = max(half_h, half_w)
+            x1 = _round(center_x - half_w * context_scale)
+            x2 = _round(center_x + half_w * context_scale)
+            y1 = _round(center_y - half_h * context_scale)
+            y2 = _round(center_y + half_h * context_scale)
+            # The enlarged region may leave the image: clip it and remember by how much.
+            unclipped_h, unclipped_w = y2 - y1 + 1, x2 - x1 + 1
+            pad_x1, pad_y1 = max(0, -x1), max(0, -y1)
+            pad_x2, pad_y2 = max(0, x2 - cols + 1), max(0, y2 - rows + 1)
+            x1, x2, y1, y2 = x1 + pad_x1, x2 - pad_x2, y1 + pad_y1, y2 - pad_y2
+            scale_x = f32(crop) / f32(unclipped_w)
+            scale_y = f32(crop) / f32(unclipped_h)
+            out_w = _round(f32(x2 - x1 + 1) * scale_x)
+            out_h = _round(f32(y2 - y1 + 1) * scale_y)
+            pad_x1 = _round(f32(pad_x1) * scale_x)
+            pad_x2 = _round(f32(pad_x2) * scale_x)
+            pad_y1 = _round(f32(pad_y1) * scale_y)
+            pad_h = pad_y1
+            pad_w = pad_x2 if flip else pad_x1  # the padding is mirrored with the window
+            out_h = min(out_h, crop - pad_h)  # rounding may overshoot the crop
+            out_w = min(out_w, crop - pad_w)
+        path = self.images[int(window[_IMAGE])][0]
+        if not (0 <= x1 <= x2 < cols and 0 <= y1 <= y2 < rows):
+            raise DataError(f"{self.where}: window ({int(window[_X1])}, {int(window[_Y1])}, "
+                            f"{int(window[_X2])}, {int(window[_Y2])}) lies outside {path}, "
+                            f"which is {cols}x{rows}")
+        if out_h <= 0 or out_w <= 0:
+            raise DataError(f"{self.where}: window ({x1}, {y1}, {x2}, {y2}) of {path} warps to "
+                            f"{out_w}x{out_h} pixels")
+        warped = resize_image(image[:, y1 : y2 + 1, x1 : x2 + 1], out_h, out_w)
+        if flip:
+            warped = warped[:, :, ::-1]
+        pixels = warped.astype(np.float32)
+        if self.mean_image is not None:
+            top, left = self.mean_off + pad_h, self.mean_off + pad_w
+            pixels -= self.mean_image[:, top : top + out_h, left : left + out_w]
+        elif self.mean_values is not None:
+            pixels -= self.mean_values
+        out[:, pad_h : pad_h + out_h, pad_w : pad_w + out_w] = pixels * self.scale

@@ -1,5 +1,5 @@
-"""Elementwise neuron layers beyond the core activations: PReLU, ELU, AbsVal, BNLL, Power, Exp,
-Log, Threshold, Clip and Swish.
+"""Elementwise neuron layers: ReLU, Sigmoid, TanH, PReLU, ELU, AbsVal, BNLL, Power, Exp, Log,
+Threshold, Clip and Swish.
 
 Each backward reads what Caffe's Backward_cpu reads. Where that is the bottom data, running the
 layer in place (top == bottom) makes it read the output instead, and the gradient is Caffe's
@@ -16,6 +16,48 @@ from ..blob import Blob
 from ..kernels import neuron as K
 from ..proto import caffe_pb2
 from .base import NeuronLayer, register_layer
+
+
+@register_layer("ReLU", "RELU")
+class ReLULayer(NeuronLayer):
+    """Caffe type ``ReLU``: ``y = max(x, 0) + negative_slope * min(x, 0)``; may run in place."""
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        slope = np.float32(self.param.relu_param.negative_slope)
+        K.relu_forward(bottom[0].data.reshape(-1), slope, top[0].data.reshape(-1))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if propagate_down[0]:
+            slope = np.float32(self.param.relu_param.negative_slope)
+            # In place, bottom data is the output; it has the input's sign, so the mask holds.
+            K.relu_backward(bottom[0].data.reshape(-1), top[0].diff.reshape(-1), slope,
+                            bottom[0].diff.reshape(-1))
+
+
+@register_layer("Sigmoid", "SIGMOID")
+class SigmoidLayer(NeuronLayer):
+    """Caffe type ``Sigmoid``: ``y = 1 / (1 + exp(-x))``; backward uses the output."""
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        K.sigmoid_forward(bottom[0].data.reshape(-1), top[0].data.reshape(-1))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if propagate_down[0]:
+            K.sigmoid_backward(top[0].data.reshape(-1), top[0].diff.reshape(-1),
+                               bottom[0].diff.reshape(-1))
+
+
+@register_layer("TanH", "TANH")
+class TanHLayer(NeuronLayer):
+    """Caffe type ``TanH``: ``y = tanh(x)``; backward uses the output."""
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        K.tanh_forward(bottom[0].data.reshape(-1), top[0].data.reshape(-1))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if propagate_down[0]:
+            K.tanh_backward(top[0].data.reshape(-1), top[0].diff.reshape(-1),
+                            bottom[0].diff.reshape(-1))
 
 
 def _float_edges() -> np.errstate:

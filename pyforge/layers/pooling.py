@@ -118,3 +118,136 @@ class PoolingLayer(Layer):
             max_pool_backward(top[0].diff, self._mask, bottom[0].diff)
         else:
             ave_pool_backward(top[0].diff, kh, kw, sh, sw, ph, pw, bottom[0].diff)
+
+
+S = caffe_pb2.SPPParameter
+
+
+def level_geometry(level: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Caffe's SPPLayer::GetPoolingParam: (kernel_h, kernel_w, pad_h, pad_w) of one level.
+
+    Level ``i`` has ``2**i`` bins a side; the kernel (which is also the stride) is the size
+    divided by the bins, rounded up, and half the shortfall (rounded up) is padded on each
+    side. The Pooling layer's ceil rounding and its last-window rule then give the bins."""
+    bins = 2**level
+    out = []
+    for size in (height, width):
+        kernel = math.ceil(size / bins)
+        remainder = kernel * bins - size
+        out.append((kernel, (remainder + 1) // 2))
+    (kh, ph), (kw, pw) = out
+    return kh, kw, ph, pw
+
+
+@register_layer("SPP")
+class SPPLayer(Layer):
+    """Caffe type ``SPP``: bottom (N, C, H, W) -> top (N, C * sum of each level's bins).
+
+    Level ``i`` of ``pyramid_height`` max- or average-pools the whole image into about
+    ``2**i x 2**i`` bins (see :func:`level_geometry`); each level's (N, C, bh, bw) output is
+    flattened per item and the levels are concatenated in order. With ``pyramid_height: 1``
+    Caffe hands the top straight to its one Pooling layer, so the top stays (N, C, 1, 1).
+    Reads spp_param: pyramid_height (required), pool (MAX, AVE; STOCHASTIC is GPU-only).
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.spp_param
+        self.height = int(p.pyramid_height)
+        if self.height <= 0:
+            raise self.error(f"pyramid_height must be given and positive, found {self.height}")
+        if p.pool == S.STOCHASTIC:
+            raise self.error("STOCHASTIC pooling is not implemented on the CPU (as in Caffe)")
+        self.pool = P.MAX if p.pool == S.MAX else P.AVE
+        self._built_for: tuple[int, ...] | None = None
+
+    def _pooling_param(self, level: int, height: int, width: int) -> caffe_pb2.LayerParameter:
+        kh, kw, ph, pw = level_geometry(level, height, width)
+        if ph >= kh or pw >= kw:
+            raise self.error(
+                f"a {height}x{width} input is too small for pyramid level {level} "
+                f"({2**level}x{2**level} bins): Caffe's pooling there would need pad "
+                f"({ph}, {pw}) smaller than its kernel ({kh}, {kw})"
+            )
+        param = caffe_pb2.LayerParameter(name=f"{self.name}", type="Pooling",
+                                         phase=self.phase)
+        pp = param.pooling_param
+        pp.pool = self.pool
+        pp.kernel_h, pp.kernel_w = kh, kw
+        pp.stride_h, pp.stride_w = kh, kw
+        pp.pad_h, pp.pad_w = ph, pw
+        return param
+
+    def _build(self, bottom: Blob, top: Blob) -> None:
+        """New Pooling layers for the bottom's size (Caffe rebuilds them on every new shape)."""
+        n, c, h, w = bottom.shape
+        if h <= 0 or w <= 0:
+            raise self.error(f"input dimensions cannot be zero, found {bottom.shape}")
+        self._pools: list[PoolingLayer] = []
+        # Each level pools a Split-like view of the bottom: shared data, its own diff.
+        self._inputs: list[Blob] = []
+        self._outputs: list[Blob] = []
+        for level in range(self.height):
+            pool = PoolingLayer(self._pooling_param(level, h, w), self.ctx)
+            if self.height == 1:
+                src, dst = bottom, top
+            else:
+                src, dst = Blob(), Blob()
+                src.reshape_like(bottom)
+                src.share_data(bottom)
+            pool.setup([src], [dst])
+            self._pools.append(pool)
+            self._inputs.append(src)
+            self._outputs.append(dst)
+        self._built_for = bottom.shape
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if bottom[0].num_axes != 4:
+            raise self.error(f"input must have 4 axes (N, C, H, W), found {bottom[0].shape}")
+        if bottom[0].shape != self._built_for:
+            self._build(bottom[0], top[0])
+        if self.height == 1:
+            self._pools[0].reshape(bottom, top)
+            return
+        for pool, src, dst in zip(self._pools, self._inputs, self._outputs):
+            if src.data is not bottom[0].data:
+                src.share_data(bottom[0])
+            pool.reshape([src], [dst])
+        n = bottom[0].shape[0]
+        self._widths = [dst.count // n if n else 0 for dst in self._outputs]
+        top[0].reshape((n, sum(self._widths)))
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if self.height == 1:
+            self._pools[0].forward(bottom, top)
+            return
+        n = bottom[0].shape[0]
+        offset = 0
+        for pool, src, dst, width in zip(self._pools, self._inputs, self._outputs,
+                                         self._widths):
+            if src.data is not bottom[0].data:  # the bottom was reallocated since reshape
+                src.share_data(bottom[0])
+            pool.forward([src], [dst])
+            top[0].data[:, offset : offset + width] = dst.data.reshape(n, width)
+            offset += width
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        if self.height == 1:
+            self._pools[0].backward(top, propagate_down, bottom)
+            return
+        n = bottom[0].shape[0]
+        offset = 0
+        for pool, src, dst, width in zip(self._pools, self._inputs, self._outputs,
+                                         self._widths):
+            dst.diff.reshape(n, width)[...] = top[0].diff[:, offset : offset + width]
+            offset += width
+            pool.backward([dst], [True], [src])
+        # Caffe's Split backward: the first two levels added, then each further level.
+        out = bottom[0].diff
+        np.add(self._inputs[0].diff, self._inputs[1].diff, out=out)
+        for src in self._inputs[2:]:
+            out += src.diff

@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..blob import Blob
-from ..kernels import activation as KA
+from ..kernels import neuron as KA
 from ..kernels import recurrent as KR
 from .base import Layer, register_layer
 

@@ -1,4 +1,5 @@
-"""Softmax, SoftmaxWithLoss and the other loss layers of the core set, plus Accuracy."""
+"""Softmax and SoftmaxWithLoss (softmax followed by the multinomial log loss).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import numpy as np
 
 from ..blob import Blob
 from ..proto import caffe_pb2
-from .base import Layer, LossLayer, register_layer
+from .base import Layer, LossLayer, Norm, loss_normalizer, register_layer
 
 FLT_MIN = np.float32(1.17549435e-38)
-Norm = caffe_pb2.LossParameter
 
 
 def softmax_forward(x: np.ndarray, outer: int, channels: int, inner: int, out: np.ndarray) -> None:
@@ -54,15 +54,7 @@ def normalizer(param: caffe_pb2.LossParameter, outer: int, inner: int, valid: in
     mode = param.normalization
     if not param.HasField("normalization") and param.HasField("normalize"):
         mode = Norm.VALID if param.normalize else Norm.BATCH_SIZE
-    if mode == Norm.FULL:
-        value = outer * inner
-    elif mode == Norm.VALID:
-        value = valid if has_ignore else outer * inner
-    elif mode == Norm.BATCH_SIZE:
-        value = outer
-    else:
-        value = 1
-    return float(max(1.0, value))
+    return loss_normalizer(mode, outer, inner, valid if has_ignore else outer * inner)
 
 
 @register_layer("SoftmaxWithLoss", "SOFTMAX_LOSS")
@@ -146,93 +138,3 @@ class SoftmaxWithLossLayer(LossLayer):
         count = int(valid.sum())
         norm = normalizer(self.param.loss_param, self.outer, self.inner, count, self.has_ignore)
         diff3 *= np.float32(top[0].diff.reshape(-1)[0] / norm)
-
-
-@register_layer("EuclideanLoss", "EUCLIDEAN_LOSS")
-class EuclideanLossLayer(LossLayer):
-    """Caffe type ``EuclideanLoss``: ``sum((b0 - b1)^2) / num / 2``."""
-
-    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        super().reshape(bottom, top)
-        if bottom[0].count_range(1) != bottom[1].count_range(1):
-            raise self.error(
-                f"inputs must have the same dimension: {bottom[0].shape} vs {bottom[1].shape}"
-            )
-        self.diff = np.empty(bottom[0].shape, dtype=np.float32)
-
-    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        np.subtract(bottom[0].data, bottom[1].data.reshape(bottom[0].shape), out=self.diff)
-        flat = self.diff.reshape(-1)
-        top[0].data[...] = np.dot(flat, flat) / np.float32(bottom[0].shape[0]) / np.float32(2)
-
-    def allow_force_backward(self, bottom_index: int) -> bool:
-        return True  # both inputs of a Euclidean loss may receive gradients
-
-    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
-        for i in range(2):
-            if propagate_down[i]:
-                sign = np.float32(1.0 if i == 0 else -1.0)
-                alpha = sign * top[0].diff.reshape(-1)[0] / np.float32(bottom[i].shape[0])
-                np.multiply(self.diff, alpha, out=bottom[i].diff.reshape(self.diff.shape))
-
-
-@register_layer("Accuracy", "ACCURACY")
-class AccuracyLayer(Layer):
-    """Caffe type ``Accuracy``: fraction of items whose label is in the top_k scores.
-
-    Ties count against: an item is correct iff fewer than ``top_k`` classes score ``>=`` the
-    true class. Reads accuracy_param: top_k (1), axis (1), ignore_label. A second top gives the
-    per-class accuracy.
-    """
-
-    exact_num_bottom_blobs = 2
-    min_top_blobs = 1
-    max_top_blobs = 2
-
-    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        p = self.param.accuracy_param
-        self.top_k = int(p.top_k)
-        self.axis = self.canonical_axis(bottom[0], p.axis)
-        self.outer = bottom[0].count_range(0, self.axis)
-        self.channels = bottom[0].shape[self.axis]
-        self.inner = bottom[0].count_range(self.axis + 1)
-        if not bottom[1].count or self.top_k > bottom[0].count // bottom[1].count:
-            raise self.error(
-                f"top_k ({self.top_k}) must be less than or equal to the number of classes"
-            )
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(
-                f"number of labels must match number of predictions: prediction "
-                f"{bottom[0].shape}, label {bottom[1].shape}"
-            )
-        top[0].reshape(())
-        if len(top) > 1:
-            top[1].reshape((self.channels,))
-
-    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        scores = bottom[0].data.reshape(self.outer, self.channels, self.inner)
-        labels = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
-        p = self.param.accuracy_param
-        valid = labels != p.ignore_label if p.HasField("ignore_label") else np.ones_like(
-            labels, dtype=bool)
-        if (valid & ((labels < 0) | (labels >= self.channels))).any():
-            raise self.error(f"a label is outside [0, {self.channels})")
-        safe = np.where(valid, labels, 0)
-        true_score = np.take_along_axis(scores, safe[:, None, :], axis=1)
-        # Classes scoring >= the true class, the true class itself included.
-        at_least = (scores >= true_score).sum(axis=1)
-        # NaN scores never compare >=, so they never count against (as in Caffe's loop).
-        correct = (at_least <= self.top_k) & valid
-        count = int(valid.sum())
-        top[0].data[...] = np.float32(correct.sum() / count) if count else np.float32(0)
-        if len(top) > 1:
-            per_class = np.zeros(self.channels, dtype=np.float32)
-            for_class = np.bincount(labels[valid], minlength=self.channels)
-            hits = np.bincount(labels[correct], minlength=self.channels)
-            nz = for_class > 0
-            per_class[nz] = hits[nz] / for_class[nz]
-            top[1].data[...] = per_class
-
-    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
-        if any(propagate_down):
-            raise self.error("Accuracy has no gradient; do not backpropagate through it")

@@ -85,7 +85,7 @@ def test_huge_num_output_is_a_net_error():
 
 
 # --- parameter-negative-dim ------------------------------------------------------------------
-# pyforge/layers/shape_ops.py ParameterLayer.layer_setup: Blob(shape) with a negative dim raises
+# pyforge/layers/data.py ParameterLayer.layer_setup: Blob(shape) with a negative dim raises
 # ValueError("negative dimensions are not allowed").
 def test_parameter_layer_negative_dim_is_a_net_error():
     text = ('layer { name: "p" type: "Parameter" top: "p" '
@@ -292,7 +292,7 @@ def test_corrupt_solverstate_h5_is_a_weights_error():
 
 
 # --- hdf5data-structure, h5py-message-multiline --------------------------------------------
-# pyforge/layers/data.py HDF5DataLayer.layer_setup reads the list file as UTF-8 catching only
+# pyforge/layers/hdf5.py HDF5DataLayer.layer_setup reads the list file as UTF-8 catching only
 # OSError, and checks each dataset catching only OSError.
 HDF5_NET = ('layer { name: "h5" type: "HDF5Data" top: "data" top: "label" '
             'hdf5_data_param { source: "list.txt" batch_size: 2 } }\n'

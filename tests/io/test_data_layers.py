@@ -322,6 +322,33 @@ def test_each_batch_takes_the_shape_of_its_first_record(tmp_path):
     layer.close()
 
 
+def test_crop_size_takes_records_of_different_sizes_in_one_batch(tmp_path):
+    """With crop_size each record is cropped on its own (Caffe's DataTransformer), so encoded
+    images of different sizes share a batch; the top is crop_size x crop_size."""
+    writer = LMDBWriter(str(tmp_path / "db"))
+    sizes = [(4, 5), (6, 3), (3, 3)]
+    planes = [np.arange(h * w, dtype=np.uint8).reshape(1, h, w) + 10 * i
+              for i, (h, w) in enumerate(sizes)]
+    for i, plane in enumerate(planes):
+        _, h, w = plane.shape
+        datum = caffe_pb2.Datum(channels=1, height=h, width=w, data=plane.tobytes(), label=i)
+        writer.put(b"%08d" % i, datum.SerializeToString())
+    writer.close()
+    layer = data_layer(str(tmp_path / "db"), batch=3, transform="crop_size: 3", phase=TEST)
+    (data, labels), = run(layer)
+    layer.close()
+    assert data.shape == (3, 1, 3, 3)
+    for got, plane in zip(data, planes):
+        _, h, w = plane.shape
+        top, left = (h - 3) // 2, (w - 3) // 2  # TEST: the centre crop of each record
+        np.testing.assert_array_equal(got, plane[:, top : top + 3, left : left + 3])
+    assert labels.tolist() == [0, 1, 2]
+    layer = data_layer(str(tmp_path / "db"), batch=3, transform="crop_size: 3 mirror: true")
+    batches = run(layer, forwards=2)
+    layer.close()
+    assert [b.shape for b, _ in batches] == [(3, 1, 3, 3)] * 2
+
+
 def test_force_color_and_force_gray_together_is_an_error(color_lmdb):
     source, _ = color_lmdb
     layer = data_layer(source, transform="force_color: true force_gray: true")

@@ -187,7 +187,9 @@ def test_images_of_different_sizes_in_one_batch(image_dir):
     Image.fromarray(random_images(1, 6, 6)[0]).save(tmp_path / "imgs" / "big.png")
     (tmp_path / "mixed.txt").write_text("im0.png 0\nbig.png 1\n")
     layer = image_layer(tmp_path, "batch_size: 2", source="mixed.txt")
-    with pytest.raises(PyforgeError, match="set new_height/new_width or use batch_size 1"):
+    with pytest.raises(PyforgeError, match=r"big\.png \(line 2 of the list\): shape \(3, 6, 6\) "
+                                           r"differs from \(3, 4, 5\) of the first record of its "
+                                           r"batch; .*\(set crop_size or new_height/new_width\)"):
         run(layer)
     layer.close()
     # batch_size 1: each batch takes its own image's shape, as in Caffe.
@@ -195,6 +197,33 @@ def test_images_of_different_sizes_in_one_batch(image_dir):
     shapes = [data.shape for data, _ in run(layer, forwards=2)]
     layer.close()
     assert shapes == [(1, 3, 4, 5), (1, 3, 6, 6)]
+
+
+def test_crop_size_takes_images_of_different_sizes_in_one_batch(image_dir):
+    """Caffe's DataTransformer crops record by record: under crop_size a batch may mix sizes,
+    each image cropped on its own (centred in TEST)."""
+    tmp_path, images = image_dir
+    big = random_images(1, 6, 7)[0]
+    Image.fromarray(big).save(tmp_path / "imgs" / "big.png")
+    (tmp_path / "mixed.txt").write_text("im0.png 0\nbig.png 1\n")
+    layer = image_layer(tmp_path, "batch_size: 2", "crop_size: 3", phase=TEST,
+                        source="mixed.txt")
+    (data, labels), = run(layer)
+    layer.close()
+    small, wide = images[0], bgr_planar(big)
+    np.testing.assert_array_equal(data[0], small[:, 0:3, 1:4])  # (4-3)//2, (5-3)//2
+    np.testing.assert_array_equal(data[1], wide[:, 1:4, 2:5])  # (6-3)//2, (7-3)//2
+    assert labels.tolist() == [0, 1]
+    # TRAIN crops at random, each within its own image.
+    layer = image_layer(tmp_path, "batch_size: 2", "crop_size: 4", source="mixed.txt")
+    batches = run(layer, forwards=3)
+    layer.close()
+    assert all(data.shape == (2, 3, 4, 4) for data, _ in batches)
+    # A crop larger than one of the images is refused, naming the sizes.
+    layer = image_layer(tmp_path, "batch_size: 2", "crop_size: 5", source="mixed.txt")
+    with pytest.raises(PyforgeError, match="crop_size 5 is larger than the 4x5 images"):
+        run(layer)
+    layer.close()
 
 
 def test_new_height_without_new_width(image_dir):

@@ -1,8 +1,9 @@
 """Shared definitions of gradient-check cases.
 
-``tests/layers/test_gradients.py`` holds the cases of the core layers; each layer family may add
-its own in a module ``tests/layers/grad_cases_<family>.py`` that defines
-``CASES: dict[str, list[Case] | NoGradient]``. Every such module is merged into ``GRAD_CASES``.
+Each layer family ``pyforge/layers/<family>.py`` has its cases in
+``tests/layers/grad_cases_<family>.py``, which defines ``CASES: dict[str, list[Case] |
+NoGradient]``; ``tests/layers/test_gradients.py`` merges every such module into ``GRAD_CASES``
+and runs them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyforge.layers import LAYERS
 from tests.gradient_check import TRAIN
 
 
@@ -48,3 +50,16 @@ class NoGradient:
 
     reason: str
     verify: Callable[[], None]
+
+
+def no_bottoms(type_name: str) -> Callable[[], None]:
+    """The claim of a data layer's NoGradient: it takes no bottoms and defines no backward."""
+
+    def verify() -> None:
+        cls = LAYERS.get(type_name)
+        assert cls.exact_num_bottom_blobs == 0, f"{type_name} takes bottoms"
+        assert "backward" not in vars(cls), (
+            f"{type_name} defines a backward; give it a gradient case"
+        )
+
+    return verify

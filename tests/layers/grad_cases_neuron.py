@@ -1,10 +1,4 @@
-"""Gradient-check cases of the neuron layers: PReLU, ELU, AbsVal, BNLL, Power, Exp, Log,
-Threshold, Clip, Swish.
-
-Merged into ``GRAD_CASES`` by ``tests/layers/test_gradients.py``. In-place cases are given only
-for the layers whose Caffe backward is exact in place (PReLU keeps a copy of its input; ELU,
-Exp and Swish read what stays valid); see ``test_neuron.py`` for the others.
-"""
+"""Gradient-check cases of the neuron layers (see grad_case.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +6,21 @@ import numpy as np
 import pytest
 
 from pyforge.blob import Blob
-from tests.gradient_check import build_layer, setup_forward
+from tests.gradient_check import (
+    build_layer,
+    setup_forward,
+)
 from tests.layers.grad_case import Case, NoGradient
 
+N4_CORE = (2, 3, 4, 5)
+
+
+RELU_KINK = {"kink": 0.0, "kink_range": 0.01}
+
+
 N4 = (2, 3, 2, 3)
+
+
 #: Caffe's setting for functions with a kink at 0 (ReLU, PReLU, ELU, AbsVal).
 KINK0 = {"kink": 0.0, "kink_range": 0.01}
 
@@ -36,6 +41,27 @@ def _threshold_has_no_gradient() -> None:
 
 
 CASES: dict[str, list[Case] | NoGradient] = {
+    # --- neurons -------------------------------------------------------------------------------
+    "ReLU": [
+        Case("plain", 'type: "ReLU" bottom: "x" top: "y"', (N4_CORE,), mode="eltwise",
+             **RELU_KINK),
+        Case("negative_slope", 'type: "ReLU" bottom: "x" top: "y" relu_param '
+             "{ negative_slope: 0.01 }", (N4_CORE,), mode="eltwise", **RELU_KINK),
+        Case("negative_slope_big", 'type: "ReLU" bottom: "x" top: "y" relu_param '
+             "{ negative_slope: -0.7 }", (N4_CORE,), mode="eltwise", **RELU_KINK),
+        Case("in_place", 'type: "ReLU" bottom: "x" top: "x"', (N4_CORE,), mode="eltwise",
+             **RELU_KINK),
+        Case("in_place_slope", 'type: "ReLU" bottom: "x" top: "x" relu_param '
+             "{ negative_slope: 0.3 }", (N4_CORE,), mode="eltwise", **RELU_KINK),
+    ],
+    "Sigmoid": [
+        Case("eltwise", 'type: "Sigmoid" bottom: "x" top: "y"', (N4_CORE,), mode="eltwise"),
+        Case("in_place", 'type: "Sigmoid" bottom: "x" top: "x"', (N4_CORE,), mode="eltwise"),
+    ],
+    "TanH": [
+        Case("eltwise", 'type: "TanH" bottom: "x" top: "y"', (N4_CORE,), mode="eltwise"),
+        Case("in_place", 'type: "TanH" bottom: "x" top: "x"', (N4_CORE,), mode="eltwise"),
+    ],
     "PReLU": [
         Case("per_channel", _neuron("PReLU"), (N4,), **KINK0),
         Case("per_channel_gaussian", _neuron(

@@ -1,19 +1,8 @@
-"""Gradient cases of the recurrent family (RNN, LSTM, LSTMUnit) and of the Python layer.
-
-Without ``expose_hidden`` an RNN/LSTM carries its last state into the next forward pass, which
-the checker's many forwards would see; those cases use ``cont`` all zero (every timestep starts
-a sequence). The ``expose_hidden`` cases take the initial state as a bottom instead, with random
-0/1 ``cont``; as in Caffe no gradient flows into those bottoms nor from the final-state tops, so
-only the output top and x (and x_static) are checked. tests/layers/test_recurrent.py checks the
-recurrence across timesteps with cont = 0 only at t = 0.
-"""
+"""Gradient-check cases of the recurrent layers (see grad_case.py)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from pyforge.layers.python_layer import PythonLayerBase
-from tests.layers.grad_case import Case
+from tests.layers.grad_case import Case, NoGradient
 
 FILLERS = ('weight_filler { type: "gaussian" std: 0.5 } '
            'bias_filler { type: "gaussian" std: 0.5 }')
@@ -53,43 +42,7 @@ def _cases(kind: str) -> list[Case]:
     ]
 
 
-class ScaledProductLayer(PythonLayerBase):
-    """A Python layer with a learnable per-channel weight: ``y = s * w[c] * x`` and
-    ``z = x * x``, with ``s`` read from param_str."""
-
-    def setup(self, bottom, top):
-        self.scale = np.float32(self.param_str or 1)
-        self.blobs.add_blob(bottom[0].shape[1])
-        self.blobs[0].data[...] = np.linspace(-1.5, 1.5, bottom[0].shape[1])
-
-    def reshape(self, bottom, top):
-        top[0].reshape(*bottom[0].shape)
-        top[1].reshape(*bottom[0].shape)
-
-    def _w(self, x):
-        return self.blobs[0].data.reshape((1, -1) + (1,) * (x.ndim - 2))
-
-    def forward(self, bottom, top):
-        x = bottom[0].data
-        top[0].data[...] = self.scale * self._w(x) * x
-        top[1].data[...] = x * x
-
-    def backward(self, top, propagate_down, bottom):
-        x = bottom[0].data
-        dy, dz = top[0].diff, top[1].diff
-        axes = (0,) + tuple(range(2, x.ndim))
-        self.blobs[0].diff += (self.scale * dy * x).sum(axis=axes)
-        if propagate_down[0]:
-            bottom[0].diff[...] = self.scale * self._w(x) * dy + 2 * x * dz
-
-
-def _python(param_str: str) -> str:
-    return ('name: "py" type: "Python" bottom: "x" top: "y" top: "z" python_param { '
-            'module: "tests.layers.grad_cases_recurrent" layer: "ScaledProductLayer" '
-            f'param_str: "{param_str}" }}')
-
-
-CASES = {
+CASES: dict[str, list[Case] | NoGradient] = {
     "RNN": _cases("RNN"),
     "LSTM": _cases("LSTM"),
     "LSTMUnit": [
@@ -99,9 +52,5 @@ CASES = {
         Case("wide", 'type: "LSTMUnit" bottom: "c_prev" bottom: "gates" bottom: "cont" '
              'top: "c" top: "h"', ((1, 2, 4), (1, 2, 16), (1, 2)), check_bottom=(0, 1),
              labels={2: 2}, mode="total"),
-    ],
-    "Python": [
-        Case("scaled_product", _python("1.5"), ((2, 3, 2),)),
-        Case("scaled_product_2d", _python("-0.5"), ((4, 2),), mode="total"),
     ],
 }

@@ -1,12 +1,16 @@
-"""Convolution and InnerProduct: forward values against NumPy, shapes, params, errors."""
+"""The convolution family: Convolution, Deconvolution and Im2col."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pytest
 
 from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
+from pyforge.net.net import Net
+from pyforge.proto import caffe_pb2, parse_text_proto
 from tests.gradient_check import blob_from, build_layer, setup_forward
 from tests.reference import naive
 
@@ -34,6 +38,93 @@ def ip(params: str, x, fill: str = FILL):
 
 def rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def layer_of(kind: str, params: str, *xs, fill: str = FILL):
+    bots = " ".join(f'bottom: "b{i}"' for i in range(len(xs)))
+    tops = " ".join(f'top: "t{i}"' for i in range(len(xs)))
+    layer = build_layer(f'name: "l" type: "{kind}" {bots} {tops} '
+                        f"convolution_param {{ {params} {fill} }}")
+    bottom = [blob_from(x) for x in xs]
+    top = [Blob() for _ in xs]
+    setup_forward(layer, bottom, top)
+    return layer, bottom, top
+
+
+def deconv(params: str, *xs, fill: str = FILL):
+    return layer_of("Deconvolution", params, *xs, fill=fill)
+
+
+def deconv_reference(x, weight, bias=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1),
+                     group=1):
+    """Direct scatter: every input pixel adds weight * value into the output window."""
+    n_img, channels, height, width = x.shape
+    _, out_per_group, kh, kw = weight.shape
+    c_per_group = channels // group
+    (ph, pw), (sh, sw), (dh, dw) = pad, stride, dilation
+    oh = sh * (height - 1) + dh * (kh - 1) + 1 - 2 * ph
+    ow = sw * (width - 1) + dw * (kw - 1) + 1 - 2 * pw
+    out = np.zeros((n_img, out_per_group * group, oh, ow))
+    for n in range(n_img):
+        for c in range(channels):
+            g = c // c_per_group
+            for y in range(height):
+                for xi in range(width):
+                    for m in range(out_per_group):
+                        for ki in range(kh):
+                            for kj in range(kw):
+                                oy = y * sh - ph + ki * dh
+                                ox = xi * sw - pw + kj * dw
+                                if 0 <= oy < oh and 0 <= ox < ow:
+                                    out[n, g * out_per_group + m, oy, ox] += (
+                                        float(weight[c, m, ki, kj]) * float(x[n, c, y, xi]))
+    if bias is not None:
+        out += bias[None, :, None, None]
+    return out
+
+
+CONV_PAIRS = [
+    # (convolution params, conv input shape); the spatial sizes divide evenly, so that the
+    # deconvolution of the convolution's output has the convolution's input size.
+    ("kernel_size: 3", (2, 3, 5, 4)),
+    ("kernel_size: 3 stride: 2 pad: 1", (2, 2, 5, 7)),
+    ("kernel_size: 2 stride: 2 group: 2", (1, 4, 4, 6)),
+    ("kernel_size: 3 dilation: 2 pad: 2", (1, 2, 5, 5)),
+]
+
+
+def _pair(conv_params: str, x_shape, num_output: int = 4):
+    """A Convolution and a Deconvolution sharing one weight array, neither with a bias."""
+    x = rand(*x_shape, seed=1)
+    conv, _, ctop = layer_of("Convolution", f"num_output: {num_output} {conv_params} "
+                             "bias_term: false", x)
+    y = rand(*ctop[0].shape, seed=2)
+    dec, _, dtop = layer_of("Deconvolution", f"num_output: {x_shape[1]} {conv_params} "
+                            "bias_term: false", y)
+    assert dec.blobs[0].shape == conv.blobs[0].shape
+    dec.blobs[0].data[...] = conv.blobs[0].data
+    dec.forward([blob_from(y)], dtop)
+    return conv, dec, x, y, dtop
+
+
+# --- in a net -------------------------------------------------------------------------------------
+FCN = """
+name: "fcn"
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 2 dim: 3 dim: 7 dim: 7 }
+                      shape { dim: 2 dim: 1 dim: 7 dim: 7 } } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+        convolution_param { num_output: 1 kernel_size: 3 stride: 2
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "up" type: "Deconvolution" bottom: "score" top: "up"
+        param { lr_mult: 0 }
+        convolution_param { num_output: 1 kernel_size: 4 stride: 2 bias_term: false
+                            weight_filler { type: "bilinear" } } }
+layer { name: "crop" type: "Crop" bottom: "up" bottom: "data" top: "cropped"
+        crop_param { axis: 2 offset: 1 } }
+layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "cropped" bottom: "label"
+        top: "loss" }
+"""
 
 
 # --- Convolution ----------------------------------------------------------------------------------
@@ -222,3 +313,213 @@ def test_inner_product_batch_size_may_change():
     layer.forward(bottom, top)
     expected = bottom[0].data @ layer.blobs[0].data.T + layer.blobs[1].data
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-5, atol=1e-5)
+
+
+# --- Deconvolution --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("params", "shape", "pad", "stride", "dilation", "group"),
+    [
+        pytest.param("num_output: 3 kernel_size: 3", (2, 2, 3, 4), (0, 0), (1, 1), (1, 1), 1,
+                     id="plain"),
+        pytest.param("num_output: 2 kernel_size: 4 stride: 2 pad: 1", (2, 3, 3, 3), (1, 1),
+                     (2, 2), (1, 1), 1, id="upsample_x2"),
+        pytest.param("num_output: 2 kernel_size: 3 dilation: 2", (1, 2, 3, 3), (0, 0), (1, 1),
+                     (2, 2), 1, id="dilation"),
+        pytest.param("num_output: 4 kernel_size: 2 stride: 2 group: 2", (2, 4, 2, 3), (0, 0),
+                     (2, 2), (1, 1), 2, id="group2"),
+        pytest.param("num_output: 2 kernel_h: 3 kernel_w: 2 pad_h: 1 pad_w: 0 stride_h: 2 "
+                     "stride_w: 1", (1, 2, 3, 4), (1, 0), (2, 1), (1, 1), 1, id="hw_fields"),
+    ],
+)
+def test_deconvolution_forward_matches_numpy(params, shape, pad, stride, dilation, group):
+    x = rand(*shape)
+    layer, _, top = deconv(params, x)
+    weight, bias = layer.blobs[0].data, layer.blobs[1].data
+    expected = deconv_reference(x, weight, bias, pad, stride, dilation, group)
+    assert top[0].shape == expected.shape
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("h", "k", "s", "p", "d", "expected"),
+    [(3, 3, 1, 0, 1, 5), (4, 4, 2, 1, 1, 8), (5, 3, 2, 1, 1, 9), (3, 3, 1, 0, 2, 7),
+     (1, 1, 1, 0, 1, 1), (2, 16, 8, 4, 1, 16)],
+)
+def test_deconvolution_output_size(h, k, s, p, d, expected):
+    """``stride * (in - 1) + dilation * (kernel - 1) + 1 - 2 * pad``."""
+    _, _, top = deconv(f"num_output: 1 kernel_size: {k} stride: {s} pad: {p} dilation: {d}",
+                       np.zeros((1, 1, h, h), np.float32))
+    assert top[0].shape == (1, 1, expected, expected)
+
+
+def test_deconvolution_param_layout_is_transposed():
+    """Weight (C_in, num_output / group, kh, kw), bias (num_output)."""
+    layer, _, _ = deconv("num_output: 6 kernel_h: 3 kernel_w: 2 group: 2", rand(1, 4, 2, 2))
+    assert [b.shape for b in layer.blobs] == [(4, 3, 3, 2), (6,)]
+    layer, _, _ = deconv("num_output: 5 kernel_size: 2 bias_term: false", rand(1, 3, 2, 2))
+    assert [b.shape for b in layer.blobs] == [(3, 5, 2, 2)]
+
+
+@pytest.mark.parametrize(("conv_params", "x_shape"), CONV_PAIRS)
+def test_deconvolution_forward_is_convolution_backward_data(conv_params, x_shape):
+    conv, _, x, y, dtop = _pair(conv_params, x_shape)
+    assert dtop[0].shape == x_shape
+    bottom, top = [blob_from(x)], [Blob()]
+    conv.reshape(bottom, top)
+    conv.forward(bottom, top)
+    top[0].diff[...] = y
+    conv.backward(top, [True], bottom)
+    np.testing.assert_allclose(dtop[0].data, bottom[0].diff, rtol=1e-5, atol=1e-5)
+    # The adjoint identity <conv(x), y> = <x, deconv(y)>.
+    lhs = float(np.dot(top[0].data.ravel().astype(np.float64), y.ravel()))
+    rhs = float(np.dot(x.ravel().astype(np.float64), dtop[0].data.ravel()))
+    assert lhs == pytest.approx(rhs, rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize(("conv_params", "x_shape"), CONV_PAIRS)
+def test_deconvolution_backward_data_is_convolution_forward(conv_params, x_shape):
+    conv, dec, _, y, dtop = _pair(conv_params, x_shape)
+    z = rand(*x_shape, seed=3)
+    dbottom = [blob_from(y)]
+    dtop[0].diff[...] = z
+    dec.param_propagate_down = [False]
+    dec.backward(dtop, [True], dbottom)
+    expected = naive.conv_forward(z, conv.blobs[0].data, None,
+                                  pad=conv.pad, stride=conv.stride, dilation=conv.dilation,
+                                  group=conv.group)
+    np.testing.assert_allclose(dbottom[0].diff, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_deconvolution_weight_gradient_accumulates_and_bias_gradient_sums():
+    x = rand(2, 2, 3, 3)
+    layer, bottom, top = deconv("num_output: 3 kernel_size: 2 stride: 2", x)
+    dy = rand(*top[0].shape, seed=5)
+    top[0].diff[...] = dy
+    for p in layer.blobs:
+        p.diff[...] = 0
+    layer.backward(top, [False], bottom)
+    first = [p.diff.copy() for p in layer.blobs]
+    np.testing.assert_allclose(first[1], dy.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)
+    # d/dW of sum(dy * deconv(x)): each input pixel's window of dy, summed.
+    expected = np.einsum("ncyx,nmyixj->cmij", x.astype(np.float64),
+                         dy.reshape(2, 3, 3, 2, 3, 2).astype(np.float64))
+    np.testing.assert_allclose(first[0], expected, rtol=1e-4, atol=1e-4)
+    layer.backward(top, [False], bottom)
+    for p, d in zip(layer.blobs, first):
+        np.testing.assert_allclose(p.diff, 2 * d, rtol=1e-5, atol=1e-5)
+
+
+def test_deconvolution_bilinear_upsampling():
+    """The FCN idiom: group = C, bilinear weights, kernel 4 stride 2 pad 1 doubles the size
+    and interpolates linearly away from the border."""
+    x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(1, 2, 4, 4)
+    layer, _, top = deconv("num_output: 2 group: 2 kernel_size: 4 stride: 2 pad: 1 "
+                           "bias_term: false", x, fill='weight_filler { type: "bilinear" }')
+    assert top[0].shape == (1, 2, 8, 8)
+    y = top[0].data
+    # Inside, rows are a linear ramp: equal steps along each axis.
+    inner = y[:, :, 1:-1, 1:-1]
+    np.testing.assert_allclose(np.diff(inner, axis=3), 0.5, atol=1e-5)
+    np.testing.assert_allclose(np.diff(inner, axis=2), 2.0, atol=1e-5)
+
+
+def test_deconvolution_several_bottoms_share_weights():
+    a, b = rand(1, 2, 2, 3, seed=1), rand(1, 2, 2, 3, seed=2)
+    layer, _, top = deconv("num_output: 3 kernel_size: 2 stride: 2", a, b)
+    w, bias = layer.blobs[0].data, layer.blobs[1].data
+    for x, t in zip((a, b), top):
+        np.testing.assert_allclose(t.data, deconv_reference(x, w, bias, stride=(2, 2)),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_deconvolution_default_fillers_are_zero():
+    layer, _, top = deconv("num_output: 2 kernel_size: 2", rand(1, 1, 2, 2), fill="")
+    assert all((p.data == 0).all() for p in layer.blobs)
+    assert (top[0].data == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("params", "shape", "match"),
+    [
+        ("kernel_size: 2", (1, 2, 3, 3), "num_output"),
+        ("num_output: 3 kernel_size: 2 group: 2", (1, 4, 3, 3), "group"),
+        ("num_output: 4 kernel_size: 2 group: 2", (1, 3, 3, 3), "group"),
+        ("num_output: 2", (1, 2, 3, 3), "kernel"),
+        ("num_output: 2 kernel_size: 2", (2, 3, 3), "4-axis|2-D"),
+        ("num_output: 2 kernel_size: 3 pad: 3", (1, 1, 2, 2), "pad"),
+        ("num_output: 2 kernel_size: 2 stride_w: 2", (1, 1, 2, 2), "stride"),
+    ],
+)
+def test_deconvolution_errors(params, shape, match):
+    with pytest.raises(PyforgeError, match=match):
+        deconv(params, np.zeros(shape, np.float32))
+
+
+def test_deconvolution_bottoms_must_agree():
+    with pytest.raises(PyforgeError, match="same shape"):
+        deconv("num_output: 2 kernel_size: 2", rand(1, 2, 3, 3), rand(1, 2, 3, 4))
+
+
+# --- Im2col ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("params", "shape", "geom"),
+    [
+        ("kernel_size: 3", (2, 2, 4, 5), (3, 3, 0, 0, 1, 1, 1, 1)),
+        ("kernel_size: 3 stride: 2 pad: 1", (1, 3, 5, 6), (3, 3, 1, 1, 2, 2, 1, 1)),
+        ("kernel_h: 2 kernel_w: 3 pad_h: 1 pad_w: 0 stride_h: 1 stride_w: 2 dilation: 2",
+         (2, 1, 5, 7), (2, 3, 1, 0, 1, 2, 2, 2)),
+    ],
+)
+def test_im2col_layer_matches_numpy(params, shape, geom):
+    kh, kw, ph, pw, sh, sw, dh, dw = geom
+    x = rand(*shape)
+    layer, bottom, top = layer_of("Im2col", params, x, fill="")
+    n, c = shape[:2]
+    oh = naive.conv_out_size(shape[2], kh, ph, sh, dh)
+    ow = naive.conv_out_size(shape[3], kw, pw, sw, dw)
+    assert top[0].shape == (n, c * kh * kw, oh, ow)
+    for i in range(n):
+        expected = naive.im2col(x[i], kh, kw, ph, pw, sh, sw, dh, dw)
+        np.testing.assert_array_equal(top[0].data[i].reshape(c * kh * kw, -1), expected)
+    dy = rand(*top[0].shape, seed=4)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    for i in range(n):
+        expected = naive.col2im(dy[i].reshape(c * kh * kw, -1), shape[1:], kh, kw, ph, pw, sh,
+                                sw, dh, dw)
+        np.testing.assert_allclose(bottom[0].diff[i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_im2col_channel_order_is_caffes():
+    """Top channel (c*kh + i)*kw + j is input channel c through kernel tap (i, j)."""
+    x = np.arange(2 * 3 * 3, dtype=np.float32).reshape(1, 2, 3, 3)
+    _, _, top = layer_of("Im2col", "kernel_size: 2", x, fill="")
+    c, i, j = 1, 0, 1
+    np.testing.assert_array_equal(top[0].data[0, (c * 2 + i) * 2 + j], x[0, c, i:i + 2, j:j + 2])
+
+
+def test_im2col_errors():
+    with pytest.raises(PyforgeError, match="larger than the input"):
+        layer_of("Im2col", "kernel_size: 4", np.zeros((1, 1, 3, 3), np.float32), fill="")
+    with pytest.raises(PyforgeError, match="kernel"):
+        layer_of("Im2col", "stride: 1", np.zeros((1, 1, 3, 3), np.float32), fill="")
+
+
+def test_fcn_style_net_runs_forward_and_backward():
+    """Convolution, bilinear Deconvolution (frozen), Crop back to the input size and a
+    sigmoid cross-entropy against a per-pixel label map."""
+    param = parse_text_proto(FCN, caffe_pb2.NetParameter(), "<fcn>")
+    param.state.phase = caffe_pb2.TRAIN
+    net = Net(param, np.random.default_rng(0), logging.getLogger("test"))
+    net.blobs["data"].data[...] = rand(2, 3, 7, 7)
+    net.blobs["label"].data[...] = (rand(2, 1, 7, 7, seed=1) > 0).astype(np.float32)
+    loss = net.forward_backward()
+    assert net.blobs["up"].shape == (2, 1, 8, 8)
+    assert net.blobs["cropped"].shape == (2, 1, 7, 7)
+    np.testing.assert_array_equal(net.blobs["cropped"].data,
+                                  net.blobs["up"].data[:, :, 1:8, 1:8])
+    assert np.isfinite(loss) and loss > 0
+    conv_w, deconv_w = net.params["score"][0], net.params["up"][0]
+    assert np.abs(conv_w.diff).sum() > 0
+    assert (deconv_w.diff == 0).all()  # lr_mult 0: no gradient accumulated
+    assert np.abs(net.blobs["score"].diff).sum() > 0  # through Crop and Deconvolution

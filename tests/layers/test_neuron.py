@@ -1,5 +1,5 @@
-"""PReLU, ELU, AbsVal, BNLL, Power, Exp, Log, Threshold, Clip and Swish: forward and backward
-values against NumPy references (float64), and Caffe's special cases and boundaries."""
+"""The neuron layers: ReLU, Sigmoid, TanH, PReLU, ELU, AbsVal, BNLL, Power, Exp, Log, Threshold,
+Clip and Swish."""
 
 from __future__ import annotations
 
@@ -8,21 +8,24 @@ import pytest
 
 from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
-from tests.gradient_check import TRAIN, blob_from, build_layer, setup_forward
+from tests.gradient_check import blob_from, build_layer
+from tests.layers.util import f64, run
+
+#: Inputs of the ReLU/Sigmoid/TanH tests: both signs, zero, a kink neighbourhood, saturation.
+X_CORE = np.array([[-2.0, -0.5, 0.0, 0.25, 3.0], [1e-3, -1e-3, 10.0, -10.0, 0.5]], np.float32)
+
 
 RNG = np.random.default_rng(1701)
+
+
 X = np.array([[-3.0, -1.0, -0.25, 0.0, 0.5, 2.0], [1e-3, -1e-3, 7.0, -7.0, 1.0, -2.0]],
              np.float32)
+
+
 X4 = RNG.standard_normal((2, 3, 2, 3)).astype(np.float32)
+
+
 DY = RNG.standard_normal(X.shape).astype(np.float32)
-
-
-def run(text: str, x, in_place=False, phase=TRAIN):
-    layer = build_layer(text, phase)
-    bottom = [blob_from(x)]
-    top = bottom if in_place else [Blob()]
-    setup_forward(layer, bottom, top)
-    return layer, bottom, top
 
 
 def grad(layer, bottom, top, dy):
@@ -31,8 +34,62 @@ def grad(layer, bottom, top, dy):
     return bottom[0].diff.copy()
 
 
-def f64(a) -> np.ndarray:
-    return np.asarray(a, dtype=np.float64)
+# --- Power ---------------------------------------------------------------------------------------
+def power_ref(x, power, scale, shift):
+    return (shift + scale * f64(x)) ** power
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("slope", [0.0, 0.1, -0.5])
+def test_relu_forward_backward(slope, in_place):
+    text = f'type: "ReLU" bottom: "x" top: "y" relu_param {{ negative_slope: {slope} }}'
+    layer, bottom, top = run(text, X_CORE, in_place=in_place)
+    expected = np.maximum(X_CORE, 0) + np.float32(slope) * np.minimum(X_CORE, 0)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-6)
+    dy = np.arange(X_CORE.size, dtype=np.float32).reshape(X_CORE.shape) + 1
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    # Caffe: dy * ((x > 0) + slope * (x <= 0)); x = 0 takes the slope.
+    grad = dy * np.where(X_CORE > 0, 1.0, np.float32(slope))
+    if in_place and slope < 0:
+        # In place the mask is read from the output, whose sign flips with a negative slope
+        # (Caffe has the same limitation): negative inputs look positive.
+        grad = dy * np.where((X_CORE > 0) | (X_CORE < 0), 1.0, np.float32(slope))
+    np.testing.assert_allclose(bottom[0].diff, grad, rtol=1e-6)
+
+
+def test_relu_zero_input_gets_the_slope_gradient():
+    layer, bottom, top = run('type: "ReLU" relu_param { negative_slope: 0.25 }',
+                             np.zeros((1, 3), np.float32))
+    top[0].diff[...] = 4
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, np.ones((1, 3)))
+
+
+def test_sigmoid_and_tanh_values():
+    _, _, top = run('type: "Sigmoid"', X_CORE)
+    np.testing.assert_allclose(top[0].data, 1 / (1 + np.exp(-X_CORE.astype(np.float64))), rtol=1e-6,
+                               atol=1e-7)
+    _, _, top = run('type: "TanH"', X_CORE)
+    np.testing.assert_allclose(top[0].data, np.tanh(X_CORE.astype(np.float64)), rtol=1e-6,
+                               atol=1e-7)
+
+
+def test_sigmoid_saturates_without_overflow():
+    x = np.array([[-1000.0, -90.0, 90.0, 1000.0]], np.float32)
+    _, _, top = run('type: "Sigmoid"', x)
+    np.testing.assert_allclose(top[0].data, [[0, 0, 1, 1]], atol=1e-30)
+    assert np.isfinite(top[0].data).all()
+
+
+@pytest.mark.parametrize("kind", ["Sigmoid", "TanH"])
+def test_in_place_backward_uses_the_output(kind):
+    layer, bottom, top = run(f'type: "{kind}"', X_CORE, in_place=True)
+    y = top[0].data.copy()
+    top[0].diff[...] = 1
+    layer.backward(top, [True], bottom)
+    expected = y * (1 - y) if kind == "Sigmoid" else 1 - y * y
+    np.testing.assert_allclose(bottom[0].diff, expected, rtol=1e-6, atol=1e-7)
 
 
 # --- PReLU ---------------------------------------------------------------------------------------
@@ -138,11 +195,6 @@ def test_bnll_is_stable_for_large_inputs():
     # The derivative is the logistic function; exp() is clamped at 50, so it stays finite.
     dx = grad(layer, bottom, top, dy)
     np.testing.assert_allclose(dx, 1 / (1 + np.exp(-f64(x))), rtol=1e-6, atol=1e-30)
-
-
-# --- Power ---------------------------------------------------------------------------------------
-def power_ref(x, power, scale, shift):
-    return (shift + scale * f64(x)) ** power
 
 
 @pytest.mark.parametrize(("power", "scale", "shift"), [

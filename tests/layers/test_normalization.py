@@ -1,6 +1,4 @@
-"""BatchNorm, Scale, Bias, LRN and MVN: forward and backward values against NumPy references
-(float64), and Caffe's quirks: BatchNorm's stored statistics and forced lr_mult 0, LRN's two
-regions, MVN's eps on the standard deviation and legacy 4-D top."""
+"""BatchNorm, LRN and MVN."""
 
 from __future__ import annotations
 
@@ -11,27 +9,13 @@ from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
 from pyforge.net.net import Net
 from pyforge.proto import caffe_pb2, parse_text_proto
-from tests.gradient_check import TEST, TRAIN, blob_from, build_layer, setup_forward
+from tests.gradient_check import TEST, TRAIN, blob_from, build_layer
+from tests.layers.util import backward_top0, f64, run
 
 RNG = np.random.default_rng(20261125)
+
+
 X4 = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
-
-
-def run(text: str, *bottoms, phase=TRAIN, in_place=False):
-    layer = build_layer(text, phase)
-    bottom = [blob_from(b) for b in bottoms]
-    top = [bottom[0]] if in_place else [Blob()]
-    setup_forward(layer, bottom, top)
-    return layer, bottom, top
-
-
-def backward(layer, top, bottom, dy, propagate_down=None):
-    top[0].diff[...] = dy
-    layer.backward(top, propagate_down or [True] * len(bottom), bottom)
-
-
-def f64(a) -> np.ndarray:
-    return np.asarray(a, dtype=np.float64)
 
 
 # --- BatchNorm -----------------------------------------------------------------------------------
@@ -45,6 +29,52 @@ def batch_stats(x):
     return f64(x).mean(axis=axes), f64(x).var(axis=axes)
 
 
+NET = """
+name: "bn"
+layer { name: "data" type: "Input" top: "data" top: "target"
+        input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } shape { dim: 2 dim: 2 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+        inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }
+"""
+
+
+# --- LRN -----------------------------------------------------------------------------------------
+def lrn_across_reference(x, n, alpha, beta, k):
+    x = f64(x)
+    sq = np.pad(x * x, ((0, 0), ((n - 1) // 2, (n - 1) // 2), (0, 0), (0, 0)))
+    channels = x.shape[1]
+    window = np.stack([sq[:, c:c + n].sum(axis=1) for c in range(channels)], axis=1)
+    scale = k + alpha / n * window
+    return x * scale**-beta, scale
+
+
+def lrn_within_reference(x, n, alpha, beta):
+    """The direct formula ``x * (1 + alpha/n^2 * sum over the n x n window of x^2)^-beta``,
+    zero outside the image, dividing by n^2 even at the borders (Caffe's padded pool size)."""
+    x = f64(x)
+    pad = (n - 1) // 2
+    sq = np.pad(x * x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    h, w = x.shape[2:]
+    total = sum(sq[:, :, i:i + h, j:j + w] for i in range(n) for j in range(n))
+    return x * (1 + alpha / n**2 * total) ** -beta
+
+
+# --- MVN -----------------------------------------------------------------------------------------
+def mvn_reference(x, normalize_variance=True, across_channels=False, eps=1e-9):
+    x4 = f64(x).reshape(x.shape + (1,) * (4 - x.ndim))
+    axes = (1, 2, 3) if across_channels else (2, 3)
+    centred = x4 - x4.mean(axis=axes, keepdims=True)
+    if not normalize_variance:
+        return centred
+    # Caffe adds eps to the standard deviation.
+    return centred / (np.sqrt((centred**2).mean(axis=axes, keepdims=True)) + eps)
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (6, 4), (3, 2, 7)])
 def test_batch_norm_train_forward_uses_batch_statistics(shape):
     x = RNG.standard_normal(shape).astype(np.float32) * 3 + 1
@@ -52,29 +82,6 @@ def test_batch_norm_train_forward_uses_batch_statistics(shape):
     mean, var = batch_stats(x)
     np.testing.assert_allclose(top[0].data, bn_reference(x, mean, var, 1e-5), rtol=1e-4,
                                atol=1e-5)
-
-
-def test_batch_norm_stores_unbiased_variance_and_scale_factor_after_n_forwards():
-    maf, n_batches = 0.9, 4
-    layer = build_layer(f'type: "BatchNorm" batch_norm_param {{ moving_average_fraction: {maf} }}')
-    batches = [RNG.standard_normal((3, 2, 2, 3)).astype(np.float32) + i for i in range(n_batches)]
-    bottom, top = [blob_from(batches[0])], [Blob()]
-    layer.setup(bottom, top)
-    for x in batches:
-        bottom[0].data[...] = x
-        layer.reshape(bottom, top)
-        layer.forward(bottom, top)
-    m = 3 * 2 * 3  # count / channels
-    expect_s = sum(maf**k for k in range(n_batches))
-    expect_mean = sum(maf ** (n_batches - 1 - i) * batch_stats(x)[0]
-                      for i, x in enumerate(batches))
-    expect_var = sum(maf ** (n_batches - 1 - i) * batch_stats(x)[1] * m / (m - 1)
-                     for i, x in enumerate(batches))
-    mean_sum, var_sum, s = (b.data for b in layer.blobs)
-    assert s.shape == (1,) and mean_sum.shape == (2,) and var_sum.shape == (2,)
-    np.testing.assert_allclose(s[0], expect_s, rtol=1e-6)
-    np.testing.assert_allclose(mean_sum, expect_mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(var_sum, expect_var, rtol=1e-5)
 
 
 def test_batch_norm_blobs_start_at_zero():
@@ -102,21 +109,10 @@ def test_batch_norm_global_stats_in_test_phase():
     np.testing.assert_array_equal(layer.blobs[0].data, mean_sum)
     # Backward treats them as constants: dx = dy / sqrt(var + eps).
     dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
+    backward_top0(layer, top, bottom, dy)
     np.testing.assert_allclose(bottom[0].diff,
                                f64(dy) / np.sqrt(f64(var_sum / s) + 0.01).reshape(1, 3, 1, 1),
                                rtol=1e-5)
-
-
-def test_batch_norm_zero_scale_factor_means_zero_statistics():
-    layer = build_layer('type: "BatchNorm" batch_norm_param { eps: 0.04 }', TEST)
-    bottom, top = [blob_from(X4)], [Blob()]
-    layer.setup(bottom, top)
-    layer.blobs[0].data[...] = 7  # ignored: s == 0 gives the factor 0, not a division by 0
-    layer.blobs[1].data[...] = 9
-    layer.reshape(bottom, top)
-    layer.forward(bottom, top)
-    np.testing.assert_allclose(top[0].data, X4 / np.float32(0.2), rtol=1e-6)
 
 
 @pytest.mark.parametrize(("phase", "flag", "global_stats"), [
@@ -133,7 +129,7 @@ def test_batch_norm_train_backward_matches_the_formula():
     layer, bottom, top = run('type: "BatchNorm" batch_norm_param { eps: 0.001 }', X4)
     y = f64(top[0].data)
     dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
+    backward_top0(layer, top, bottom, dy)
     _, var = batch_stats(X4)
     axes = (0, 2, 3)
     g = f64(dy)
@@ -149,7 +145,7 @@ def test_batch_norm_in_place_equals_out_of_place():
     for in_place in (False, True):
         layer, bottom, top = run('type: "BatchNorm"', X4, in_place=in_place)
         y = top[0].data.copy()
-        backward(layer, top, bottom, dy)
+        backward_top0(layer, top, bottom, dy)
         results.append((y, bottom[0].diff.copy(), [b.data.copy() for b in layer.blobs]))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
@@ -187,20 +183,6 @@ def test_batch_norm_shape_errors():
         layer.reshape(bottom, top)
 
 
-NET = """
-name: "bn"
-layer { name: "data" type: "Input" top: "data" top: "target"
-        input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } shape { dim: 2 dim: 2 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
-layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" }
-layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
-layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
-        inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
-layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }
-"""
-
-
 def test_batch_norm_in_a_net_has_lr_mult_zero_and_saves_its_param_specs():
     param = parse_text_proto(NET, caffe_pb2.NetParameter(), "<bn net>")
     param.state.phase = TRAIN
@@ -216,144 +198,6 @@ def test_batch_norm_in_a_net_has_lr_mult_zero_and_saves_its_param_specs():
     assert net.layer_by_name("bn").blobs[2].data[0] == 1
     saved = [lp for lp in net.to_proto().layer if lp.name == "bn"][0]
     assert [s.lr_mult for s in saved.param] == [0, 0, 0] and len(saved.blobs) == 3
-
-
-# --- Scale and Bias ------------------------------------------------------------------------------
-def _scale_blob(layer):
-    return layer.blobs[0].data
-
-
-@pytest.mark.parametrize(("extra", "shape"), [
-    ("", (3,)), ("axis: 0", (2,)), ("num_axes: 2", (3, 4)), ("num_axes: -1", (3, 4, 5)),
-    ("num_axes: 0", ()), ("axis: -1", (5,)), ("axis: 2 num_axes: 2", (4, 5)),
-])
-def test_scale_learned_blob_shape_and_forward(extra, shape):
-    text = f'type: "Scale" scale_param {{ {extra} filler {{ type: "gaussian" std: 1 }} }}'
-    layer, _, top = run(text, X4)
-    s = _scale_blob(layer)
-    assert s.shape == shape
-    axis = {"axis: 0": 0, "axis: -1": 3}.get(extra, 2 if "axis: 2" in extra else 1)
-    if shape == ():
-        axis = 0
-    expanded = s.reshape((1,) * axis + shape + (1,) * (4 - axis - len(shape)))
-    np.testing.assert_allclose(top[0].data, f64(X4) * expanded, rtol=1e-6)
-
-
-def test_scale_default_fillers_are_the_identity():
-    layer, _, top = run('type: "Scale" scale_param { bias_term: true }', X4)
-    assert len(layer.blobs) == 2
-    np.testing.assert_array_equal(layer.blobs[0].data, np.ones(3))
-    np.testing.assert_array_equal(layer.blobs[1].data, np.zeros(3))
-    np.testing.assert_array_equal(top[0].data, X4)
-
-
-def test_scale_with_bias_forward_and_backward():
-    text = ('type: "Scale" scale_param { bias_term: true filler { type: "gaussian" std: 1 } '
-            'bias_filler { type: "gaussian" std: 1 } }')
-    layer, bottom, top = run(text, X4)
-    s = layer.blobs[0].data.reshape(1, 3, 1, 1)
-    b = layer.blobs[1].data.reshape(1, 3, 1, 1)
-    np.testing.assert_allclose(top[0].data, f64(X4) * s + b, rtol=1e-6, atol=1e-7)
-    dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
-    np.testing.assert_allclose(bottom[0].diff, f64(dy) * s, rtol=1e-6)
-    np.testing.assert_allclose(layer.blobs[0].diff, (f64(dy) * X4).sum(axis=(0, 2, 3)),
-                               rtol=1e-5)
-    np.testing.assert_allclose(layer.blobs[1].diff, f64(dy).sum(axis=(0, 2, 3)), rtol=1e-5)
-    # Parameter diffs accumulate.
-    backward(layer, top, bottom, dy)
-    np.testing.assert_allclose(layer.blobs[1].diff, 2 * f64(dy).sum(axis=(0, 2, 3)), rtol=1e-5)
-
-
-def test_scale_two_bottoms():
-    s = RNG.standard_normal((3, 4)).astype(np.float32)
-    layer, bottom, top = run('type: "Scale" scale_param { bias_term: true }', X4, s)
-    assert [b.shape for b in layer.blobs] == [(3, 4)]  # only the bias is learned
-    np.testing.assert_allclose(top[0].data, f64(X4) * s[None, :, :, None], rtol=1e-6)
-    dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    bottom[1].diff[...] = 5
-    backward(layer, top, bottom, dy)
-    # A bottom's diff is overwritten, not accumulated.
-    np.testing.assert_allclose(bottom[1].diff, (f64(dy) * X4).sum(axis=(0, 3)), rtol=1e-5)
-    np.testing.assert_allclose(bottom[0].diff, f64(dy) * s[None, :, :, None], rtol=1e-6)
-
-
-def test_scale_in_place_keeps_the_input_for_backward():
-    text = 'type: "Scale" scale_param { filler { type: "gaussian" std: 1 } }'
-    dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    diffs = []
-    for in_place in (False, True):
-        layer, bottom, top = run(text, X4, in_place=in_place)
-        backward(layer, top, bottom, dy)
-        diffs.append((layer.blobs[0].diff.copy(), bottom[0].diff.copy()))
-    np.testing.assert_array_equal(diffs[0][0], diffs[1][0])
-    np.testing.assert_array_equal(diffs[0][1], diffs[1][1])
-
-
-@pytest.mark.parametrize(("text", "bottoms", "message"), [
-    ('type: "Scale" scale_param { axis: 2 num_axes: 3 }', (X4,), "extends past"),
-    ('type: "Scale" scale_param { num_axes: -2 }', (X4,), "num_axes"),
-    ('type: "Scale" scale_param { axis: 4 }', (X4,), "out of range"),
-    ('type: "Scale"', (X4, np.zeros(4, np.float32)), "does not match"),
-    ('type: "Bias"', (X4, np.zeros((3, 5), np.float32)), "does not match"),
-    ('type: "Bias" bias_param { axis: 1 num_axes: 4 }', (X4,), "extends past"),
-])
-def test_scale_and_bias_shape_errors(text, bottoms, message):
-    with pytest.raises(PyforgeError, match=message):
-        run(text, *bottoms)
-
-
-@pytest.mark.parametrize(("extra", "shape"), [
-    ("", (3,)), ("axis: 0 num_axes: 2", (2, 3)), ("num_axes: 0", ()), ("num_axes: -1", (3, 4, 5)),
-])
-def test_bias_forward_backward(extra, shape):
-    text = f'type: "Bias" bias_param {{ {extra} filler {{ type: "gaussian" std: 1 }} }}'
-    layer, bottom, top = run(text, X4)
-    b = layer.blobs[0].data
-    assert b.shape == shape
-    axis = 0 if (shape == () or "axis: 0" in extra) else 1
-    expanded = b.reshape((1,) * axis + shape + (1,) * (4 - axis - len(shape)))
-    np.testing.assert_allclose(top[0].data, f64(X4) + expanded, rtol=1e-6, atol=1e-7)
-    dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
-    np.testing.assert_array_equal(bottom[0].diff, dy)
-    summed = tuple(i for i in range(4) if not axis <= i < axis + len(shape))
-    np.testing.assert_allclose(layer.blobs[0].diff, f64(dy).sum(axis=summed), rtol=1e-5,
-                               atol=1e-6)
-
-
-def test_bias_default_filler_is_zero_and_two_bottoms_work():
-    layer, _, top = run('type: "Bias"', X4)
-    np.testing.assert_array_equal(layer.blobs[0].data, np.zeros(3))
-    np.testing.assert_array_equal(top[0].data, X4)
-    b = RNG.standard_normal(3).astype(np.float32)
-    layer, bottom, top = run('type: "Bias"', X4, b)
-    assert layer.blobs == []
-    np.testing.assert_allclose(top[0].data, f64(X4) + b.reshape(1, 3, 1, 1), rtol=1e-6)
-    dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
-    np.testing.assert_allclose(bottom[1].diff, f64(dy).sum(axis=(0, 2, 3)), rtol=1e-5)
-
-
-# --- LRN -----------------------------------------------------------------------------------------
-def lrn_across_reference(x, n, alpha, beta, k):
-    x = f64(x)
-    sq = np.pad(x * x, ((0, 0), ((n - 1) // 2, (n - 1) // 2), (0, 0), (0, 0)))
-    channels = x.shape[1]
-    window = np.stack([sq[:, c:c + n].sum(axis=1) for c in range(channels)], axis=1)
-    scale = k + alpha / n * window
-    return x * scale**-beta, scale
-
-
-def lrn_within_reference(x, n, alpha, beta):
-    """The direct formula ``x * (1 + alpha/n^2 * sum over the n x n window of x^2)^-beta``,
-    zero outside the image, dividing by n^2 even at the borders (Caffe's padded pool size)."""
-    x = f64(x)
-    pad = (n - 1) // 2
-    sq = np.pad(x * x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    h, w = x.shape[2:]
-    total = sum(sq[:, :, i:i + h, j:j + w] for i in range(n) for j in range(n))
-    return x * (1 + alpha / n**2 * total) ** -beta
 
 
 @pytest.mark.parametrize(("n", "alpha", "beta", "k"), [
@@ -373,7 +217,7 @@ def test_lrn_across_channels_backward():
     text = f'type: "LRN" lrn_param {{ local_size: {n} alpha: {alpha} beta: {beta} k: {k} }}'
     layer, bottom, top = run(text, x)
     dy = RNG.standard_normal(x.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
+    backward_top0(layer, top, bottom, dy)
     y, scale = lrn_across_reference(x, n, alpha, beta, k)
     ratio = np.pad(f64(dy) * y / scale, ((0, 0), (1, 1), (0, 0), (0, 0)))
     window = np.stack([ratio[:, c:c + n].sum(axis=1) for c in range(5)], axis=1)
@@ -406,7 +250,7 @@ def test_lrn_within_channel_backward():
             "norm_region: WITHIN_CHANNEL }")
     layer, bottom, top = run(text, x)
     dy = RNG.standard_normal(x.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
+    backward_top0(layer, top, bottom, dy)
     xd = f64(x)
     pad = 1
     h, w = x.shape[2:]
@@ -435,17 +279,6 @@ def test_lrn_refuses_in_place():
         run('type: "LRN"', X4, in_place=True)
 
 
-# --- MVN -----------------------------------------------------------------------------------------
-def mvn_reference(x, normalize_variance=True, across_channels=False, eps=1e-9):
-    x4 = f64(x).reshape(x.shape + (1,) * (4 - x.ndim))
-    axes = (1, 2, 3) if across_channels else (2, 3)
-    centred = x4 - x4.mean(axis=axes, keepdims=True)
-    if not normalize_variance:
-        return centred
-    # Caffe adds eps to the standard deviation.
-    return centred / (np.sqrt((centred**2).mean(axis=axes, keepdims=True)) + eps)
-
-
 @pytest.mark.parametrize("across", [False, True])
 @pytest.mark.parametrize("variance", [False, True])
 def test_mvn_forward(variance, across):
@@ -469,7 +302,7 @@ def test_mvn_backward_is_caffes_formula():
     x = RNG.standard_normal((2, 3, 2, 2)).astype(np.float32)
     layer, bottom, top = run(f'type: "MVN" mvn_param {{ eps: {eps} }}', x)
     dy = RNG.standard_normal(x.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
+    backward_top0(layer, top, bottom, dy)
     y = mvn_reference(x, eps=eps)
     g = f64(dy)
     centred = f64(x) - f64(x).mean(axis=(2, 3), keepdims=True)
@@ -482,7 +315,7 @@ def test_mvn_backward_is_caffes_formula():
 def test_mvn_mean_only_backward_subtracts_the_mean_diff():
     layer, bottom, top = run('type: "MVN" mvn_param { normalize_variance: false }', X4)
     dy = RNG.standard_normal(X4.shape).astype(np.float32)
-    backward(layer, top, bottom, dy)
+    backward_top0(layer, top, bottom, dy)
     np.testing.assert_allclose(bottom[0].diff, dy - f64(dy).mean(axis=(2, 3), keepdims=True),
                                rtol=1e-5, atol=1e-6)
 

@@ -172,7 +172,7 @@ def test_module_on_sys_path():
     param = caffe_pb2.NetParameter()
     param.layer.add(name="in", type="Input", top=["x"]).input_param.shape.add(dim=[2, 3, 2])
     py = param.layer.add(name="py", type="Python", bottom=["x"], top=["y", "z"])
-    py.python_param.module = "tests.layers.grad_cases_recurrent"
+    py.python_param.module = "tests.layers.grad_cases_python_layer"
     py.python_param.layer = "ScaledProductLayer"
     py.python_param.param_str = "3"
     net = Net(param, rng=np.random.default_rng(0))

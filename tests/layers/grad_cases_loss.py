@@ -1,5 +1,4 @@
-"""Gradient-check cases of SigmoidCrossEntropyLoss, MultinomialLogisticLoss, InfogainLoss,
-HingeLoss and ContrastiveLoss."""
+"""Gradient-check cases of the loss layers (see grad_case.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ def _contrastive(extra: str = "") -> str:
 
 MLL = 'name: "loss" type: "MultinomialLogisticLoss" bottom: "p" bottom: "label"'
 
+
 #: MultinomialLogisticLoss takes probabilities, and the checker's data may be negative. With the
 #: checker's seed (1701) these shapes and data kinds put a value >= 0.3 at every labelled entry,
 #: the only entries the loss reads (test_losses.py checks that this still holds).
@@ -36,7 +36,16 @@ MLL_CASES = [
          labels={1: 4}, data="away"),
 ]
 
+
 CASES: dict[str, list[Case] | NoGradient] = {
+    "EuclideanLoss": [
+        Case("both", 'type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss"',
+             ((3, 4, 2), (3, 4, 2))),
+        Case("first", 'type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss"',
+             ((3, 5), (3, 5)), check_bottom=(0,)),
+        Case("second_reshaped", 'type: "EuclideanLoss" bottom: "a" bottom: "b" top: "loss"',
+             ((3, 4), (3, 2, 2)), check_bottom=(1,)),
+    ],
     "SigmoidCrossEntropyLoss": [
         Case("batch_size_default", _sce(), ((3, 4), (3, 4)), check_bottom=(0,), labels={1: 2}),
         Case("4d_full", _sce("loss_param { normalization: FULL }"), ((2, 2, 2, 2), (2, 2, 2, 2)),

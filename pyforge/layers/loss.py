@@ -1,5 +1,5 @@
-"""The other loss layers: SigmoidCrossEntropyLoss, MultinomialLogisticLoss, InfogainLoss,
-HingeLoss and ContrastiveLoss.
+"""The loss layers other than SoftmaxWithLoss: EuclideanLoss, SigmoidCrossEntropyLoss,
+MultinomialLogisticLoss, InfogainLoss, HingeLoss and ContrastiveLoss.
 
 Losses are summed in float64 and rounded to float32 once; Caffe sums in float32, so the two
 agree to float32 rounding. Labels are read as Caffe reads them, ``static_cast<int>`` of the
@@ -12,26 +12,13 @@ import numpy as np
 
 from ..blob import Blob, proto_shape, proto_values
 from ..proto import caffe_pb2, read_binary_proto, resolve_path
-from .base import LossLayer, register_layer
+from .base import LossLayer, Norm, loss_normalizer, register_layer
 from .softmax import softmax_forward
 
-Norm = caffe_pb2.LossParameter
 #: Caffe's kLOG_THRESHOLD: probabilities are clamped to it before the log.
 LOG_THRESHOLD = np.float32(1e-20)
 
 
-def _normalizer(mode: int, outer: int, inner: int, valid: int) -> np.float32:
-    """The normalizer of the losses that count their valid entries themselves (Caffe's
-    per-layer get_normalizer): VALID is the count of non-ignored entries, and at least 1."""
-    if mode == Norm.FULL:
-        value = outer * inner
-    elif mode == Norm.VALID:
-        value = valid
-    elif mode == Norm.BATCH_SIZE:
-        value = outer
-    else:
-        value = 1
-    return np.float32(max(1.0, float(value)))
 
 
 def _legacy_dims(blob: Blob) -> tuple[int, int, int, int]:
@@ -43,6 +30,34 @@ def _legacy_dims(blob: Blob) -> tuple[int, int, int, int]:
 def _top_scale(top: list[Blob]) -> np.float32:
     """The loss weight Caffe keeps in the loss top's diff."""
     return np.float32(top[0].diff.reshape(-1)[0])
+
+
+@register_layer("EuclideanLoss", "EUCLIDEAN_LOSS")
+class EuclideanLossLayer(LossLayer):
+    """Caffe type ``EuclideanLoss``: ``sum((b0 - b1)^2) / num / 2``."""
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        super().reshape(bottom, top)
+        if bottom[0].count_range(1) != bottom[1].count_range(1):
+            raise self.error(
+                f"inputs must have the same dimension: {bottom[0].shape} vs {bottom[1].shape}"
+            )
+        self.diff = np.empty(bottom[0].shape, dtype=np.float32)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        np.subtract(bottom[0].data, bottom[1].data.reshape(bottom[0].shape), out=self.diff)
+        flat = self.diff.reshape(-1)
+        top[0].data[...] = np.dot(flat, flat) / np.float32(bottom[0].shape[0]) / np.float32(2)
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return True  # both inputs of a Euclidean loss may receive gradients
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        for i in range(2):
+            if propagate_down[i]:
+                sign = np.float32(1.0 if i == 0 else -1.0)
+                alpha = sign * top[0].diff.reshape(-1)[0] / np.float32(bottom[i].shape[0])
+                np.multiply(self.diff, alpha, out=bottom[i].diff.reshape(self.diff.shape))
 
 
 @register_layer("SigmoidCrossEntropyLoss", "SIGMOID_CROSS_ENTROPY_LOSS")
@@ -93,7 +108,7 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
         pos = (x >= 0).astype(np.float32)
         term = x * (t - pos) - np.log(np.float32(1) + np.exp(x - np.float32(2) * x * pos))
         loss = -np.sum(term[valid], dtype=np.float64)
-        self.norm = _normalizer(self.mode, self.outer, self.inner, int(valid.sum()))
+        self.norm = np.float32(loss_normalizer(self.mode, self.outer, self.inner, int(valid.sum())))
         top[0].data[...] = np.float32(loss) / self.norm
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
@@ -253,7 +268,7 @@ class InfogainLossLayer(LossLayer):
         rows = h[labels]  # (outer, inner, K): H's row of each entry's label
         per_entry = np.einsum("ijl,ilj->ij", rows.astype(np.float64), logp.astype(np.float64))
         loss = -np.sum(per_entry[valid], dtype=np.float64)
-        self.norm = _normalizer(self.mode, self.outer, self.inner, int(valid.sum()))
+        self.norm = np.float32(loss_normalizer(self.mode, self.outer, self.inner, int(valid.sum())))
         top[0].data[...] = np.float32(loss) / self.norm
         if len(top) == 2:
             top[1].data[...] = self.prob

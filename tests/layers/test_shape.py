@@ -1,25 +1,30 @@
-"""Split, Concat, Slice, Flatten, Reshape, Eltwise and Silence: shapes, values, errors."""
+"""Split, Flatten, Reshape, Concat, Slice, Silence, Crop and Tile."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
-from tests.gradient_check import blob_from, build_layer, setup_forward
-
-
-def run(text: str, *xs, tops: int = 1):
-    layer = build_layer(text)
-    bottom = [blob_from(x) for x in xs]
-    top = [Blob() for _ in range(tops)]
-    setup_forward(layer, bottom, top)
-    return layer, bottom, top
+from tests.gradient_check import blob_from, build_layer
+from tests.layers.util import backward, rand, run
 
 
 def arange(*shape, start=0):
     return (np.arange(int(np.prod(shape)), dtype=np.float32) + start).reshape(shape)
+
+
+# --- Eltwise --------------------------------------------------------------------------------------
+A = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]], np.float32)
+
+
+B = np.array([[2.0, -2.0, -3.0], [0.5, 1.0, -4.0]], np.float32)
+
+
+# --- Crop -----------------------------------------------------------------------------------------
+def crop(params: str, x, ref):
+    return run(f'type: "Crop" bottom: "x" bottom: "r" top: "y" crop_param {{ {params} }}',
+               x, ref)
 
 
 # --- Split ----------------------------------------------------------------------------------------
@@ -223,84 +228,6 @@ def test_reshape_follows_the_bottom_batch_size():
     assert top[0].shape == (5, 6)
 
 
-# --- Eltwise --------------------------------------------------------------------------------------
-A = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]], np.float32)
-B = np.array([[2.0, -2.0, -3.0], [0.5, 1.0, -4.0]], np.float32)
-C = np.array([[-1.0, 5.0, 3.0], [0.25, 1.0, -0.5]], np.float32)
-
-
-def test_eltwise_sum_default_and_coeff():
-    _, _, top = run('type: "Eltwise"', A, B)
-    np.testing.assert_array_equal(top[0].data, A + B)
-    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: SUM coeff: 2 '
-                             "coeff: -1 coeff: 0.5 }", A, B, C)
-    np.testing.assert_allclose(top[0].data, 2 * A - B + 0.5 * C, rtol=1e-6)
-    top[0].diff[...] = 3
-    layer.backward(top, [True, True, True], bottom)
-    for b, c in zip(bottom, [2, -1, 0.5], strict=True):
-        np.testing.assert_allclose(b.diff, np.full(A.shape, 3 * c))
-
-
-def test_eltwise_prod_stable_and_unstable():
-    for extra in ("", "stable_prod_grad: false"):
-        layer, bottom, top = run(f'type: "Eltwise" eltwise_param {{ operation: PROD {extra} }}',
-                                 B, C)
-        np.testing.assert_allclose(top[0].data, B * C, rtol=1e-6)
-        top[0].diff[...] = 2
-        layer.backward(top, [True, True], bottom)
-        np.testing.assert_allclose(bottom[0].diff, 2 * C, rtol=1e-6)
-        np.testing.assert_allclose(bottom[1].diff, 2 * B, rtol=1e-6)
-    # The stable gradient does not divide: a zero input still gets the product of the others.
-    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: PROD }', A, B, C)
-    top[0].diff[...] = 1
-    layer.backward(top, [True, True, True], bottom)
-    np.testing.assert_allclose(bottom[0].diff, B * C, rtol=1e-6)
-    assert bottom[0].diff[1, 1] == 1.0  # A is 0 there
-
-
-def test_eltwise_max_values():
-    _, _, top = run('type: "Eltwise" eltwise_param { operation: MAX }', A, B, C)
-    np.testing.assert_array_equal(top[0].data, np.maximum(np.maximum(A, B), C))
-
-
-def test_eltwise_max_later_bottoms_need_a_strictly_greater_value():
-    """Bottoms 2, 3, ... replace the running max only when strictly greater (``>``), so on a
-    tie with them the earlier bottom keeps the gradient."""
-    a = np.array([[5.0, 1.0]], np.float32)
-    b = np.array([[1.0, 2.0]], np.float32)
-    c = np.array([[5.0, 2.0]], np.float32)  # ties the running max everywhere
-    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: MAX }', a, b, c)
-    top[0].diff[...] = 1
-    layer.backward(top, [True, True, True], bottom)
-    np.testing.assert_array_equal(bottom[0].diff, [[1, 0]])
-    np.testing.assert_array_equal(bottom[1].diff, [[0, 1]])
-    np.testing.assert_array_equal(bottom[2].diff, [[0, 0]])
-
-
-def test_eltwise_max_tie_between_bottom_0_and_bottom_1_goes_to_bottom_1():
-    """Caffe's EltwiseLayer::Forward_cpu (MAX) compares the first two bottoms with
-    ``if (a[idx] > b[idx]) mask = 0; else mask = 1;`` (the GPU kernel does the same), so a tie
-    between bottom 0 and bottom 1 routes the gradient to bottom 1; only bottoms 2+ use the
-    strict ``>`` against the running max that keeps the earlier index."""
-    layer, bottom, top = run('type: "Eltwise" eltwise_param { operation: MAX }', A, B, C)
-    top[0].diff[...] = 1
-    layer.backward(top, [True, True, True], bottom)
-    # [0,0] B; [0,1] A=B=-2 -> B, then C=5 wins; [0,2] A=3 > B, C=3 is not > 3 -> A;
-    # [1,0] A=B=0.5 -> B (the tie); [1,1] B=1, C=1 not > 1 -> B; [1,2] C.
-    np.testing.assert_array_equal(bottom[0].diff, [[0, 0, 1], [0, 0, 0]])
-    np.testing.assert_array_equal(bottom[1].diff, [[1, 0, 0], [1, 1, 0]])
-    np.testing.assert_array_equal(bottom[2].diff, [[0, 1, 0], [0, 0, 1]])
-
-
-def test_eltwise_errors():
-    with pytest.raises(PyforgeError, match="coeff"):
-        run('type: "Eltwise" eltwise_param { operation: PROD coeff: 1 coeff: 1 }', A, B)
-    with pytest.raises(PyforgeError, match="coeff"):
-        run('type: "Eltwise" eltwise_param { coeff: 1 }', A, B)
-    with pytest.raises(PyforgeError, match="shape"):
-        run('type: "Eltwise"', A, A.T.copy())
-
-
 # --- Silence --------------------------------------------------------------------------------------
 def test_silence_zeroes_the_diffs_it_is_asked_for():
     layer, bottom, _ = run('type: "Silence"', A, B, tops=0)
@@ -308,3 +235,69 @@ def test_silence_zeroes_the_diffs_it_is_asked_for():
         b.diff[...] = 5
     layer.backward([], [True, False], bottom)
     assert (bottom[0].diff == 0).all() and (bottom[1].diff == 5).all()
+
+
+@pytest.mark.parametrize(
+    ("params", "xshape", "rshape", "expected"),
+    [
+        # Default axis 2, no offset: the top-left corner of each spatial plane.
+        ("", (2, 3, 5, 6), (1, 1, 3, 2), np.s_[:, :, 0:3, 0:2]),
+        # One offset applies to every cropped axis.
+        ("offset: 1", (2, 3, 5, 6), (7, 7, 3, 4), np.s_[:, :, 1:4, 1:5]),
+        # One offset per cropped axis.
+        ("axis: 1 offset: 1 offset: 2 offset: 0", (2, 4, 5, 6), (2, 2, 3, 6),
+         np.s_[:, 1:3, 2:5, 0:6]),
+        # Negative axis counts from the end; axis 0 crops the batch too.
+        ("axis: -1 offset: 3", (2, 3, 4, 6), (1, 1, 1, 2), np.s_[:, :, :, 3:5]),
+        ("axis: 0 offset: 1", (3, 4), (2, 2), np.s_[1:3, 1:3]),
+    ],
+)
+def test_crop_forward_and_backward(params, xshape, rshape, expected):
+    x = rand(*xshape)
+    layer, bottom, top = crop(params, x, np.zeros(rshape, np.float32))
+    np.testing.assert_array_equal(top[0].data, x[expected])
+    dy = rand(*top[0].shape, seed=1)
+    backward(layer, bottom, top, [dy], [True, True])
+    want = np.zeros(xshape, np.float32)
+    want[expected] = dy
+    np.testing.assert_array_equal(bottom[0].diff, want)
+    assert (bottom[1].diff == 0).all()  # the reference only gives a shape
+
+
+@pytest.mark.parametrize(
+    ("params", "xshape", "rshape", "match"),
+    [
+        ("offset: 3", (1, 1, 5, 5), (1, 1, 3, 3), "out-of-bounds"),
+        ("axis: 1 offset: 1 offset: 1", (2, 3, 4, 4), (2, 2, 2, 2), "number of offset"),
+        ("axis: 4", (2, 3, 4, 4), (2, 3, 4, 4), "axis"),
+        ("", (2, 3, 4, 4), (2, 3, 5, 4), "out-of-bounds"),
+        ("", (2, 3, 4, 4), (2, 3), "fewer axes"),
+    ],
+)
+def test_crop_errors(params, xshape, rshape, match):
+    with pytest.raises(PyforgeError, match=match):
+        crop(params, np.zeros(xshape, np.float32), np.zeros(rshape, np.float32))
+
+
+# --- Tile -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("axis", "shape", "tiles"), [(1, (2, 3, 2), 3), (0, (2, 3), 2),
+                                                       (-1, (2, 2, 3), 4), (2, (1, 2, 1, 3), 2)])
+def test_tile_matches_numpy(axis, shape, tiles):
+    x = rand(*shape)
+    layer, bottom, top = run(f'type: "Tile" tile_param {{ axis: {axis} tiles: {tiles} }}', x)
+    ax = axis % len(shape)
+    # The whole block of axes from `axis` on is repeated (np.tile on that axis).
+    reps = [1] * len(shape)
+    reps[ax] = tiles
+    np.testing.assert_array_equal(top[0].data, np.tile(x, reps))
+    dy = rand(*top[0].shape, seed=1)
+    backward(layer, bottom, top, [dy])
+    split = dy.reshape(shape[:ax] + (tiles,) + shape[ax:])
+    np.testing.assert_allclose(bottom[0].diff, split.sum(axis=ax), rtol=1e-6, atol=1e-6)
+
+
+def test_tile_errors():
+    with pytest.raises(PyforgeError, match="tiles must be specified"):
+        run('type: "Tile"', rand(2, 3))
+    with pytest.raises(PyforgeError, match="positive"):
+        run('type: "Tile" tile_param { tiles: 0 }', rand(2, 3))

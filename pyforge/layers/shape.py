@@ -1,12 +1,12 @@
-"""Layers that move data without arithmetic on it (Split, Flatten, Reshape, Concat, Slice,
-Silence) and Eltwise."""
+"""Layers that move data without arithmetic on it: Split, Flatten, Reshape, Concat, Slice,
+Silence, Crop and Tile.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..blob import Blob
-from ..proto import caffe_pb2
 from .base import Layer, register_layer
 
 
@@ -254,74 +254,105 @@ class SilenceLayer(Layer):
                 b.diff[...] = 0
 
 
-E = caffe_pb2.EltwiseParameter
+@register_layer("Crop")
+class CropLayer(Layer):
+    """Caffe type ``Crop``: bottoms (data, reference) -> top shaped like the reference on the
+    axes from ``axis`` on (the data's own sizes before it).
 
+    Reads crop_param: axis (2), offset (none: 0 everywhere; one value: that offset on every
+    cropped axis; else one value per cropped axis). Only the data bottom gets a gradient
+    (zero outside the crop); the reference only lends its shape.
+    """
 
-@register_layer("Eltwise", "ELTWISE")
-class EltwiseLayer(Layer):
-    """Caffe type ``Eltwise``: elementwise PROD, SUM (with one ``coeff`` per bottom) or MAX of
-    two or more bottoms of one shape. MAX routes the gradient to the first maximal bottom."""
-
-    min_bottom_blobs = 2
+    exact_num_bottom_blobs = 2
     exact_num_top_blobs = 1
 
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
-        p = self.param.eltwise_param
-        if len(p.coeff) and p.operation != E.SUM:
-            raise self.error("coeff is only used by the SUM operation")
-        if len(p.coeff) and len(p.coeff) != len(bottom):
-            raise self.error(f"give one coeff per bottom: {len(p.coeff)} coeff(s) for "
-                             f"{len(bottom)} bottoms")
-        self.coeffs = [np.float32(c) for c in p.coeff] or [np.float32(1)] * len(bottom)
-        self.op = p.operation
-        self.stable_prod_grad = p.stable_prod_grad
+        p = self.param.crop_param
+        ndim = bottom[0].num_axes
+        self.start = self.canonical_axis(bottom[0], p.axis)
+        self.offset = [int(o) for o in p.offset]
+        if len(self.offset) > 1 and self.start + len(self.offset) != ndim:
+            raise self.error(
+                f"number of offset values specified must be equal to the number of dimensions "
+                f"following axis: axis {self.start} of a {ndim}-axis bottom needs "
+                f"{ndim - self.start} offsets, found {len(self.offset)}"
+            )
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        for i, b in enumerate(bottom[1:], start=1):
-            if b.shape != bottom[0].shape:
-                raise self.error(f"bottom {i} has shape {b.shape}, bottom 0 has "
-                                 f"{bottom[0].shape}; all must match")
-        top[0].reshape_like(bottom[0])
-        if self.op == E.MAX:
-            self.argmax = np.zeros(bottom[0].shape, dtype=np.int32)
+        data, ref = bottom
+        ndim = data.num_axes
+        if ref.num_axes < ndim:
+            raise self.error(
+                f"the reference bottom {ref.shape} has fewer axes than the data {data.shape}"
+            )
+        shape, slices = [], []
+        for i in range(ndim):
+            size, off = data.shape[i], 0
+            if i >= self.start:
+                size = ref.shape[i]
+                if len(self.offset) == 1:
+                    off = self.offset[0]
+                elif self.offset:
+                    off = self.offset[i - self.start]
+                if data.shape[i] - off < size:
+                    raise self.error(
+                        f"the crop for dimension {i} is out-of-bounds with size {size} and "
+                        f"offset {off} (the data has {data.shape[i]})"
+                    )
+            shape.append(size)
+            slices.append(slice(off, off + size))
+        self._slices = tuple(slices)
+        top[0].reshape(shape)
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        out = top[0].data
-        if self.op == E.PROD:
-            np.multiply(bottom[0].data, bottom[1].data, out=out)
-            for b in bottom[2:]:
-                out *= b.data
-        elif self.op == E.SUM:
-            np.multiply(bottom[0].data, self.coeffs[0], out=out)
-            for b, c in zip(bottom[1:], self.coeffs[1:]):
-                out += c * b.data if c != 1 else b.data
-        else:
-            # Caffe's quirk: bottom 0 wins over bottom 1 only when strictly greater (a tie or a
-            # NaN goes to bottom 1); from bottom 2 on, a later bottom must be strictly greater.
-            first = bottom[0].data > bottom[1].data
-            np.copyto(out, np.where(first, bottom[0].data, bottom[1].data))
-            self.argmax[...] = np.where(first, 0, 1)
-            for i, b in enumerate(bottom[2:], start=2):
-                better = b.data > out
-                out[better] = b.data[better]
-                self.argmax[better] = i
+        top[0].data[...] = bottom[0].data[self._slices]
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
-        dy = top[0].diff
-        for i, b in enumerate(bottom):
-            if not propagate_down[i]:
-                continue
-            if self.op == E.PROD:
-                if self.stable_prod_grad:
-                    prod = np.ones_like(dy)
-                    for j, other in enumerate(bottom):
-                        if j != i:
-                            prod *= other.data
-                else:
-                    with np.errstate(divide="ignore", invalid="ignore"):  # Caffe: inf/NaN
-                        prod = top[0].data / b.data
-                np.multiply(prod, dy, out=b.diff)
-            elif self.op == E.SUM:
-                np.multiply(dy, self.coeffs[i], out=b.diff)
-            else:
-                np.multiply(dy, self.argmax == i, out=b.diff)
+        if propagate_down[0]:
+            bottom[0].diff[...] = 0
+            bottom[0].diff[self._slices] = top[0].diff
+        if propagate_down[1]:
+            # Caffe writes nothing there; the output does not depend on the reference's values,
+            # so its gradient is zero.
+            bottom[1].diff[...] = 0
+
+
+@register_layer("Tile")
+class TileLayer(Layer):
+    """Caffe type ``Tile``: the block of axes from ``axis`` on is repeated ``tiles`` times;
+    top shape is the bottom's with ``shape[axis] * tiles``.
+
+    Reads tile_param: axis (1), tiles (required, > 0).
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.tile_param
+        self.axis = self.canonical_axis(bottom[0], p.axis)
+        if not p.HasField("tiles"):
+            raise self.error("number of tiles must be specified (tile_param.tiles)")
+        if p.tiles <= 0:
+            raise self.error(f"number of tiles must be positive, found {p.tiles}")
+        self.tiles = int(p.tiles)
+        shape = list(bottom[0].shape)
+        shape[self.axis] *= self.tiles
+        top[0].reshape(shape)
+        self.outer = bottom[0].count_range(0, self.axis)
+        self.inner = bottom[0].count_range(self.axis)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        top[0].data.reshape(self.outer, self.tiles, self.inner)[...] = (
+            bottom[0].data.reshape(self.outer, 1, self.inner))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
+        dx = bottom[0].diff.reshape(self.outer, self.inner)
+        # Caffe copies the first tile and adds the others one by one (same rounding order).
+        dx[...] = dy[:, 0]
+        for t in range(1, self.tiles):
+            dx += dy[:, t]
