@@ -129,7 +129,7 @@ def _write_checked(proto, out_path: Path, net, check: bool, dynamic_batch: bool,
     import onnx
 
     handle, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp",
-                                   dir=out_path.parent if str(out_path.parent) else ".")
+                                   dir=out_path.parent)
     os.close(handle)
     try:
         onnx.save_model(proto, tmp)

@@ -42,11 +42,12 @@ class Site:
 
     @property
     def type(self) -> str:
-        return self.layer.param.type
+        """The canonical type string (``ReLU`` for a layer written ``RELU``)."""
+        return self.layer.type_name
 
     def error(self, message: str) -> ExportError:
-        return ExportError(f"layer '{self.name}' of type '{self.type}' cannot be exported to "
-                           f"ONNX: {message}")
+        return ExportError(f"layer '{self.name}' of type '{self.layer.param.type}' cannot be "
+                           f"exported to ONNX: {message}")
 
 
 class GraphBuilder:
@@ -150,6 +151,7 @@ class GraphBuilder:
         """Refuse, under --dynamic-batch, a layer that works along the batch axis (its ONNX
         form would bake in the prototxt's batch size)."""
         if self.dynamic_batch and axis == 0:
-            raise ExportError(f"layer '{site.name}' of type '{site.type}' {what} along axis 0, "
+            raise ExportError(f"layer '{site.name}' of type '{site.layer.param.type}' {what} "
+                              "along axis 0, "
                               "the batch axis, so its ONNX form holds the batch size; export "
                               "without --dynamic-batch")

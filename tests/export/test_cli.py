@@ -228,3 +228,20 @@ def test_v1_net_is_upgraded_and_exported(tmp_path):
     feeds = random_inputs(net, 3)
     np.testing.assert_allclose(onnxruntime_forward(str(out), feeds, ["prob"])["prob"],
                                pyforge_forward(net, feeds)["prob"], rtol=1e-5, atol=1e-7)
+
+
+def test_v1_type_names_in_current_layers(tmp_path):
+    """Layer types may be written with their V1 names; the export goes by the layer class."""
+    model = tmp_path / "aliases.prototxt"
+    model.write_text("""
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 2 dim: 1 dim: 6 dim: 6 } } }
+layer { name: "conv" type: "CONVOLUTION" bottom: "data" top: "conv"
+  convolution_param { num_output: 2 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "squash" type: "SIGMOID" bottom: "conv" top: "squash" }
+""")
+    weights = tmp_path / "aliases.caffemodel"
+    seeded_net(model, weights)
+    out = tmp_path / "aliases.onnx"
+    assert main(["export", f"--model={model}", f"--weights={weights}", f"--output={out}"]) == 0
+    assert [n.op_type for n in onnx.load(str(out)).graph.node] == ["Conv", "Sigmoid"]
