@@ -6,6 +6,8 @@ the first parallel Numba kernel, so ``pyforge/__init__.py`` calls it on import.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from dataclasses import dataclass
 
@@ -40,6 +42,37 @@ def set_threads(count: int) -> None:
 
     numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(limits=count, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    # Importing SciPy's BLAS module loads the library Numba's np.dot calls, so the controller
+    # finds it.
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """BLAS on one thread for the duration (about 10 us to switch).
+
+    Kernels such as the convolution run ``np.dot`` (BLAS, through SciPy's OpenBLAS) once per
+    image inside ``prange``: Numba's threads share the images, and each GEMM must then run on
+    one thread, or two levels of threads fight for the same cores."""
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+def mpi_launch_size() -> int:
+    """The world size an MPI launcher announced in the environment (0 when none did):
+    MPICH/Hydra's, Open MPI's, PMIx's and Intel MPI's variables."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 0
 
 
 def apply_thread_defaults() -> None:

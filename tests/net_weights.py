@@ -2,8 +2,8 @@
 
 Caffe's fillers leave biases, Scale's gamma/beta and PReLU's slopes constant and BatchNorm's
 statistics at zero (which, through ``x / sqrt(0 + eps)``, blows a deep net up). ``seed_weights``
-perturbs every constant parameter and sets each BatchNorm's statistics from the batch it sees,
-stored with a non-trivial scale factor, so that activations keep about a unit scale through any
+perturbs every constant parameter and sets each BatchNorm's statistics to those of the batch it
+sees, stored with a non-trivial scale factor, so that activations keep a unit scale through any
 depth and every parameter, bias included, shapes the outputs.
 """
 
@@ -39,14 +39,10 @@ def seed_weights(net: Net, rng: np.random.Generator,
 
 
 def _calibrate(layer, bottom: np.ndarray, rng: np.random.Generator) -> None:
-    """The batch's per-channel mean and variance, the variance raised by the mean variance of
-    all channels: a channel that is almost constant on this batch is then not blown up to
-    unit scale (which would amplify float rounding ~1000x through a deep net, as no trained
-    net does). Caffe stores sums scaled by a factor s (blobs[2]); the layer divides by it."""
+    """Caffe stores sums scaled by a factor s (blobs[2]); the layer divides by it on use."""
     channels = bottom.reshape(bottom.shape[0], bottom.shape[1], -1).transpose(1, 0, 2)
     channels = channels.reshape(bottom.shape[1], -1)
-    variance = channels.var(axis=1)
     factor = np.float32(rng.uniform(0.5, 4.0))
     layer.blobs[0].data[...] = channels.mean(axis=1) * factor
-    layer.blobs[1].data[...] = (variance + variance.mean()) * factor
+    layer.blobs[1].data[...] = channels.var(axis=1) * factor
     layer.blobs[2].data[...] = factor

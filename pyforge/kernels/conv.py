@@ -13,52 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, pjit, prange
-
-
-@jit
-def im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    """``col`` (C*kh*kw, oh*ow) from image ``n`` of ``x`` (N, C, H, W); padding taps are 0."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    for c in range(channels):
-        for ki in range(kh):
-            for kj in range(kw):
-                r = (c * kh + ki) * kw + kj
-                for y in range(oh):
-                    iy = y * sh - ph + ki * dh
-                    base = y * ow
-                    if iy < 0 or iy >= height:
-                        for xo in range(ow):
-                            col[r, base + xo] = 0.0
-                        continue
-                    for xo in range(ow):
-                        ix = xo * sw - pw + kj * dw
-                        if ix >= 0 and ix < width:
-                            col[r, base + xo] = x[n, c, iy, ix]
-                        else:
-                            col[r, base + xo] = 0.0
-
-
-@jit
-def col2im_one(col, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
-    """Overwrite image ``n`` of ``dx`` with the sum of ``col``'s entries at each position."""
-    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
-    for c in range(channels):
-        for i in range(height):
-            for j in range(width):
-                dx[n, c, i, j] = 0.0
-        for ki in range(kh):
-            for kj in range(kw):
-                r = (c * kh + ki) * kw + kj
-                for y in range(oh):
-                    iy = y * sh - ph + ki * dh
-                    if iy < 0 or iy >= height:
-                        continue
-                    base = y * ow
-                    for xo in range(ow):
-                        ix = xo * sw - pw + kj * dw
-                        if ix >= 0 and ix < width:
-                            dx[n, c, iy, ix] += col[r, base + xo]
+from ._jit import pjit, prange
+from .im2col import col2im_one, im2col_one
 
 
 @pjit

@@ -1,17 +1,67 @@
-"""im2col / col2im over a whole minibatch, in Caffe's column order.
+"""im2col / col2im in Caffe's column order, for one image and for a whole minibatch.
 
 The column matrix has one row per (channel, kernel row, kernel column), in that order, which is
 the order of a Caffe convolution weight ``(num_output, C, kh, kw)`` flattened, so .caffemodel
-weights multiply it without any permutation. Its columns run over (image, output row, output
-column), so a convolution of the whole batch is one GEMM ``W @ col`` of shape
-``(num_output, N * OH * OW)``.
+weights multiply it without any permutation.
+
+- ``im2col_one`` / ``col2im_one``: one image, columns over (output row, output column); called
+  from inside the convolution's threads (:mod:`pyforge.kernels.conv`), serial themselves.
+- ``im2col_batch`` / ``col2im_batch``: the whole batch, columns over (image, output row, output
+  column), so that a product over the batch is one GEMM of shape ``(rows, N * OH * OW)``;
+  parallel over rows (channels). Deconvolution and the Im2col layer use these.
+- ``nc_to_cn`` / ``cn_to_nc_bias``: between (N, C, S) blobs and (C, N*S) GEMM operands.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._jit import pjit, prange
+from ._jit import jit, pjit, prange
+
+
+@jit
+def im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
+    """``col`` (C*kh*kw, oh*ow) from image ``n`` of ``x`` (N, C, H, W); padding taps are 0."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    for c in range(channels):
+        for ki in range(kh):
+            for kj in range(kw):
+                r = (c * kh + ki) * kw + kj
+                for y in range(oh):
+                    iy = y * sh - ph + ki * dh
+                    base = y * ow
+                    if iy < 0 or iy >= height:
+                        for xo in range(ow):
+                            col[r, base + xo] = 0.0
+                        continue
+                    for xo in range(ow):
+                        ix = xo * sw - pw + kj * dw
+                        if ix >= 0 and ix < width:
+                            col[r, base + xo] = x[n, c, iy, ix]
+                        else:
+                            col[r, base + xo] = 0.0
+
+
+@jit
+def col2im_one(col, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
+    """Overwrite image ``n`` of ``dx`` with the sum of ``col``'s entries at each position."""
+    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    for c in range(channels):
+        for i in range(height):
+            for j in range(width):
+                dx[n, c, i, j] = 0.0
+        for ki in range(kh):
+            for kj in range(kw):
+                r = (c * kh + ki) * kw + kj
+                for y in range(oh):
+                    iy = y * sh - ph + ki * dh
+                    if iy < 0 or iy >= height:
+                        continue
+                    base = y * ow
+                    for xo in range(ow):
+                        ix = xo * sw - pw + kj * dw
+                        if ix >= 0 and ix < width:
+                            dx[n, c, iy, ix] += col[r, base + xo]
 
 
 @pjit

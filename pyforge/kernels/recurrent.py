@@ -11,7 +11,7 @@ both round to float on return. Everything else is float arithmetic.
 
 A recurrence runs one small step per timestep, so each kernel comes in a parallel and a serial
 variant (the same row function): waking the thread pool costs more than a small step. Writes are
-disjoint per row, so both give the same bits. :func:`parallel_for` picks one by size.
+disjoint per row, so both give the same bits; the layer picks one by size.
 """
 
 from __future__ import annotations
@@ -19,13 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, pjit, prange
-
-#: Elements per step from which the parallel variants pay off.
-PARALLEL_MIN_ELEMENTS = 8192
-
-
-def parallel_for(elements: int) -> bool:
-    return elements >= PARALLEL_MIN_ELEMENTS
 
 
 @jit

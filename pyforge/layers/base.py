@@ -61,6 +61,7 @@ class Layer(abc.ABC):
         self.blobs: list[Blob] = []
         self.param_propagate_down: list[bool] = []
         self.loss_weights: list[float] = []
+        self._scratch: dict[str, np.ndarray] = {}
 
     # --- identity --------------------------------------------------------------------------
     @property
@@ -146,6 +147,15 @@ class Layer(abc.ABC):
         """Restore what :meth:`get_state` returned."""
 
     # --- helpers -----------------------------------------------------------------------------
+    def scratch(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 work array of ``shape`` kept between passes (reallocated only when the
+        shape changes); its contents are whatever the last user left."""
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape != shape:
+            buf = np.empty(shape, dtype=np.float32)
+            self._scratch[key] = buf
+        return buf
+
     def make_param(self, shape, filler: caffe_pb2.FillerParameter, what: str) -> Blob:
         """A new parameter blob of ``shape`` filled by ``filler`` from the net's generator."""
         blob = Blob(shape)

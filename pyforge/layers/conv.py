@@ -1,154 +1,201 @@
-"""Convolution: im2col over the whole minibatch and one BLAS GEMM per group."""
+"""The convolution family: Convolution, Deconvolution and Im2col.
+
+All three read their geometry (kernel, pad, stride, dilation) from ``convolution_param`` with
+the same checks (:func:`conv_geometry`); Convolution and Deconvolution share their parameters,
+group rules and bottom checks (:class:`BaseConvolutionLayer`) and differ in the direction of the
+product: Deconvolution's forward is a convolution's backward-data and its backward-data is a
+convolution's forward, on the same weight layout.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from ..blob import Blob
-from ..kernels.blas import single_threaded_blas
+from ..config import single_threaded_blas
 from ..kernels.conv import conv_backward, conv_forward
+from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
 
+_NO_BIAS = np.zeros(1, dtype=np.float32)
 
-def _spatial_values(layer: Layer, repeated, h_field: str, w_field: str, default: int,
-                    conv: caffe_pb2.ConvolutionParameter, what: str) -> tuple[int, int]:
-    """Caffe's repeated (1 or 2 values) or the _h/_w pair, never both.
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Kernel, pad, stride and dilation of a 2-D convolution, each an (h, w) pair."""
+
+    kernel: tuple[int, int]
+    pad: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+
+    def conv_output(self, height: int, width: int) -> tuple[int, int]:
+        """Caffe's convolution (and im2col) output size: floor division."""
+        h, w = ((size + 2 * p - (d * (k - 1) + 1)) // s + 1 for size, k, p, s, d in
+                zip((height, width), self.kernel, self.pad, self.stride, self.dilation))
+        return h, w
+
+    def deconv_output(self, height: int, width: int) -> tuple[int, int]:
+        """The input size of the convolution whose output is ``height`` x ``width``."""
+        h, w = (s * (size - 1) + d * (k - 1) + 1 - 2 * p for size, k, p, s, d in
+                zip((height, width), self.kernel, self.pad, self.stride, self.dilation))
+        return h, w
+
+    def kernel_args(self, out_h: int, out_w: int) -> tuple[int, ...]:
+        """(kh, kw, ph, pw, sh, sw, dh, dw, out_h, out_w), the im2col kernels' arguments;
+        ``out_*`` is the size of the convolution-output grid the columns run over."""
+        return (*self.kernel, *self.pad, *self.stride, *self.dilation, out_h, out_w)
+
+
+def _spatial_values(layer: Layer, conv: caffe_pb2.ConvolutionParameter, repeated: str,
+                    h_field: str, w_field: str, default: int) -> tuple[int, int]:
+    """Caffe's repeated field (1 or 2 values) or the _h/_w pair, never both.
 
     As in Caffe, setting only one of the pair leaves the other at its proto default (0 for
     pad; a 0 kernel or stride is then refused by the positivity checks)."""
-    has_hw = conv.HasField(h_field) or conv.HasField(w_field)
-    if has_hw:
-        if len(repeated):
-            raise layer.error(f"either {what} or {h_field}/{w_field} may be given, not both")
+    values = [int(v) for v in getattr(conv, repeated)]
+    if conv.HasField(h_field) or conv.HasField(w_field):
+        if values:
+            raise layer.error(f"either {repeated} or {h_field}/{w_field} may be given, not both")
         return int(getattr(conv, h_field)), int(getattr(conv, w_field))
-    values = list(repeated)
     if not values:
         return default, default
-    if len(values) == 1:
-        return int(values[0]), int(values[0])
-    if len(values) == 2:
-        return int(values[0]), int(values[1])
-    raise layer.error(f"{what} must have 1 or 2 values for a 2-D convolution, found {len(values)}")
+    if len(values) > 2:
+        raise layer.error(f"{repeated} must have 1 or 2 values for a 2-D convolution, found "
+                          f"{len(values)}")
+    return values[0], values[-1]
 
 
-def check_image_bottoms(layer: Layer, bottom: list[Blob], channels: int) -> tuple[int, ...]:
-    """All bottoms of a (de)convolution must be N x channels x H x W and share one shape."""
-    first = bottom[0].shape
-    for i, b in enumerate(bottom):
-        if b.num_axes != 4 or b.shape[1] != channels:
-            raise layer.error(f"bottom {i} has shape {b.shape}; expected (N, {channels}, H, W)")
-        if b.shape != first:
-            raise layer.error(f"all bottoms need the same shape: {first} vs {b.shape}")
-    return first
+def conv_geometry(layer: Layer, bottom: Blob) -> ConvGeometry:
+    """The geometry of ``layer``'s convolution_param, with Caffe's BaseConvolutionLayer and
+    Im2colLayer LayerSetUp checks for the 2-D (N, C, H, W) case with the channel axis 1,
+    which is what pyforge supports."""
+    conv = layer.param.convolution_param
+    if conv.axis not in (1, -3) or bottom.num_axes != 4:
+        raise layer.error(
+            f"supports 2-D (N, C, H, W) bottoms with axis 1; found a {bottom.num_axes}-axis "
+            f"bottom {bottom.shape} and axis {conv.axis}"
+        )
+    # force_nd_im2col: the N-D and 2-D im2col give identical results; 2-D is used.
+    geometry = ConvGeometry(
+        kernel=_spatial_values(layer, conv, "kernel_size", "kernel_h", "kernel_w", 0),
+        pad=_spatial_values(layer, conv, "pad", "pad_h", "pad_w", 0),
+        stride=_spatial_values(layer, conv, "stride", "stride_h", "stride_w", 1),
+        dilation=_dilation(layer, conv),
+    )
+    for name in ("kernel", "stride", "dilation"):
+        if min(getattr(geometry, name)) <= 0:
+            raise layer.error(f"{name} must be positive, found {getattr(geometry, name)}")
+    return geometry
 
 
-@register_layer("Convolution", "CONVOLUTION")
-class ConvolutionLayer(Layer):
-    """Caffe type ``Convolution``: bottoms (N, C, H, W) -> tops (N, num_output, OH, OW).
+def _dilation(layer: Layer, conv: caffe_pb2.ConvolutionParameter) -> tuple[int, int]:
+    # Caffe has no dilation_h/dilation_w fields: only the repeated dilation.
+    values = [int(d) for d in conv.dilation]
+    if len(values) > 2:
+        raise layer.error(f"dilation must have 1 or 2 values, found {len(values)}")
+    return (values[0], values[-1]) if values else (1, 1)
 
-    Params: weight (num_output, C/group, kh, kw), bias (num_output) when ``bias_term``.
-    Reads convolution_param: num_output, kernel_size|kernel_h/w, pad|pad_h/w, stride|stride_h/w,
-    dilation, group, bias_term, weight_filler, bias_filler, axis. Several bottoms give as many
-    tops, all convolved with the same weights.
+
+class BaseConvolutionLayer(Layer):
+    """What Convolution and Deconvolution share (Caffe's BaseConvolutionLayer): the geometry,
+    ``num_output`` and ``group`` with their checks, the weight and bias blobs, and several
+    bottoms of one shape, each giving its own top with the same weights.
+
+    Params: weight (num_output, C/group, kh, kw) for a convolution; a deconvolution swaps the
+    roles of input and output channels (Caffe's reverse_dimensions): (C, num_output/group, kh,
+    kw), the layout of a convolution from num_output to C channels, so the two layers are
+    transposes of each other on the same weights. Bias (num_output) when ``bias_term``.
+    Reads convolution_param: num_output, kernel_size | kernel_h/w, pad | pad_h/w, stride |
+    stride_h/w, dilation, group, bias_term, weight_filler, bias_filler, axis.
     """
 
     min_bottom_blobs = 1
     min_top_blobs = 1
     equal_num_bottom_top_blobs = True
+    #: Deconvolution: the weight is laid out as a convolution from num_output to C channels.
+    reverse_dimensions = False
 
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
         conv = self.param.convolution_param
-        if conv.axis not in (1, -3) or bottom[0].num_axes != 4:
-            raise self.error(
-                f"supports 2-D convolution of (N, C, H, W) bottoms with axis 1; found a "
-                f"{bottom[0].num_axes}-axis bottom {bottom[0].shape} and axis {conv.axis}"
-            )
-        if conv.force_nd_im2col:
-            pass  # the N-D and 2-D im2col give identical results; 2-D is used.
-        self.kernel = _spatial_values(self, conv.kernel_size, "kernel_h", "kernel_w", 0, conv,
-                                      "kernel_size")
-        if min(self.kernel) <= 0:
-            raise self.error(f"kernel size must be positive, found {self.kernel}")
-        self.pad = _spatial_values(self, conv.pad, "pad_h", "pad_w", 0, conv, "pad")
-        self.stride = _spatial_values(self, conv.stride, "stride_h", "stride_w", 1, conv,
-                                      "stride")
-        if min(self.stride) <= 0:
-            raise self.error(f"stride must be positive, found {self.stride}")
-        dil = list(conv.dilation)
-        if len(dil) > 2:
-            raise self.error(f"dilation must have 1 or 2 values, found {len(dil)}")
-        self.dilation = (dil[0], dil[-1]) if dil else (1, 1)
-        self.group = int(conv.group)
+        self.geometry = conv_geometry(self, bottom[0])
+        self.kernel = self.geometry.kernel
         self.num_output = int(conv.num_output)
-        channels = bottom[0].shape[1]
+        self.group = int(conv.group)
+        self.channels = bottom[0].shape[1]
         if self.num_output <= 0:
             raise self.error("num_output must be given and positive")
-        if self.group <= 0 or channels % self.group or self.num_output % self.group:
+        if self.group <= 0 or self.channels % self.group or self.num_output % self.group:
             raise self.error(
-                f"group {self.group} must divide both the input channels ({channels}) and "
+                f"group {self.group} must divide both the input channels ({self.channels}) and "
                 f"num_output ({self.num_output})"
             )
-        self.channels = channels
         self.bias_term = conv.bias_term
-        weight_shape = (self.num_output, channels // self.group, *self.kernel)
         if self.blobs:
-            return
+            return  # Caffe: "Skipping parameter initialization"
+        if self.reverse_dimensions:
+            weight_shape = (self.channels, self.num_output // self.group, *self.kernel)
+        else:
+            weight_shape = (self.num_output, self.channels // self.group, *self.kernel)
         self.blobs = [self.make_param(weight_shape, conv.weight_filler, "weight_filler")]
         if self.bias_term:
             self.blobs.append(self.make_param((self.num_output,), conv.bias_filler, "bias_filler"))
         self.param_propagate_down = [True] * len(self.blobs)
 
-    def output_shape(self, height: int, width: int) -> tuple[int, int]:
-        outs = []
-        for size, k, p, s, d in zip((height, width), self.kernel, self.pad, self.stride,
-                                    self.dilation):
-            extent = d * (k - 1) + 1
-            outs.append((size + 2 * p - extent) // s + 1)
-        return outs[0], outs[1]
+    def check_bottoms(self, bottom: list[Blob]) -> tuple[int, ...]:
+        """All bottoms must be N x channels x H x W and share one shape; returns it."""
+        first = bottom[0].shape
+        for i, b in enumerate(bottom):
+            if b.num_axes != 4 or b.shape[1] != self.channels:
+                raise self.error(f"bottom {i} has shape {b.shape}; expected (N, {self.channels}, "
+                                 "H, W)")
+            if b.shape != first:
+                raise self.error(f"all bottoms need the same shape: {first} vs {b.shape}")
+        return first
+
+
+@register_layer("Convolution", "CONVOLUTION")
+class ConvolutionLayer(BaseConvolutionLayer):
+    """Caffe type ``Convolution``: bottoms (N, C, H, W) -> tops (N, num_output, OH, OW) with
+    ``OH = (H + 2*pad - dilation*(kernel-1) - 1) // stride + 1`` (likewise OW).
+
+    Image by image in Numba threads, each with a cache-sized column buffer and one
+    single-threaded BLAS GEMM per group (see :mod:`pyforge.kernels.conv`).
+    """
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        n, _, h, w = check_image_bottoms(self, bottom, self.channels)
-        oh, ow = self.output_shape(h, w)
+        n, _, h, w = self.check_bottoms(bottom)
+        oh, ow = self.geometry.conv_output(h, w)
         if oh <= 0 or ow <= 0:
+            g = self.geometry
             raise self.error(
-                f"kernel {self.kernel} with pad {self.pad} and dilation {self.dilation} is "
-                f"larger than the input {h}x{w}"
+                f"kernel {g.kernel} with pad {g.pad} and dilation {g.dilation} is larger than "
+                f"the input {h}x{w}"
             )
         self.out_hw = (oh, ow)
         for t in top:
             t.reshape((n, self.num_output, oh, ow))
-        # Per-thread working buffers (see pyforge.kernels.conv); threads share the images.
+        # Per-thread column buffers (see pyforge.kernels.conv); threads share the images.
         threads = max(1, min(n, numba.get_num_threads()))
         rows = self.channels * self.kernel[0] * self.kernel[1]
-        self._cols = self._buffer("cols", (threads, rows, oh * ow))
-
-    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        buffers = self.__dict__.setdefault("_buffers", {})
-        buf = buffers.get(key)
-        if buf is None or buf.shape != shape:
-            buf = np.empty(shape, dtype=np.float32)
-            buffers[key] = buf
-        return buf
-
-    def _geometry(self):
-        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.kernel, self.pad, self.stride, self.dilation
-        oh, ow = self.out_hw
-        return kh, kw, ph, pw, sh, sw, dh, dw, oh, ow
+        self._cols = self.scratch("cols", (threads, rows, oh * ow))
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        geom = self._geometry()
+        args = self.geometry.kernel_args(*self.out_hw)
         g = self.group
         weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
-        bias = self.blobs[1].data if self.bias_term else np.zeros(1, np.float32)
+        bias = self.blobs[1].data if self.bias_term else _NO_BIAS
         with single_threaded_blas():
             for b, t in zip(bottom, top):
-                conv_forward(b.data, weight, bias, self.bias_term, *geom, self._cols,
+                conv_forward(b.data, weight, bias, self.bias_term, *args, self._cols,
                              t.data.reshape(t.shape[0], g, self.num_output // g, -1))
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
-        geom = self._geometry()
+        args = self.geometry.kernel_args(*self.out_hw)
         g = self.group
         weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
         threads = self._cols.shape[0]
@@ -156,16 +203,16 @@ class ConvolutionLayer(Layer):
         need_bias = bool(self.bias_term and self.param_propagate_down[1])
         # Weight-gradient partial sums are kept transposed, (G, K/G, M/G): see conv_backward.
         transposed = (g, weight.shape[2], weight.shape[1])
-        dw_parts = self._buffer("dw_parts", (threads, *transposed))
-        dw_tmp = self._buffer("dw_tmp", (threads, *transposed))
-        db_parts = self._buffer("db_parts", (threads, g, self.num_output // g))
-        dcols = self._buffer("dcols", self._cols.shape)
+        dw_parts = self.scratch("dw_parts", (threads, *transposed))
+        dw_tmp = self.scratch("dw_tmp", (threads, *transposed))
+        db_parts = self.scratch("db_parts", (threads, g, self.num_output // g))
+        dcols = self.scratch("dcols", self._cols.shape)
         for i, (b, t) in enumerate(zip(bottom, top)):
             if not (need_weight or need_bias or propagate_down[i]):
                 continue
             dy = t.diff.reshape(t.shape[0], g, self.num_output // g, -1)
             with single_threaded_blas():
-                conv_backward(b.data, weight, dy, *geom, need_weight, need_bias,
+                conv_backward(b.data, weight, dy, *args, need_weight, need_bias,
                               bool(propagate_down[i]), self._cols, dcols, dw_parts, dw_tmp,
                               db_parts, b.diff)
             # Per-thread sums, added in thread order: deterministic for a fixed thread count.
@@ -176,3 +223,122 @@ class ConvolutionLayer(Layer):
             if need_bias:
                 for part in db_parts:
                     self.blobs[1].diff += part.reshape(-1)
+
+
+@register_layer("Deconvolution", "DECONVOLUTION")
+class DeconvolutionLayer(BaseConvolutionLayer):
+    """Caffe type ``Deconvolution``: bottoms (N, C, H, W) -> tops (N, num_output, OH, OW) with
+    ``OH = stride * (H - 1) + dilation * (kernel - 1) + 1 - 2 * pad`` (likewise OW).
+
+    The columns run over the whole batch (:func:`im2col_batch`): forward is one GEMM with the
+    transposed weight per group, then col2im.
+    """
+
+    reverse_dimensions = True
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        n, _, h, w = self.check_bottoms(bottom)
+        oh, ow = self.geometry.deconv_output(h, w)
+        if oh <= 0 or ow <= 0:
+            g = self.geometry
+            raise self.error(
+                f"pad {g.pad} is too large: the output of a {h}x{w} input with kernel "
+                f"{g.kernel}, stride {g.stride} and dilation {g.dilation} would be {oh}x{ow}"
+            )
+        self.in_hw = (h, w)
+        for t in top:
+            t.reshape((n, self.num_output, oh, ow))
+        rows = self.num_output * self.kernel[0] * self.kernel[1]
+        self._col = self.scratch("col", (rows, n * h * w))
+        self._x_t = self.scratch("x_t", (self.channels, n * h * w))
+
+    def _grouped_weight(self, array: np.ndarray) -> np.ndarray:
+        g = self.group
+        return array.reshape(g, self.channels // g, -1)  # (g, C/g, num_output/g*kh*kw)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        # The columns run over the (convolution-output sized) input grid.
+        args = self.geometry.kernel_args(*self.in_hw)
+        weight = self._grouped_weight(self.blobs[0].data)
+        cg, rg = weight.shape[1], weight.shape[2]
+        col, x_t = self._col, self._x_t
+        for b, t in zip(bottom, top):
+            n = b.shape[0]
+            nc_to_cn(b.data.reshape(n, self.channels, -1), x_t)
+            for gi in range(self.group):
+                np.matmul(weight[gi].T, x_t[gi * cg : (gi + 1) * cg],
+                          out=col[gi * rg : (gi + 1) * rg])
+            col2im_batch(col, *args, t.data)
+            if self.bias_term:
+                t.data += self.blobs[1].data[None, :, None, None]
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        args = self.geometry.kernel_args(*self.in_hw)
+        weight = self._grouped_weight(self.blobs[0].data)
+        weight_diff = self._grouped_weight(self.blobs[0].diff)
+        cg, rg = weight.shape[1], weight.shape[2]
+        col, x_t = self._col, self._x_t
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            if self.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].diff += t.diff.sum(axis=(0, 2, 3), dtype=np.float32)
+            if not (self.param_propagate_down[0] or propagate_down[i]):
+                continue
+            n = b.shape[0]
+            # The columns of the top gradient, as a convolution's forward would build them.
+            im2col_batch(t.diff, *args, col)
+            if self.param_propagate_down[0]:
+                nc_to_cn(b.data.reshape(n, self.channels, -1), x_t)
+                for gi in range(self.group):
+                    weight_diff[gi] += np.matmul(x_t[gi * cg : (gi + 1) * cg],
+                                                 col[gi * rg : (gi + 1) * rg].T)
+            if propagate_down[i]:
+                for gi in range(self.group):
+                    np.matmul(weight[gi], col[gi * rg : (gi + 1) * rg],
+                              out=x_t[gi * cg : (gi + 1) * cg])
+                cn_to_nc_bias(x_t, _NO_BIAS, False, b.diff.reshape(n, self.channels, -1))
+
+
+@register_layer("Im2col", "IM2COL")
+class Im2colLayer(Layer):
+    """Caffe type ``Im2col``: bottom (N, C, H, W) -> top (N, C*kh*kw, OH, OW).
+
+    Top channel ``(c*kh + i)*kw + j`` holds input channel c seen through kernel tap (i, j), the
+    row order of Caffe's im2col; OH and OW are the convolution output sizes (floor division).
+    Reads convolution_param: kernel_size | kernel_h/w, pad | pad_h/w, stride | stride_h/w,
+    dilation, axis.
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        self.geometry = conv_geometry(self, bottom[0])
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if bottom[0].num_axes != 4:
+            raise self.error(f"input must have 4 axes (N, C, H, W), found {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        g = self.geometry
+        oh, ow = g.conv_output(h, w)
+        if oh <= 0 or ow <= 0:
+            raise self.error(
+                f"kernel {g.kernel} with pad {g.pad} and dilation {g.dilation} is larger than "
+                f"the input {h}x{w}"
+            )
+        self.out_hw = (oh, ow)
+        self.rows = c * g.kernel[0] * g.kernel[1]
+        top[0].reshape((n, self.rows, oh, ow))
+        self._col = self.scratch("col", (self.rows, n * oh * ow))
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        n = bottom[0].shape[0]
+        im2col_batch(bottom[0].data, *self.geometry.kernel_args(*self.out_hw), self._col)
+        # The batch column matrix is (rows, N*OH*OW); the top wants it per image.
+        cn_to_nc_bias(self._col, _NO_BIAS, False, top[0].data.reshape(n, self.rows, -1))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        nc_to_cn(top[0].diff.reshape(n, self.rows, -1), self._col)
+        col2im_batch(self._col, *self.geometry.kernel_args(*self.out_hw), bottom[0].diff)

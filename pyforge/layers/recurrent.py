@@ -29,32 +29,41 @@ from typing import ClassVar
 import numpy as np
 
 from ..blob import Blob
-from ..kernels import neuron as KA
+from ..kernels import neuron as KN
 from ..kernels import recurrent as KR
 from .base import Layer, register_layer
 
 F32 = np.float32
 
 
+#: Elements per step from which the parallel kernel variants pay off (waking the thread pool
+#: costs more than a small step).
+PARALLEL_MIN_ELEMENTS = 8192
+
+
+def _parallel_for(elements: int) -> bool:
+    return elements >= PARALLEL_MIN_ELEMENTS
+
+
 def _tanh(x: np.ndarray, y: np.ndarray) -> None:
     """``y = tanh(x)`` (float tanh, as Caffe's TanH layer), over contiguous arrays."""
     x, y = x.reshape(-1), y.reshape(-1)
-    (KA.tanh_forward if KR.parallel_for(x.size) else KR.tanh_forward_serial)(x, y)
+    (KN.tanh_forward if _parallel_for(x.size) else KR.tanh_forward_serial)(x, y)
 
 
 def _tanh_backward(y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
     y, dy, dx = y.reshape(-1), dy.reshape(-1), dx.reshape(-1)
-    (KA.tanh_backward if KR.parallel_for(y.size) else KR.tanh_backward_serial)(y, dy, dx)
+    (KN.tanh_backward if _parallel_for(y.size) else KR.tanh_backward_serial)(y, dy, dx)
 
 
 def _lstm_step(c_prev, x, cont, c, h) -> None:
-    step = (KR.lstm_unit_forward if KR.parallel_for(c_prev.size)
+    step = (KR.lstm_unit_forward if _parallel_for(c_prev.size)
             else KR.lstm_unit_forward_serial)
     step(c_prev, x, cont, c, h)
 
 
 def _lstm_step_backward(c_prev, x, cont, c, dc, dh, dc_prev, dx, want_c_prev, want_x) -> None:
-    step = (KR.lstm_unit_backward if KR.parallel_for(c_prev.size)
+    step = (KR.lstm_unit_backward if _parallel_for(c_prev.size)
             else KR.lstm_unit_backward_serial)
     step(c_prev, x, cont, c, dc, dh, dc_prev, dx, want_c_prev, want_x)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..blob import Blob, proto_shape, shapes_equal
+from ..blob import Blob
 from ..errors import NetError, WeightsError
 from ..layers import LAYERS
 from ..layers.base import Layer, NetContext
@@ -19,6 +19,21 @@ from ..proto.io import debug_string
 from ..registry import UnknownNameError
 from ..rng import make_rng
 from .graph import filter_net, insert_splits
+from .weights import copy_params
+
+
+@dataclass
+class _Wiring:
+    """What Net construction tracks while it appends layers."""
+
+    #: Blob name -> blob id, for every named blob so far.
+    blob_ids: dict[str, int] = field(default_factory=dict)
+    #: Names of the blobs no later layer has consumed yet (the net's outputs at the end).
+    available: set[str] = field(default_factory=set)
+    #: Shared parameter name -> the id of its owner in params_flat.
+    param_names: dict[str, int] = field(default_factory=dict)
+    #: Floats of top data so far (Caffe's "Memory required for data").
+    memory: int = 0
 
 
 @dataclass
@@ -48,16 +63,31 @@ class Net:
         #: sends its control flags in the same collective as the gradients).
         self.reserve_diff = reserve_diff
         self.logger = logger or get_logger()
-        log = self.logger.info
         self.source_file = source_file
         rng = rng if rng is not None else make_rng(None)
         self.phase = param.state.phase
         filtered = filter_net(param, self.logger)
-        log("Initializing net from parameters: \n%s", debug_string(filtered))
+        self.logger.info("Initializing net from parameters: \n%s", debug_string(filtered))
         built = insert_splits(filtered)
         self.name = built.name
         self.ctx = NetContext(phase=self.phase, rng=rng, logger=self.logger,
                               source_file=source_file)
+        self._init_tables()
+        wiring = _Wiring()
+        for layer_id, lp in enumerate(built.layer):
+            self._append_layer(layer_id, lp, wiring)
+        self._prune_backward(built.force_backward)
+        self.output_ids = [wiring.blob_ids[name] for name in sorted(wiring.available)]
+        for blob_id in self.output_ids:
+            self.logger.info("This network produces output %s", self.blob_names[blob_id])
+        self._share_weights()
+        self.debug_info = built.debug_info
+        self.param_proto = built
+        self.logger.info("Network initialization done.")
+
+    # --- construction helpers ----------------------------------------------------------------
+    def _init_tables(self) -> None:
+        """The per-layer, per-blob and per-param tables Caffe's Net keeps (same names)."""
         self.layers: list[Layer] = []
         self.layer_names: list[str] = []
         self.blob_list: list[Blob] = []
@@ -76,106 +106,116 @@ class Net:
         self.param_ids_of_layer: list[list[int]] = []
         self.learnable: list[LearnableParam] = []
         self.learnable_id_of_param: list[int] = []
-        name_to_blob: dict[str, int] = {}
-        param_name_index: dict[str, int] = {}
-        available: set[str] = set()
-        memory = 0
-        for layer_id, lp in enumerate(built.layer):
-            if not lp.HasField("phase"):
-                lp.phase = self.phase
-            if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
-                raise NetError(f"layer '{lp.name}': propagate_down must be given 0 or "
-                               f"{len(lp.bottom)} times (once per bottom), found "
-                               f"{len(lp.propagate_down)}")
-            log("Creating layer %s", lp.name)
-            try:
-                cls = LAYERS.get(lp.type, f"layer '{lp.name}'")
-            except UnknownNameError as exc:
-                raise NetError(str(exc)) from None
-            with _resource_errors(lp.name):
-                layer = cls(lp, self.ctx)
-            self.layers.append(layer)
-            self.layer_names.append(lp.name)
-            log("Creating Layer %s", lp.name)
-            need_backward = False
-            bottoms: list[int] = []
-            bottom_need: list[bool] = []
-            for j, name in enumerate(lp.bottom):
-                if name not in available:
-                    raise NetError(f"layer '{lp.name}': unknown bottom blob '{name}' (bottom "
-                                   f"index {j})")
-                blob_id = name_to_blob[name]
-                log("%s <- %s", lp.name, name)
-                bottoms.append(blob_id)
-                available.discard(name)
-                need = self.blob_need_backward[blob_id]
-                if len(lp.propagate_down):
-                    need = lp.propagate_down[j]
-                bottom_need.append(need)
-                need_backward |= self.blob_need_backward[blob_id]
-            tops: list[int] = []
-            for j, name in enumerate(lp.top):
-                if j < len(lp.bottom) and name == lp.bottom[j]:
-                    log("%s -> %s (in-place)", lp.name, name)
-                    tops.append(name_to_blob[name])
-                elif name in name_to_blob:
-                    raise NetError(f"layer '{lp.name}': top blob '{name}' is produced by "
-                                   "multiple sources (only in-place reuse, top i == bottom i, "
-                                   "is allowed)")
-                else:
-                    log("%s -> %s", lp.name, name)
-                    tops.append(self._new_blob(name))
-                    name_to_blob[name] = tops[-1]
-                if lp.type == "Input":
-                    self.input_ids.append(tops[-1])
-                available.add(name)
-            if cls.auto_top_blobs:
-                needed = max(cls.min_top_blobs, cls.exact_num_top_blobs)
-                for _ in range(len(lp.top), needed):
-                    tops.append(self._new_blob("(automatic)"))
-            self.bottom_ids.append(bottoms)
-            self.top_ids.append(tops)
-            self.bottom_need_backward.append(bottom_need)
-            bottom_blobs = [self.blob_list[i] for i in bottoms]
-            top_blobs = [self.blob_list[i] for i in tops]
-            with _resource_errors(lp.name):
-                layer.setup(bottom_blobs, top_blobs)
-            log("Setting up %s", lp.name)
-            for j, blob_id in enumerate(tops):
-                weight = layer.loss_weights[j]
-                self.loss_weight_by_blob[blob_id] = weight
-                log("Top shape: %s", self.blob_list[blob_id].shape_string())
-                if weight:
-                    log("    with loss weight %s", fmt(weight))
-                memory += self.blob_list[blob_id].count
-            log("Memory required for data: %d", memory * 4)
-            # The layer's own parameter (it may have added param specs or loss weights).
-            lp = layer.param
-            n_params = len(layer.blobs)
-            if len(lp.param) > n_params:
-                raise NetError(f"layer '{lp.name}': too many param specs ({len(lp.param)}) for "
-                               f"its {n_params} parameter blob(s)")
-            layer.param_propagate_down = [
-                (lp.param[i].lr_mult if i < len(lp.param) else 1.0) != 0 for i in range(n_params)
-            ]
-            need_backward |= any(layer.param_propagate_down)
-            self.param_ids_of_layer.append([])
-            for i in range(n_params):
-                self._append_param(layer_id, i, param_name_index)
-            self.layer_need_backward.append(need_backward)
-            if need_backward:
-                for blob_id in tops:
-                    self.blob_need_backward[blob_id] = True
-        self._prune_backward(built.force_backward)
-        self.output_ids = [name_to_blob[name] for name in sorted(available)]
-        for blob_id in self.output_ids:
-            log("This network produces output %s", self.blob_names[blob_id])
-        self._share_weights()
-        self.debug_info = built.debug_info
-        self.param_proto = built
-        log("Network initialization done.")
 
-    # --- construction helpers ----------------------------------------------------------------
+    def _append_layer(self, layer_id: int, lp: caffe_pb2.LayerParameter,
+                      wiring: _Wiring) -> None:
+        """Create layer ``layer_id``, wire its bottoms and tops, set it up and register its
+        parameters (Caffe's Net::Init loop body), logging what Caffe logs."""
+        log = self.logger.info
+        if not lp.HasField("phase"):
+            lp.phase = self.phase
+        if len(lp.propagate_down) and len(lp.propagate_down) != len(lp.bottom):
+            raise NetError(f"layer '{lp.name}': propagate_down must be given 0 or "
+                           f"{len(lp.bottom)} times (once per bottom), found "
+                           f"{len(lp.propagate_down)}")
+        log("Creating layer %s", lp.name)
+        try:
+            cls = LAYERS.get(lp.type, f"layer '{lp.name}'")
+        except UnknownNameError as exc:
+            raise NetError(str(exc)) from None
+        with _resource_errors(lp.name):
+            layer = cls(lp, self.ctx)
+        self.layers.append(layer)
+        self.layer_names.append(lp.name)
+        log("Creating Layer %s", lp.name)
+        bottoms, bottom_need, need_backward = self._wire_bottoms(lp, wiring)
+        tops = self._wire_tops(lp, cls, wiring)
+        self.bottom_ids.append(bottoms)
+        self.top_ids.append(tops)
+        self.bottom_need_backward.append(bottom_need)
+        with _resource_errors(lp.name):
+            layer.setup([self.blob_list[i] for i in bottoms], [self.blob_list[i] for i in tops])
+        log("Setting up %s", lp.name)
+        for j, blob_id in enumerate(tops):
+            weight = layer.loss_weights[j]
+            self.loss_weight_by_blob[blob_id] = weight
+            log("Top shape: %s", self.blob_list[blob_id].shape_string())
+            if weight:
+                log("    with loss weight %s", fmt(weight))
+            wiring.memory += self.blob_list[blob_id].count
+        log("Memory required for data: %d", wiring.memory * 4)
+        need_backward |= self._register_params(layer_id, wiring)
+        self.layer_need_backward.append(need_backward)
+        if need_backward:
+            for blob_id in tops:
+                self.blob_need_backward[blob_id] = True
+
+    def _wire_bottoms(self, lp: caffe_pb2.LayerParameter,
+                      wiring: _Wiring) -> tuple[list[int], list[bool], bool]:
+        """Blob ids of the layer's bottoms, whether each needs backward, and whether any
+        bottom blob needs backward at all (Caffe's AppendBottom)."""
+        bottoms: list[int] = []
+        bottom_need: list[bool] = []
+        need_backward = False
+        for j, name in enumerate(lp.bottom):
+            if name not in wiring.available:
+                raise NetError(f"layer '{lp.name}': unknown bottom blob '{name}' (bottom "
+                               f"index {j})")
+            blob_id = wiring.blob_ids[name]
+            self.logger.info("%s <- %s", lp.name, name)
+            bottoms.append(blob_id)
+            wiring.available.discard(name)
+            need = self.blob_need_backward[blob_id]
+            if len(lp.propagate_down):
+                need = lp.propagate_down[j]
+            bottom_need.append(need)
+            need_backward |= self.blob_need_backward[blob_id]
+        return bottoms, bottom_need, need_backward
+
+    def _wire_tops(self, lp: caffe_pb2.LayerParameter, cls: type[Layer],
+                   wiring: _Wiring) -> list[int]:
+        """Blob ids of the layer's tops, new blobs except in place (Caffe's AppendTop); loss
+        layers get their automatic tops."""
+        tops: list[int] = []
+        for j, name in enumerate(lp.top):
+            if j < len(lp.bottom) and name == lp.bottom[j]:
+                self.logger.info("%s -> %s (in-place)", lp.name, name)
+                tops.append(wiring.blob_ids[name])
+            elif name in wiring.blob_ids:
+                raise NetError(f"layer '{lp.name}': top blob '{name}' is produced by "
+                               "multiple sources (only in-place reuse, top i == bottom i, "
+                               "is allowed)")
+            else:
+                self.logger.info("%s -> %s", lp.name, name)
+                tops.append(self._new_blob(name))
+                wiring.blob_ids[name] = tops[-1]
+            if lp.type == "Input":
+                self.input_ids.append(tops[-1])
+            wiring.available.add(name)
+        if cls.auto_top_blobs:
+            needed = max(cls.min_top_blobs, cls.exact_num_top_blobs)
+            for _ in range(len(lp.top), needed):
+                tops.append(self._new_blob("(automatic)"))
+        return tops
+
+    def _register_params(self, layer_id: int, wiring: _Wiring) -> bool:
+        """Set which parameters get gradients (lr_mult != 0) and append each to the net's
+        parameter tables; returns whether any parameter needs backward."""
+        layer = self.layers[layer_id]
+        # The layer's own parameter (it may have added param specs or loss weights).
+        lp = layer.param
+        n_params = len(layer.blobs)
+        if len(lp.param) > n_params:
+            raise NetError(f"layer '{lp.name}': too many param specs ({len(lp.param)}) for "
+                           f"its {n_params} parameter blob(s)")
+        layer.param_propagate_down = [
+            (lp.param[i].lr_mult if i < len(lp.param) else 1.0) != 0 for i in range(n_params)
+        ]
+        self.param_ids_of_layer.append([])
+        for i in range(n_params):
+            self._append_param(layer_id, i, wiring.param_names)
+        return any(layer.param_propagate_down)
+
     def _new_blob(self, name: str) -> int:
         self.blob_list.append(Blob())
         self.blob_names.append(name)
@@ -446,59 +486,9 @@ class Net:
         self.copy_params_from(blobs, filename, missing_shared_ok=False)
 
     def copy_params_from(self, source, filename: str, missing_shared_ok: bool = False) -> None:
-        """Copy ``[(layer name, {param index: BlobProto or ndarray})]`` into layers by name.
-
-        Every mismatch is reported at once, with both shapes. Layers the net does not have are
-        ignored (and logged), as in Caffe. With ``missing_shared_ok`` (Caffe's HDF5 weights) a
-        parameter may be absent when the net shares it from another layer."""
-        problems = []
-        plan = []
-        for name, blobs in source:
-            layer_id = next((i for i, n in enumerate(self.layer_names) if n == name), None)
-            if layer_id is None:
-                self.logger.info("Ignoring source layer %s", name)
-                continue
-            layer = self.layers[layer_id]
-            targets = layer.blobs
-            if len(blobs) > len(targets) or (not missing_shared_ok and len(blobs) != len(targets)):
-                problems.append(f"layer '{name}' has {len(blobs)} parameter blob(s) in the file "
-                                f"but {len(targets)} in the net")
-                continue
-            for j, blob in enumerate(targets):
-                if j not in blobs:
-                    if self.param_owner[self.param_ids_of_layer[layer_id][j]] != -1:
-                        continue  # shared from its owner: not stored, and not needed
-                    problems.append(f"layer '{name}' lacks parameter blob {j} in the file")
-                    continue
-                value = blobs[j]
-                if isinstance(value, np.ndarray):
-                    ok = value.shape == blob.shape
-                    shape = " ".join(str(d) for d in value.shape)
-                else:
-                    ok = shapes_equal(value, blob.shape)
-                    shape = " ".join(str(d) for d in proto_shape(value))
-                    counts = _value_counts(value)
-                    if ok and (counts[0] != blob.count or counts[1] not in (0, blob.count)):
-                        problems.append(
-                            f"param {j} of layer '{name}' holds {counts[0]} data and "
-                            f"{counts[1]} diff values for its shape {shape} ({blob.count})")
-                        continue
-                if not ok:
-                    problems.append(
-                        f"cannot copy param {j} weights from layer '{name}': shape mismatch, "
-                        f"source param shape is {shape}, target param shape is "
-                        f"{blob.shape_string().rsplit(' (', 1)[0]}")
-                    continue
-                plan.append((blob, value))
-        if problems:
-            hint = ("; to learn a layer from scratch rather than copying it from a saved net, "
-                    "rename the layer")
-            raise WeightsError(f"{filename}: " + "; ".join(problems) + hint)
-        for blob, value in plan:
-            if isinstance(value, np.ndarray):
-                blob.data[...] = value
-            else:
-                blob.from_proto(value, reshape=False)
+        """Copy ``[(layer name, {param index: BlobProto or ndarray})]`` into layers by name
+        (see :func:`pyforge.net.weights.copy_params`)."""
+        copy_params(self, source, filename, missing_shared_ok)
 
     def fingerprint(self) -> list:
         """What a snapshot must match to resume into this net: each layer with parameters, its
@@ -557,13 +547,6 @@ def _resource_errors(layer_name: str):
         if "too big" in text or "negative dimensions" in text or "maximum supported" in text:
             raise NetError(f"layer '{layer_name}': impossible blob shape ({text})") from None
         raise
-
-
-def _value_counts(proto: caffe_pb2.BlobProto) -> tuple[int, int]:
-    """How many data and diff values a BlobProto holds (float or double fields)."""
-    data = len(proto.data) or len(proto.double_data)
-    diff = len(proto.diff) or len(proto.double_diff)
-    return data, diff
 
 
 def _mean_abs(array: np.ndarray) -> np.float32:

@@ -8,17 +8,16 @@ an error instead of hanging, and rank 0 names the ranks that went silent (see th
 
 from __future__ import annotations
 
-import os
 import pickle
 import threading
 import time
 
 import numpy as np
 
+from ..config import mpi_launch_size
 from ..errors import PyforgeError
 
 #: Environment variables set by MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's PMI).
-_LAUNCH_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
 HEARTBEAT_TAG = 77
 
 
@@ -185,11 +184,7 @@ class MPICommunicator(Communicator):
 
 def launched_by_mpi() -> int:
     """The world size an MPI launcher announced in the environment (0 when none did)."""
-    for name in _LAUNCH_VARIABLES:
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 0
+    return mpi_launch_size()
 
 
 def get_communicator(timeout: float | None = None) -> Communicator:

@@ -213,7 +213,7 @@ def test_diagnose_command(tmp_path, capsys):
 
 
 def test_means_ignore_missing_values():
-    from pyforge.insight.diagnose import _mean
+    from pyforge.insight.findings import _mean
 
     assert _mean([1.0, math.nan, 3.0]) == 2.0
     assert math.isnan(_mean([]))

@@ -10,7 +10,7 @@ import pytest
 
 from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
-from pyforge.io.db import LMDBWriter
+from pyforge.io.db_lmdb import LMDBWriter
 from pyforge.layers import LAYERS, NetContext
 from pyforge.log import get_logger
 from pyforge.proto import caffe_pb2, parse_text_proto, write_binary_proto

@@ -11,16 +11,10 @@ import plyvel
 import pytest
 
 from pyforge.errors import DataError, PyforgeError
-from pyforge.io.db import (
-    LEVELDB,
-    LMDB,
-    LevelDBReader,
-    LevelDBWriter,
-    LMDBWriter,
-    open_reader,
-    open_writer,
-)
-from pyforge.kernels.transform import snappy_decompress
+from pyforge.io.db import LEVELDB, LMDB, open_reader, open_writer
+from pyforge.io.db_leveldb import LevelDBReader, LevelDBWriter
+from pyforge.io.db_lmdb import LMDBWriter
+from pyforge.kernels.snappy import snappy_decompress
 from pyforge.proto import caffe_pb2
 from tests.io.util import make_layer, run
 from tests.logcapture import capture_log

@@ -385,7 +385,8 @@ def test_deconvolution_backward_data_is_convolution_forward(conv_params, x_shape
     dec.param_propagate_down = [False]
     dec.backward(dtop, [True], dbottom)
     expected = naive.conv_forward(z, conv.blobs[0].data, None,
-                                  pad=conv.pad, stride=conv.stride, dilation=conv.dilation,
+                                  pad=conv.geometry.pad, stride=conv.geometry.stride,
+                                  dilation=conv.geometry.dilation,
                                   group=conv.group)
     np.testing.assert_allclose(dbottom[0].diff, expected, rtol=1e-4, atol=1e-4)
 
@@ -523,3 +524,19 @@ def test_fcn_style_net_runs_forward_and_backward():
     assert np.abs(conv_w.diff).sum() > 0
     assert (deconv_w.diff == 0).all()  # lr_mult 0: no gradient accumulated
     assert np.abs(net.blobs["score"].diff).sum() > 0  # through Crop and Deconvolution
+
+
+@pytest.mark.parametrize("type_name", ["Convolution", "Deconvolution", "Im2col"])
+@pytest.mark.parametrize(("params", "match"), [
+    ("kernel_size: 3 dilation: 0", r"dilation must be positive, found \(0, 0\)"),
+    ("kernel_size: 3 dilation: 1 dilation: 0", r"dilation must be positive, found \(1, 0\)"),
+    ("kernel_size: 3 stride: 0", r"stride must be positive, found \(0, 0\)"),
+    ("kernel_h: 3", r"kernel must be positive, found \(3, 0\)"),
+    ("kernel_size: 3 kernel_h: 3 kernel_w: 3", "either kernel_size or kernel_h/kernel_w"),
+    ("kernel_size: 3 pad: 1 pad: 1 pad: 1", "pad must have 1 or 2 values"),
+])
+def test_the_family_checks_its_geometry_alike(type_name, params, match):
+    """Convolution, Deconvolution and Im2col read convolution_param with one set of checks."""
+    layer = build_layer(f'type: "{type_name}" convolution_param {{ num_output: 2 {params} }}')
+    with pytest.raises(PyforgeError, match=match):
+        layer.setup([blob_from(np.zeros((1, 2, 5, 5)))], [Blob()])

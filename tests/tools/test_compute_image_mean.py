@@ -9,7 +9,8 @@ from PIL import Image
 
 from pyforge.cli import main
 from pyforge.errors import DataError
-from pyforge.io.db import LMDBWriter, open_writer
+from pyforge.io.db import open_writer
+from pyforge.io.db_lmdb import LMDBWriter
 from pyforge.proto import caffe_pb2, read_binary_proto
 from pyforge.tools import compute_image_mean, convert_imageset
 from tests.io.util import bgr_planar, make_layer, random_images, run

@@ -10,10 +10,11 @@ from ..registry import converts
 
 
 def _conv_attributes(layer) -> dict:
-    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = (layer.kernel, layer.pad, layer.stride,
-                                              layer.dilation)
-    return {"kernel_shape": [kh, kw], "pads": [ph, pw, ph, pw], "strides": [sh, sw],
-            "dilations": [dh, dw], "group": layer.group}
+    geometry = layer.geometry
+    (kh, kw), (ph, pw) = geometry.kernel, geometry.pad
+    return {"kernel_shape": [kh, kw], "pads": [ph, pw, ph, pw],
+            "strides": list(geometry.stride), "dilations": list(geometry.dilation),
+            "group": layer.group}
 
 
 @converts("Convolution", "Deconvolution")

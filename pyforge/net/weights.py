@@ -1,0 +1,72 @@
+"""Copying saved parameters into a built net by layer name (Caffe's CopyTrainedLayersFrom)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..blob import proto_shape, shapes_equal
+from ..errors import WeightsError
+from ..proto import caffe_pb2
+
+
+def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> None:
+    """Copy ``[(layer name, {param index: BlobProto or ndarray})]`` into ``net``'s layers by name.
+
+    Every mismatch is reported at once, with both shapes. Layers the net does not have are
+    ignored (and logged), as in Caffe. With ``missing_shared_ok`` (Caffe's HDF5 weights) a
+    parameter may be absent when the net shares it from another layer."""
+    problems = []
+    plan = []
+    for name, blobs in source:
+        layer_id = next((i for i, n in enumerate(net.layer_names) if n == name), None)
+        if layer_id is None:
+            net.logger.info("Ignoring source layer %s", name)
+            continue
+        layer = net.layers[layer_id]
+        targets = layer.blobs
+        if len(blobs) > len(targets) or (not missing_shared_ok and len(blobs) != len(targets)):
+            problems.append(f"layer '{name}' has {len(blobs)} parameter blob(s) in the file "
+                            f"but {len(targets)} in the net")
+            continue
+        for j, blob in enumerate(targets):
+            if j not in blobs:
+                if net.param_owner[net.param_ids_of_layer[layer_id][j]] != -1:
+                    continue  # shared from its owner: not stored, and not needed
+                problems.append(f"layer '{name}' lacks parameter blob {j} in the file")
+                continue
+            value = blobs[j]
+            if isinstance(value, np.ndarray):
+                ok = value.shape == blob.shape
+                shape = " ".join(str(d) for d in value.shape)
+            else:
+                ok = shapes_equal(value, blob.shape)
+                shape = " ".join(str(d) for d in proto_shape(value))
+                counts = _value_counts(value)
+                if ok and (counts[0] != blob.count or counts[1] not in (0, blob.count)):
+                    problems.append(
+                        f"param {j} of layer '{name}' holds {counts[0]} data and "
+                        f"{counts[1]} diff values for its shape {shape} ({blob.count})")
+                    continue
+            if not ok:
+                problems.append(
+                    f"cannot copy param {j} weights from layer '{name}': shape mismatch, "
+                    f"source param shape is {shape}, target param shape is "
+                    f"{blob.shape_string().rsplit(' (', 1)[0]}")
+                continue
+            plan.append((blob, value))
+    if problems:
+        hint = ("; to learn a layer from scratch rather than copying it from a saved net, "
+                "rename the layer")
+        raise WeightsError(f"{filename}: " + "; ".join(problems) + hint)
+    for blob, value in plan:
+        if isinstance(value, np.ndarray):
+            blob.data[...] = value
+        else:
+            blob.from_proto(value, reshape=False)
+
+
+def _value_counts(proto: caffe_pb2.BlobProto) -> tuple[int, int]:
+    """How many data and diff values a BlobProto holds (float or double fields)."""
+    data = len(proto.data) or len(proto.double_data)
+    diff = len(proto.diff) or len(proto.double_diff)
+    return data, diff
