@@ -119,6 +119,42 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = No
     return out
 
 
+def conv_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray,
+                  pad: tuple[int, int] = (0, 0), stride: tuple[int, int] = (1, 1),
+                  dilation: tuple[int, int] = (1, 1), group: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv_forward` for the top gradient ``dy`` (N, M, OH, OW): (weight
+    gradient (M, C/group, kh, kw), bias gradient (M,), data gradient (N, C, H, W)), each tap's
+    product added where the forward multiplied it."""
+    n_img, channels, height, width = x.shape
+    num_out, c_per_group, kh, kw = weight.shape
+    m_per_group = num_out // group
+    (ph, pw), (sh, sw), (dh, dw) = pad, stride, dilation
+    _, _, oh, ow = dy.shape
+    d_weight = np.zeros(weight.shape, dtype=np.float64)
+    d_bias = np.zeros(num_out, dtype=np.float64)
+    d_x = np.zeros(x.shape, dtype=np.float64)
+    for n in range(n_img):
+        for m in range(num_out):
+            g = m // m_per_group
+            for y in range(oh):
+                for xo in range(ow):
+                    grad = float(dy[n, m, y, xo])
+                    d_bias[m] += grad
+                    for cg in range(c_per_group):
+                        c = g * c_per_group + cg
+                        for ki in range(kh):
+                            iy = y * sh - ph + ki * dh
+                            if not 0 <= iy < height:
+                                continue
+                            for kj in range(kw):
+                                ix = xo * sw - pw + kj * dw
+                                if 0 <= ix < width:
+                                    d_weight[m, cg, ki, kj] += grad * float(x[n, c, iy, ix])
+                                    d_x[n, c, iy, ix] += grad * float(weight[m, cg, ki, kj])
+    return d_weight, d_bias, d_x
+
+
 # --- pooling --------------------------------------------------------------------------------------
 def pooled_size(size: int, k: int, stride: int, pad: int, round_mode: str = "CEIL") -> int:
     """Caffe's pooled size: ceil (or floor) of a float ratio, plus one; then, with padding,
