@@ -124,7 +124,7 @@ def test_conv_forward(case):
     magnitude = naive.conv_forward(np.abs(x), np.abs(weight), None if b is None else np.abs(b),
                                    **_geometry(case))
     terms = case.c // case.group * case.kernel[0] * case.kernel[1]
-    assert_close(out, expected, magnitude, ulps=terms + 2)
+    assert_close(out, expected, magnitude, roundings=terms + 2)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -138,9 +138,9 @@ def test_conv_backward(case):
     # Weight and bias gradients: per image a sum over OH*OW, then over the thread's images, then
     # over the threads; data gradient: a GEMM over M/group, then up to kh*kw taps per pixel.
     sums = case.n * oh * ow + case.n + case.threads
-    assert_close(d_weight, exp_w, mag_w, ulps=sums)
-    assert_close(d_bias, exp_b, mag_b, ulps=sums)
-    assert_close(dx, exp_x, mag_x, ulps=case.m // case.group + case.kernel[0] * case.kernel[1])
+    assert_close(d_weight, exp_w, mag_w, roundings=sums)
+    assert_close(d_bias, exp_b, mag_b, roundings=sums)
+    assert_close(dx, exp_x, mag_x, roundings=case.m // case.group + case.kernel[0] * case.kernel[1])
 
 
 @pytest.mark.parametrize("case", [CASES[3], CASES[5]])

@@ -76,7 +76,7 @@ def test_col2im_matches_reference_and_overwrites(g):
     magnitude = naive.col2im_batch(np.abs(col.astype(np.float64)), shape, kh, kw, ph, pw, sh, sw,
                                    dh, dw)
     # Each pixel sums at most kh*kw column entries in float32.
-    assert_close(dx, expected, magnitude, ulps=kh * kw)
+    assert_close(dx, expected, magnitude, roundings=kh * kw)
 
 
 @pytest.mark.parametrize("g", GEOMETRIES[:6])
@@ -136,7 +136,7 @@ def test_col2im_one_matches_reference_and_leaves_other_images(g):
     magnitude = naive.col2im(np.abs(col.astype(np.float64)), shape[1:], kh, kw, ph, pw, sh, sw,
                              dh, dw)
     # Each pixel sums at most kh*kw column entries in float32.
-    assert_close(dx[n_last], expected, magnitude, ulps=kh * kw)
+    assert_close(dx[n_last], expected, magnitude, roundings=kh * kw)
     assert (dx[:n_last] == 1e6).all()
 
 
