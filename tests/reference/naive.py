@@ -1,8 +1,10 @@
 """Plain-NumPy, loop-based reference implementations of Caffe's layer arithmetic.
 
 Written straight from Caffe's C++ loops (im2col.cpp, conv_layer.cpp, pooling_layer.cpp,
-softmax_loss_layer.cpp, accuracy_layer.cpp), deliberately slow and obvious, so that the fast
-pyforge kernels can be compared with them. Everything computes in float64 unless said otherwise.
+embed_layer.cpp, softmax_loss_layer.cpp, accuracy_layer.cpp), deliberately slow and obvious, so
+that the fast pyforge kernels can be compared with them: convolution forward and backward,
+im2col/col2im, pooling, row scatter-add, softmax, its loss and accuracy. Everything computes in
+float64 unless said otherwise.
 """
 
 from __future__ import annotations
@@ -262,6 +264,16 @@ def ave_pool_backward(top_diff: np.ndarray, bottom_shape, kh: int, kw: int, sh: 
                     for i in range(h0, h1):
                         for j in range(w0, w1):
                             out[n, c, i, j] += g
+    return out
+
+
+# --- gather / scatter -----------------------------------------------------------------------------
+def scatter_add_rows(src: np.ndarray, index: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``dst[index[i]] += src[i]`` row after row, in source order, in ``dst``'s precision (the
+    order Caffe's CPU loops add in, so float32 sums round as in Caffe); returns a new array."""
+    out = np.array(dst, copy=True)
+    for i in range(src.shape[0]):
+        out[index[i]] += src[i]
     return out
 
 
