@@ -6,7 +6,6 @@ lines.
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import sys
@@ -19,6 +18,7 @@ from .errors import PyforgeError
 from .log import fmt, get_logger
 from .net.net import Net
 from .parallel.comm import get_communicator
+from .parallel.strategy import training_strategy
 from .proto import caffe_pb2, read_net_param, read_solver_param
 from .rng import make_rng
 from .signals import SignalActions
@@ -63,23 +63,21 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
         param.weights.append(weights)
     if overrides is not None:
         overrides(param)
-    comm = get_communicator()
-    if comm.rank > 0:
-        # Rank 0 speaks for the job; the other ranks only report errors.
-        log.setLevel(logging.ERROR)
+    parallel = training_strategy(get_communicator())
+    # Under mpiexec rank 0 speaks for the job; the other ranks only report errors.
+    parallel.quiet_followers(log)
     try:
         solver_obj = create_solver(param, solver_file=solver, logger=log, action=actions,
-                                   comm=comm)
+                                   parallel=parallel)
     except PyforgeError as exc:
-        if comm.size > 1:
-            _abort_job(comm, log, exc)
-        comm.close()
+        parallel.abort_job(log, exc)
+        parallel.close()
         raise
     except BaseException:
-        comm.close()
+        parallel.close()
         raise
     solver_obj.stop_on_nonfinite = not allow_nonfinite
-    solver_obj.show_eta = sys.stderr.isatty() and comm.rank == 0
+    solver_obj.show_eta = sys.stderr.isatty() and parallel.is_leader
     actions.install()
     try:
         if snapshot:
@@ -89,25 +87,14 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
         solver_obj.solve()
         log.info("Optimization Done.")
     except PyforgeError as exc:
-        if comm.size > 1:
-            actions.uninstall()
-            _abort_job(comm, log, exc)
+        # Signals off first: under mpiexec the abort ends this process.
+        actions.uninstall()
+        parallel.abort_job(log, exc)
         raise
     finally:
         actions.uninstall()
         solver_obj.close()
-        comm.close()
-
-
-def _abort_job(comm, log: logging.Logger, exc: PyforgeError) -> None:
-    """An error on one rank ends every rank at once: the others may be blocked in a collective.
-    MPI_Abort ends this process too, so the error is logged first."""
-    log.setLevel(logging.INFO)
-    log.error("rank %d: %s", comm.rank, exc)
-    # Give the launcher time to forward the message before the abort tears the job down.
-    sys.stderr.flush()
-    time.sleep(1.0)
-    comm.abort(exc.exit_code)
+        parallel.close()
 
 
 def _load_net(model: str, phase: int, level: int, stage: str, seed: int | None = None) -> Net:

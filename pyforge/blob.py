@@ -151,6 +151,18 @@ class Blob:
             self.diff[...] = diff.reshape(self.shape)
 
 
+def mean_abs(array: np.ndarray, dtype: type[np.floating] = np.float64) -> np.floating:
+    """The mean of ``|array|``, summed in float64 and returned as ``dtype`` (0 when empty).
+
+    Caffe's debug_info prints ``asum_data() / count()`` in the blob's type, so the net asks
+    for np.float32 to print Caffe's numbers exactly; the solver's divergence report keeps
+    float64."""
+    if array.size == 0:
+        return dtype(0)
+    with np.errstate(over="ignore"):
+        return dtype(np.abs(array).sum(dtype=np.float64) / array.size)
+
+
 def proto_shape(proto: caffe_pb2.BlobProto) -> tuple[int, ...]:
     """A BlobProto's shape: the ``shape`` message, or the legacy num/channels/height/width."""
     if proto.HasField("shape"):

@@ -7,11 +7,9 @@ upgrade-solver IN OUT`` is ``upgrade_solver_proto_text``. Caffe's tool names are
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
+from ..atomic_write import write_text_atomically
 from ..errors import PyforgeError
 from ..log import get_logger
 from ..proto import caffe_pb2, read_binary_proto, read_text_proto, write_binary_proto
@@ -57,7 +55,7 @@ def upgrade_net_file(source: str, target: str, binary: bool | None = None) -> bo
         write_binary_proto(target, param)
         log.info("Wrote upgraded NetParameter binary proto to %s", target)
     else:
-        _write_text(target, debug_string(param))
+        write_text_atomically(target, debug_string(param))
         log.info("Wrote upgraded NetParameter text proto to %s", target)
     return success
 
@@ -71,22 +69,8 @@ def upgrade_solver_file(source: str, target: str) -> None:
         upgrade_solver_param(param, source, default_snapshot_prefix=False)
     else:
         log.error("File already in latest proto format: %s", source)
-    _write_text(target, debug_string(param))
+    write_text_atomically(target, debug_string(param))
     log.info("Wrote upgraded SolverParameter text proto to %s", target)
-
-
-def _write_text(target: str, text: str) -> None:
-    path = Path(target)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise PyforgeError(f"{target}: cannot write: {exc.strerror}") from None
 
 
 def _net_command(name: str, fixed: bool | None) -> click.Command:

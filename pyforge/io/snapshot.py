@@ -7,7 +7,9 @@
 
 pyforge adds what exact resume needs as JSON: in the SolverState field ``pyforge_state`` (number
 10000, which Caffe skips as an unknown field) or, in HDF5, a dataset ``pyforge_state`` (which
-Caffe never reads). Every file is written to a temporary name, fsynced and renamed.
+Caffe never reads). Every file is written to a temporary name, fsynced and renamed
+(:mod:`pyforge.atomic_write`). What goes into a solver state, and resuming from one, is the
+solvers' side: :mod:`pyforge.solvers.state`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..atomic_write import write_atomically
 from ..blob import proto_values
-from ..errors import PyforgeError, WeightsError
+from ..errors import WeightsError
 from ..proto import caffe_pb2, read_binary_proto, write_binary_proto
 from ..proto.upgrade import upgrade_net_param
 
@@ -134,19 +137,11 @@ def _fill_model_h5(f, net: Net, write_diff: bool) -> None:
 def _write_hdf5(path: str, fill) -> None:
     import h5py
 
-    tmp = f"{os.path.join(os.path.dirname(path), '.' + os.path.basename(path))}.tmp{os.getpid()}"
-    try:
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             fill(f)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise PyforgeError(f"{path}: cannot write: {exc}") from None
-        raise
+
+    write_atomically(path, write)
 
 
 # --- solver state ----------------------------------------------------------------------------

@@ -283,3 +283,27 @@ def tanh_forward(x, y):
 def tanh_backward(y, dy, dx):
     for i in prange(y.size):
         dx[i] = dy[i] * (np.float32(1.0) - y[i] * y[i])
+
+
+# --- ReLU6 (MobileNet-SSD fork) ------------------------------------------------------------------
+_SIX = np.float32(6.0)
+
+
+@pjit
+def relu6_forward(x, slope, y):
+    """``y = min(max(x, 0), 6) + slope * min(x, 0)``; ``x`` and ``y`` may be the same array."""
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = min(max(v, _ZERO), _SIX) + slope * min(v, _ZERO)
+
+
+@pjit
+def relu6_backward(x, dy, slope, dx):
+    """``dx = dy`` where ``0 < x < 6``, ``slope * dy`` where ``x <= 0``, else 0. In place ``x``
+    is the output, which keeps those ranges for ``slope >= 0``."""
+    for i in prange(x.size):
+        v = x[i]
+        if v > _ZERO:
+            dx[i] = dy[i] if v < _SIX else _ZERO
+        else:
+            dx[i] = dy[i] * slope

@@ -1,5 +1,5 @@
 """Elementwise neuron layers: ReLU, Sigmoid, TanH, PReLU, ELU, AbsVal, BNLL, Power, Exp, Log,
-Threshold, Clip and Swish.
+Threshold, Clip, Swish, and the MobileNet-SSD fork's ReLU6.
 
 Each backward reads what Caffe's Backward_cpu reads. Where that is the bottom data, running the
 layer in place (top == bottom) makes it read the output instead, and the gradient is Caffe's
@@ -363,4 +363,22 @@ class SwishLayer(NeuronLayer):
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         if propagate_down[0]:
             K.swish_backward(_flat(top[0].data), self.sigmoid, _flat(top[0].diff), self.beta,
+                             _flat(bottom[0].diff))
+
+
+@register_layer("ReLU6")
+class ReLU6Layer(NeuronLayer):
+    """MobileNet-SSD fork type ``ReLU6`` (chuanqi305/ssd): ``y = min(max(x, 0), 6)``; with the
+    stand-alone ReLU6 add-ons' relu6_param.negative_slope, ``+ negative_slope * min(x, 0)``.
+    The gradient passes where ``0 < x < 6`` (times the slope where ``x <= 0``). Backward reads
+    the bottom; in place that is the output, which gives the same gradient (slope >= 0)."""
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        slope = np.float32(self.param.relu6_param.negative_slope)
+        K.relu6_forward(_flat(bottom[0].data), slope, _flat(top[0].data))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if propagate_down[0]:
+            slope = np.float32(self.param.relu6_param.negative_slope)
+            K.relu6_backward(_flat(bottom[0].data), _flat(top[0].diff), slope,
                              _flat(bottom[0].diff))

@@ -24,7 +24,9 @@ class PoolingLayer(Layer):
     """Caffe type ``Pooling``: bottom (N, C, H, W) -> top (N, C, PH, PW) [, MAX argmax mask].
 
     Reads pooling_param: pool (MAX, AVE; STOCHASTIC is GPU-only in Caffe), kernel_size |
-    kernel_h/w, pad | pad_h/w, stride | stride_h/w, global_pooling, round_mode (CEIL default).
+    kernel_h/w, pad | pad_h/w, stride | stride_h/w, global_pooling, round_mode (CEIL default),
+    and the ceil_mode forks' (BVLC PR #3057: DenseNet, OpenCV) ``ceil_mode: false``, which is
+    ``round_mode: FLOOR``: the output size rounds down, padding rule unchanged.
     """
 
     exact_num_bottom_blobs = 1
@@ -74,6 +76,12 @@ class PoolingLayer(Layer):
                 raise self.error(f"pad {self.pad} must be smaller than the kernel {self.kernel}")
         if min(self.stride) <= 0:
             raise self.error(f"stride must be positive, found {self.stride}")
+        self.floor_rounding = p.round_mode == P.FLOOR
+        if p.HasField("ceil_mode"):
+            if p.HasField("round_mode") and self.floor_rounding == p.ceil_mode:
+                raise self.error(f"ceil_mode: {str(p.ceil_mode).lower()} contradicts "
+                                 f"round_mode: {P.RoundMode.Name(p.round_mode)}; give one")
+            self.floor_rounding = not p.ceil_mode
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         if bottom[0].num_axes != 4:
@@ -82,7 +90,7 @@ class PoolingLayer(Layer):
         if self.global_pooling:
             self.kernel = (h, w)
         (kh, kw), (ph, pw), (sh, sw) = self.kernel, self.pad, self.stride
-        rounder = math.floor if self.param.pooling_param.round_mode == P.FLOOR else math.ceil
+        rounder = math.floor if self.floor_rounding else math.ceil
         # Caffe computes the ratio in float before rounding.
         oh = int(rounder(np.float32(h + 2 * ph - kh) / np.float32(sh))) + 1
         ow = int(rounder(np.float32(w + 2 * pw - kw) / np.float32(sw))) + 1

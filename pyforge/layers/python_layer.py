@@ -27,6 +27,28 @@ from ..blob import Blob
 from ..errors import NetError, PyforgeError
 from .base import Layer, register_layer
 
+_FASTER_RCNN_LIB = ("py-faster-rcnn's lib folder (rbgirshick/py-faster-rcnn) must be on "
+                    "PYTHONPATH")
+_FCN_LAYERS = "FCN's data layers (shelhamer/fcn.berkeleyvision.org) must be on PYTHONPATH"
+#: Python layer modules of published nets: what to do when one cannot be imported.
+_KNOWN_MODULES = {
+    "rpn.proposal_layer": 'use the native layer instead: type: "Proposal" with proposal_param '
+                          "{ feat_stride ratio scale } (OpenCV's, for py-faster-rcnn nets), "
+                          f"or {_FASTER_RCNN_LIB}",
+    "rpn.anchor_target_layer": f"a py-faster-rcnn training layer: {_FASTER_RCNN_LIB}",
+    "rpn.proposal_target_layer": f"a py-faster-rcnn training layer: {_FASTER_RCNN_LIB}",
+    "roi_data_layer.layer": f"py-faster-rcnn's training data layer: {_FASTER_RCNN_LIB}",
+    "voc_layers": _FCN_LAYERS,
+    "siftflow_layers": _FCN_LAYERS,
+    "nyud_layers": _FCN_LAYERS,
+    "pascalcontext_layers": _FCN_LAYERS,
+}
+
+
+def _module_hint(name: str) -> str:
+    """'; what to do' for a Python layer module of a published net, else ''."""
+    return f"; {_KNOWN_MODULES[name]}" if name in _KNOWN_MODULES else ""
+
 
 class BlobVec(list):
     """A layer's learnable blobs: a list of Blob with pycaffe's ``add_blob(*shape)``."""
@@ -137,28 +159,28 @@ class PythonLayer(Layer):
             return importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if not _is_missing(exc, name):
-                raise self._user_error("import", exc) from exc
+                raise self._user_error("import", exc, _module_hint(name)) from exc
             first = exc
         except Exception as exc:
-            raise self._user_error("import", exc) from exc
+            raise self._user_error("import", exc, _module_hint(name)) from exc
         # Not on sys.path: try the folder of the net prototxt, where users of `caffe train` keep
         # their layer modules (with PYTHONPATH pointing there).
         source = self.ctx.source_file
         if not source:
             raise self.error(f"cannot import module '{name}' for class '{self.class_name}': "
-                             f"{first} (not on sys.path)")
+                             f"{first} (not on sys.path){_module_hint(name)}")
         folder = os.path.dirname(os.path.abspath(source))
         sys.path.insert(0, folder)
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if not _is_missing(exc, name):
-                raise self._user_error("import", exc) from exc
+                raise self._user_error("import", exc, _module_hint(name)) from exc
             raise self.error(f"cannot import module '{name}' for class '{self.class_name}': "
                              f"{first} (not on sys.path nor in the net's folder {folder})"
-                             ) from None
+                             f"{_module_hint(name)}") from None
         except Exception as exc:
-            raise self._user_error("import", exc) from exc
+            raise self._user_error("import", exc, _module_hint(name)) from exc
         finally:
             try:
                 sys.path.remove(folder)
@@ -168,7 +190,7 @@ class PythonLayer(Layer):
                              name, folder)
         return module
 
-    def _user_error(self, stage: str, exc: BaseException) -> NetError:
+    def _user_error(self, stage: str, exc: BaseException, hint: str = "") -> NetError:
         """One line naming the layer, the module and class, and the user's exception."""
         frames = traceback.extract_tb(exc.__traceback__)
         site = ""
@@ -177,7 +199,7 @@ class PythonLayer(Layer):
             site = f" at {os.path.basename(last.filename)}:{last.lineno}"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-        return self.error(f"{stage} raised {what}{site}")
+        return self.error(f"{stage} raised {what}{site}{hint}")
 
     def _call(self, stage: str, *args) -> None:
         try:

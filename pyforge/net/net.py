@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..blob import Blob
+from ..blob import Blob, mean_abs
 from ..errors import NetError, WeightsError
 from ..layers import LAYERS
 from ..layers.base import Layer, NetContext
@@ -404,11 +404,12 @@ class Net:
         for blob_id in self.top_ids[layer_id]:
             blob = self.blob_list[blob_id]
             self.logger.info("    [Forward] Layer %s, top blob %s data: %s", name,
-                             self.blob_names[blob_id], fmt(_mean_abs(blob.data)))
+                             self.blob_names[blob_id], fmt(mean_abs(blob.data, np.float32)))
         for i, param_id in enumerate(self.param_ids_of_layer[layer_id]):
             blob = self.layers[layer_id].blobs[i]
             self.logger.info("    [Forward] Layer %s, param blob %s data: %s", name,
-                             self.param_display_names[param_id], fmt(_mean_abs(blob.data)))
+                             self.param_display_names[param_id],
+                             fmt(mean_abs(blob.data, np.float32)))
 
     def _backward_debug(self, layer_id: int) -> None:
         name = self.layer_names[layer_id]
@@ -416,12 +417,12 @@ class Net:
             if self.bottom_need_backward[layer_id][j]:
                 blob = self.blob_list[blob_id]
                 self.logger.info("    [Backward] Layer %s, bottom blob %s diff: %s", name,
-                                 self.blob_names[blob_id], fmt(_mean_abs(blob.diff)))
+                                 self.blob_names[blob_id], fmt(mean_abs(blob.diff, np.float32)))
         layer = self.layers[layer_id]
         for i, blob in enumerate(layer.blobs):
             if layer.param_propagate_down[i]:
                 self.logger.info("    [Backward] Layer %s, param blob %d diff: %s", name, i,
-                                 fmt(_mean_abs(blob.diff)))
+                                 fmt(mean_abs(blob.diff, np.float32)))
 
     def clear_param_diffs(self) -> None:
         self.param_diff[...] = 0
@@ -547,9 +548,3 @@ def _resource_errors(layer_name: str):
         if "too big" in text or "negative dimensions" in text or "maximum supported" in text:
             raise NetError(f"layer '{layer_name}': impossible blob shape ({text})") from None
         raise
-
-
-def _mean_abs(array: np.ndarray) -> np.float32:
-    if array.size == 0:
-        return np.float32(0)
-    return np.float32(np.abs(array, dtype=np.float32).sum(dtype=np.float64) / array.size)

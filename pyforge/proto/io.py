@@ -11,43 +11,32 @@ from typing import TypeVar
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
+from ..atomic_write import write_bytes_atomically
 from ..errors import ParseError, PyforgeError
 from ..log import get_logger
 from . import caffe_pb2
+from .forks import UNREAD_FORK_FIELDS, adopt_fork_numbers, fork_of
 from .upgrade import upgrade_net_param, upgrade_solver_param
 
 M = TypeVar("M", bound=_message.Message)
 
 _LOCATION = re.compile(r"^(\d+):(\d+)\s*:\s*(.*)$", re.S)
 _NO_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
-# Fields that well-known Caffe forks added; naming the fork tells the user why a file that worked
-# elsewhere does not parse here.
-_FORK_FIELDS = {
-    "round_below": "a Caffe fork (e.g. SSD / NVCaffe)",
-    "multibox_loss_param": "SSD (weiliu89/caffe)",
-    "prior_box_param": "SSD (weiliu89/caffe)",
-    "detection_output_param": "SSD (weiliu89/caffe)",
-    "roi_pooling_param": "py-faster-rcnn",
-    "proposal_param": "py-faster-rcnn",
-    "smooth_l1_loss_param": "py-faster-rcnn",
-    "correlation_param": "FlowNet",
-    "interp_param": "DeepLab / PSPNet",
-}
 
 
 def _suggest_field(message_type: str, field: str) -> str:
-    """' Did you mean ...?' for a misspelt field name, or a hint about the fork that defines it."""
-    hints = []
-    if field in _FORK_FIELDS:
-        hints.append(f"'{field}' is defined by {_FORK_FIELDS[field]}, not by BVLC Caffe")
+    """'; did you mean ...?' for a misspelt field name, or which fork defines the field."""
+    if field in UNREAD_FORK_FIELDS:
+        return f"; '{field}' is defined by {UNREAD_FORK_FIELDS[field]}"
     name = message_type.split(".")[-1]
     descriptor = getattr(caffe_pb2, name, None)
     if descriptor is not None and hasattr(descriptor, "DESCRIPTOR"):
         known = [f.name for f in descriptor.DESCRIPTOR.fields]
         close = difflib.get_close_matches(field, known, n=1)
         if close:
-            hints.append(f"did you mean '{close[0]}'?")
-    return ("; " + "; ".join(hints)) if hints else ""
+            fork = fork_of(name, close[0])
+            return f"; did you mean '{close[0]}'" + (f" ({fork})?" if fork else "?")
+    return ""
 
 
 def parse_text_proto(text: str, message: M, filename: str) -> M:
@@ -133,33 +122,17 @@ def read_binary_proto(path: str | os.PathLike, message: M) -> M:
         raise ParseError(
             f"{path}: not a valid binary {message.DESCRIPTOR.name} ({len(data)} bytes): {exc}"
         ) from None
+    if isinstance(message, caffe_pb2.NetParameter):
+        # A fork's .caffemodel may hold a fork field at a number that pyforge gives to another.
+        adopt_fork_numbers(message, data, str(path))
     _check_required(message, str(path))
     return message
 
 
 def write_binary_proto(path: str | os.PathLike, message: _message.Message) -> None:
-    """Write ``message`` to ``path`` atomically: a temporary file, fsync, then rename.
-
-    Whatever interrupts the write (an error, a second Ctrl-C, a kill), ``path`` holds either
-    its previous content or the complete new one; the temporary file is removed when Python
-    still can."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    data = message.SerializeToString()
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise PyforgeError(f"{path}: cannot write: {exc.strerror}") from None
-        raise
+    """Write ``message`` to ``path`` atomically (:mod:`pyforge.atomic_write`): whatever
+    interrupts the write, ``path`` holds either its previous content or the complete new one."""
+    write_bytes_atomically(path, message.SerializeToString())
 
 
 def resolve_path(path: str, referrer: str | os.PathLike | None, what: str = "file") -> str:

@@ -1,7 +1,8 @@
 """pycaffe's solvers: ``caffe.SGDSolver(path)`` ... ``caffe.AdamSolver(path)``, ``get_solver``.
 
-Each class is pyforge's solver of that type, built from a solver prototxt path, whose nets are
-pycaffe Nets (:func:`.net.adopt`). As in pycaffe, the class decides the update rule
+Each class is pyforge's solver of that type (one per entry of the solver registry,
+:data:`pyforge.solvers.SOLVERS`), built from a solver prototxt path, whose nets are pycaffe
+Nets (:func:`.net.adopt`). As in pycaffe, the class decides the update rule
 (``caffe.AdamSolver(path)`` is an Adam solver whatever ``type`` the file names) while
 ``get_solver(path)`` picks the class from ``type``.
 
@@ -20,7 +21,6 @@ from .. import solvers as _solvers
 from ..errors import SolverError
 from ..log import get_logger
 from ..proto import read_solver_param
-from ..registry import UnknownNameError
 from .net import Net, adopt
 from .switches import SWITCHES
 
@@ -35,19 +35,12 @@ class _PycaffeSolver:
         path = os.fspath(solver_file)
         param = _param if _param is not None else read_solver_param(path)
         self._callbacks: list[tuple[Callable[[], object], Callable[[], object]]] = []
-        super().__init__(param, solver_file=path, logger=get_logger())
-
-    # --- nets -------------------------------------------------------------------------------
-    def _init_train_net(self):
-        seeded = self.param.HasField("random_seed") and self.param.random_seed >= 0
-        if not seeded and SWITCHES.rng is not None:
-            # Without its own random_seed, Caffe's solver fills from the global generator
-            # that caffe.set_random_seed seeded.
-            self.rng = SWITCHES.rng
-        return adopt(super()._init_train_net())
-
-    def _init_test_nets(self):
-        return [adopt(net) for net in super()._init_test_nets()]
+        logger = get_logger()
+        # Without its own random_seed, Caffe's solver fills from the global generator that
+        # caffe.set_random_seed seeded.
+        net, test_nets = _solvers.build_nets(type(self), param, path, logger,
+                                             unseeded_rng=SWITCHES.rng)
+        super().__init__(param, adopt(net), [adopt(test) for test in test_nets], logger=logger)
 
     # --- callbacks ------------------------------------------------------------------------------
     def add_callback(self, on_start: Callable[[], object],
@@ -69,43 +62,32 @@ class _PycaffeSolver:
         net.share_trained_layers_with(self.net)
 
 
-class SGDSolver(_PycaffeSolver, _solvers.SGDSolver):
-    """Stochastic gradient descent with momentum, from a solver prototxt path."""
+def _pycaffe_class(engine: type) -> type[_PycaffeSolver]:
+    """pycaffe's class of one update rule: ``_PycaffeSolver`` mixed into the engine's class,
+    under the same name (``SGDSolver`` ... ``AdamSolver``, as pycaffe names them)."""
+    return type(engine.__name__, (_PycaffeSolver, engine), {
+        "__module__": __name__,
+        "__qualname__": engine.__name__,
+        "__doc__": f"pycaffe's ``caffe.{engine.__name__}(solver_file)``: the {engine.type_name} "
+                   f"update rule of :class:`{engine.__module__}.{engine.__qualname__}`, trained "
+                   "from a solver prototxt path, with pycaffe's callbacks.",
+    })
 
 
-class NesterovSolver(_PycaffeSolver, _solvers.NesterovSolver):
-    """Nesterov's accelerated gradient, from a solver prototxt path."""
-
-
-class AdaGradSolver(_PycaffeSolver, _solvers.AdaGradSolver):
-    """AdaGrad, from a solver prototxt path."""
-
-
-class RMSPropSolver(_PycaffeSolver, _solvers.RMSPropSolver):
-    """RMSProp, from a solver prototxt path."""
-
-
-class AdaDeltaSolver(_PycaffeSolver, _solvers.AdaDeltaSolver):
-    """AdaDelta, from a solver prototxt path."""
-
-
-class AdamSolver(_PycaffeSolver, _solvers.AdamSolver):
-    """Adam, from a solver prototxt path."""
-
-
-_BY_TYPE = {cls.type_name: cls for cls in (SGDSolver, NesterovSolver, AdaGradSolver,
-                                            RMSPropSolver, AdaDeltaSolver, AdamSolver)}
+#: pycaffe's solver class of each registered solver type, by Caffe's ``type`` string.
+PYCAFFE_SOLVERS: dict[str, type[_PycaffeSolver]] = {
+    name: _pycaffe_class(_solvers.SOLVERS.get(name)) for name in _solvers.SOLVERS}
+# The classes are this module's attributes, as pycaffe's are: caffe.SGDSolver, ...
+globals().update({cls.__name__: cls for cls in PYCAFFE_SOLVERS.values()})
 
 
 def get_solver(solver_file) -> _PycaffeSolver:
     """The solver of the ``type`` the prototxt names (Caffe's SolverRegistry::CreateSolver)."""
     path = os.fspath(solver_file)
     param = read_solver_param(path)
-    cls = _BY_TYPE.get(param.type)
+    _solvers.solver_class(param.type, path)  # an unknown type: an error naming the known ones
+    cls = PYCAFFE_SOLVERS.get(param.type)
     if cls is None:
-        try:
-            _solvers.SOLVERS.get(param.type, path)
-        except UnknownNameError as exc:
-            raise SolverError(str(exc)) from None
-        raise SolverError(f"{path}: solver type '{param.type}' has no pycaffe class")
+        raise SolverError(f"{path}: solver type '{param.type}' was registered after "
+                          "pyforge.pycaffe.solver was imported, so it has no pycaffe class")
     return cls(path, _param=param)

@@ -1,28 +1,27 @@
-"""Solvers: the shared training loop, lr policies and the update rules."""
+"""Solvers: the training loop, the update rules, lr policies, and building a solver.
+
+- :mod:`.solver`: the loop (Caffe's Solver); :mod:`.sgd`: the update template and SGD, and one
+  module per other update rule (Nesterov, AdaGrad, RMSProp, AdaDelta, Adam);
+- :mod:`.registry`: the solver types by Caffe's ``type`` string; :mod:`.factory`: a solver and
+  its nets from a SolverParameter (:func:`create_solver`);
+- :mod:`.testing`, :mod:`.monitor`: test passes, early stopping / keep_best / plateau, metrics;
+- :mod:`.divergence`: stopping at the first non-finite value; :mod:`.state`: snapshots and
+  resuming; :mod:`.lr_policy`: the learning-rate policies.
+"""
 
 from .adadelta import AdaDeltaSolver
 from .adagrad import AdaGradSolver
 from .adam import AdamSolver
+from .factory import build_nets, create_solver
 from .lr_policy import LR_POLICIES
 from .nesterov import NesterovSolver
+from .registry import SOLVERS, register_solver, solver_class
 from .rmsprop import RMSPropSolver
-from .sgd import SOLVERS, SGDSolver, register_solver
+from .sgd import SGDSolver
 from .solver import Solver
 
 __all__ = [
     "LR_POLICIES", "SOLVERS", "AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "NesterovSolver",
-    "RMSPropSolver", "SGDSolver", "Solver", "create_solver", "register_solver",
+    "RMSPropSolver", "SGDSolver", "Solver", "build_nets", "create_solver", "register_solver",
+    "solver_class",
 ]
-
-
-def create_solver(param, solver_file=None, logger=None, action=None, comm=None) -> Solver:
-    """Build the solver named by ``param.type`` (Caffe's SolverRegistry::CreateSolver)."""
-    from ..errors import SolverError
-    from ..registry import UnknownNameError
-
-    try:
-        cls = SOLVERS.get(param.type)
-    except UnknownNameError as exc:
-        where = f"{solver_file}: " if solver_file else ""
-        raise SolverError(f"{where}{exc}") from None
-    return cls(param, solver_file=solver_file, logger=logger, action=action, comm=comm)

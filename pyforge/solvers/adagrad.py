@@ -5,18 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SolverError
-from .sgd import SGDSolver, register_solver
+from ..proto import caffe_pb2
+from .registry import register_solver
+from .sgd import SGDSolver
 
 
 @register_solver("AdaGrad")
 class AdaGradSolver(SGDSolver):
     """``h += g^2``; step ``local_rate * g / (sqrt(h) + delta)``. Momentum is refused."""
 
-    def check_params(self) -> None:
-        super().check_params()
-        if self.param.momentum != 0:
+    @classmethod
+    def check_params(cls, param: caffe_pb2.SolverParameter) -> None:
+        super().check_params(param)
+        if param.momentum != 0:
             raise SolverError(f"momentum cannot be used with AdaGrad; found momentum: "
-                              f"{self.param.momentum:g} (set it to 0 or remove it)")
+                              f"{param.momentum:g} (set it to 0 or remove it)")
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         g = self.net.learnable[param_id].blob.diff

@@ -7,7 +7,9 @@ import math
 import numpy as np
 
 from ..errors import SolverError
-from .sgd import SGDSolver, register_solver
+from ..proto import caffe_pb2
+from .registry import register_solver
+from .sgd import SGDSolver
 
 
 @register_solver("Adam")
@@ -21,11 +23,12 @@ class AdamSolver(SGDSolver):
 
     history_sets = 2
 
-    def check_params(self) -> None:
-        super().check_params()
+    @classmethod
+    def check_params(cls, param: caffe_pb2.SolverParameter) -> None:
+        super().check_params(param)
         # Caffe would take the square root of a negative number and train on NaN.
         for name, beta in (("momentum", "beta1"), ("momentum2", "beta2")):
-            value = getattr(self.param, name)
+            value = getattr(param, name)
             if not 0 <= value < 1:
                 raise SolverError(f"Adam needs 0 <= {name} < 1 ({beta}); found {name}: "
                                   f"{value:g}")

@@ -1,5 +1,6 @@
-"""Watching a test output across test passes: early stopping, keep_best, plateau lr cuts,
-and the JSONL metrics file."""
+"""Watching a net's outputs: one test output across test passes (the watch behind early
+stopping, keep_best and plateau lr cuts), the output lines of the log, and the JSONL metrics
+file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import os
 from dataclasses import asdict, dataclass
 from typing import IO
 
+import numpy as np
+
 from ..errors import PyforgeError, SolverError
+from ..log import fmt
 
 
 @dataclass
@@ -99,3 +103,19 @@ def metrics_path(param, override: str | None) -> str:
     if param.metrics_file:
         return param.metrics_file
     return f"{param.snapshot_prefix}.metrics.jsonl" if param.snapshot_prefix else os.devnull
+
+
+def net_outputs(net) -> dict[str, float | list[float]]:
+    """Each output blob's value, a list for outputs with several elements (metrics records)."""
+    out: dict[str, float | list[float]] = {}
+    for name, blob, _ in net.output_blobs():
+        values = [float(v) for v in blob.data.reshape(-1)]
+        out[name] = values[0] if len(values) == 1 else values
+    return out
+
+
+def loss_note(weight: float, value) -> str:
+    """Caffe's `` (* 1 = 2.3 loss)`` after an output that counts in the loss."""
+    if not weight:
+        return ""
+    return f" (* {fmt(np.float32(weight))} = {fmt(np.float32(weight) * np.float32(value))} loss)"

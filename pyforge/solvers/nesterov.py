@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sgd import SGDSolver, register_solver
+from .registry import register_solver
+from .sgd import SGDSolver
 
 
 @register_solver("Nesterov")

@@ -365,9 +365,9 @@ def test_hdf5data_list_naming_a_folder_gives_a_one_line_message(tmp_path, monkey
 
 
 # --- resume-json-schema --------------------------------------------------------------------
-# pyforge/solvers/solver.py Solver.restore trusts the JSON in SolverState.pyforge_state: any
-# valid JSON of another shape escapes from _check_compatible, _net_difference, _settings_changed
-# (-> parse_text_proto) or a layer's set_state.
+# pyforge/solvers/state.py restore_solver (was Solver.restore) trusts the JSON in
+# SolverState.pyforge_state: any valid JSON of another shape escapes from _check_compatible,
+# _net_difference, settings_changed (-> parse_text_proto) or a layer's set_state.
 @pytest.fixture(scope="module")
 def inline_solver(tmp_path_factory):
     folder = tmp_path_factory.mktemp("resume_json")
@@ -404,8 +404,9 @@ def test_resume_json_of_another_shape_is_a_weights_error(inline_solver, case):
 
 # --- solver-error-no-file ------------------------------------------------------------------
 # SolverError messages from pyforge/solvers (lr_policy.get_policy, Solver.check_params,
-# _init_train_net, _init_test_nets) do not name the solver file, e.g. "unknown lr_policy
-# 'bogus' (known: ...)" or "give exactly one of net, net_param, ... in the solver; found 0".
+# building the train and test nets, now factory.build_nets) do not name the solver file,
+# e.g. "unknown lr_policy 'bogus' (known: ...)" or "give exactly one of net, net_param, ... in
+# the solver; found 0".
 @pytest.mark.parametrize("text", ['net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "bogus"\n',
                                   'base_lr: 0.1\nlr_policy: "fixed"\n'])
 def test_solver_errors_name_the_solver_file(tmp_path, monkeypatch, text):
@@ -452,9 +453,10 @@ def test_learned_net_not_utf8_is_a_weights_error(inline_solver):
 
 
 # --- test-iter-zero --------------------------------------------------------------------------
-# pyforge/solvers/solver.py Solver.test: with ``test_iter: 0`` no pass runs, ``scores`` stays
-# empty and ``scores[index]`` raises IndexError at the first test (iteration 0 of ``pyforge
-# train``). Caffe prints no scores; a SolverError at construction would do as well.
+# pyforge/solvers/solver.py Solver.test (now testing.run_test_pass): with ``test_iter: 0`` no
+# pass runs, ``scores`` stays empty and ``scores[index]`` raises IndexError at the first test
+# (iteration 0 of ``pyforge train``). Caffe prints no scores; a SolverError at construction
+# would do as well.
 def test_test_iter_zero_trains_or_is_a_solver_error(tmp_path):
     param = read_solver_param(FUZZ_DATA / "solver_inline.prototxt")
     param.snapshot_prefix = str(tmp_path / "snap")
@@ -515,7 +517,7 @@ def test_mean_file_path_with_nul_is_a_pyforge_error():
 
 
 def test_snapshot_prefix_with_nul_is_a_solver_error(tmp_path, monkeypatch):
-    # pyforge/solvers/solver.py _check_snapshot_write_permissions: open() of the probe file.
+    # pyforge/solvers/factory.py _check_snapshot_prefix_is_writable: open() of the probe file.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "net.prototxt").write_text(TINY_NET)
     path = tmp_path / "solver.prototxt"
@@ -554,7 +556,7 @@ def test_empty_net_path_message_says_so():
 # --- newline-in-message --------------------------------------------------------------------
 # Messages quote strings from the input as they are, so a newline in a path (pyforge/proto/io.py
 # read_text_proto), in an lr_policy (pyforge/solvers/lr_policy.py get_policy) or in a
-# .solverstate's learned_net (pyforge/solvers/solver.py _learned_net_path) makes the one-line
+# .solverstate's learned_net (pyforge/solvers/state.py learned_net_path) makes the one-line
 # message several lines. Quoting with repr() or escaping control characters in PyforgeError
 # would fix them all.
 def test_net_path_with_newline_gives_a_one_line_message():

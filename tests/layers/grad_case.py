@@ -42,6 +42,13 @@ class Case:
     phase: int = TRAIN
     #: Exhaustive mode: only these tops are differentiated (None = all).
     top_ids: tuple[int, ...] | None = None
+    #: Bottom index -> its values (row-major, the bottom's shape): inputs such as ROI boxes or
+    #: pooling masks that must hold particular values. Not perturbed: leave them out of
+    #: check_bottom.
+    fixed: dict[int, tuple[float, ...]] = field(default_factory=dict)
+    #: False: only the bottoms are checked (parameters with lr_mult forced to 0 by the layer
+    #: itself, e.g. frozen statistics, get no gradient by design).
+    check_params: bool = True
 
 
 @dataclass(frozen=True)

@@ -136,4 +136,12 @@ CASES: dict[str, list[Case] | NoGradient] = {
         Case("in_place", _neuron("Swish", "swish_param { beta: 0.6 }", in_place=True), (N4,),
              mode="eltwise"),
     ],
+    # MobileNet-SSD fork; the saturation at 6 is checked in test_neuron.py (gaussian data
+    # rarely reaches it).
+    "ReLU6": [
+        Case("plain", _neuron("ReLU6"), (N4,), mode="eltwise", **KINK0),
+        Case("in_place", _neuron("ReLU6", in_place=True), (N4,), mode="eltwise", **KINK0),
+        Case("negative_slope", _neuron("ReLU6", "relu6_param { negative_slope: 0.2 }"), (N4,),
+             mode="eltwise", **KINK0),
+    ],
 }

@@ -18,5 +18,15 @@ CASES: dict[str, list[Case] | NoGradient] = {
              phase=TEST),
         Case("test_in_place", 'type: "Dropout" bottom: "x" top: "x"', (N4,), mode="eltwise",
              phase=TEST),
+        # The forks' fields: Faster R-CNN's unscaled training / scaled test, Bayesian SegNet's
+        # sampling at test.
+        Case("train_no_scale", 'type: "Dropout" bottom: "x" top: "y" dropout_param '
+             "{ scale_train: false }", (N4,), mode="eltwise"),
+        Case("test_no_scale", 'type: "Dropout" bottom: "x" top: "y" dropout_param '
+             "{ dropout_ratio: 0.3 scale_train: false }", (N4,), mode="eltwise", phase=TEST),
+        Case("test_no_scale_in_place", 'type: "Dropout" bottom: "x" top: "x" dropout_param '
+             "{ scale_train: false }", (N4,), mode="eltwise", phase=TEST),
+        Case("test_sample_weights", 'type: "Dropout" bottom: "x" top: "y" dropout_param '
+             "{ sample_weights_test: true }", (N4,), mode="eltwise", phase=TEST),
     ],
 }

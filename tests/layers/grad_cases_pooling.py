@@ -18,6 +18,11 @@ CASES: dict[str, list[Case] | NoGradient] = {
     "Pooling": [
         Case("max_k3s2", _pool("pool: MAX kernel_size: 3 stride: 2"), ((2, 2, 7, 7),),
              data="distinct"),
+        # ceil_mode: false (DenseNet forks) rounds the output size down: 6x6 -> 2x2, not 3x3.
+        Case("max_k3s2_floor", _pool("pool: MAX kernel_size: 3 stride: 2 ceil_mode: false"),
+             ((1, 2, 6, 6),), data="distinct"),
+        Case("ave_k3s2_pad1_floor", _pool("pool: AVE kernel_size: 3 stride: 2 pad: 1 "
+                                          "ceil_mode: false"), ((1, 2, 6, 7),)),
         Case("max_k3s2_pad1", _pool("pool: MAX kernel_size: 3 stride: 2 pad: 1"),
              ((1, 2, 7, 6),), data="distinct"),
         Case("max_k2s2_ceil", _pool("pool: MAX kernel_size: 2 stride: 2"), ((1, 2, 5, 5),),

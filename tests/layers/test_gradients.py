@@ -41,7 +41,8 @@ _merge_family_cases()
 
 def make_bottoms(case: Case, rng: np.random.Generator) -> list[Blob]:
     blobs = [Blob(shape) for shape in case.bottoms]
-    total = sum(b.count for i, b in enumerate(blobs) if i not in case.labels)
+    total = sum(b.count for i, b in enumerate(blobs)
+                if i not in case.labels and i not in case.fixed)
     if case.data == "distinct":
         values = (rng.permutation(total) - total / 2).astype(np.float32) * np.float32(0.05)
     elif case.data == "away":
@@ -52,6 +53,9 @@ def make_bottoms(case: Case, rng: np.random.Generator) -> list[Blob]:
     for i, blob in enumerate(blobs):
         if i in case.labels:
             blob.data[...] = rng.integers(0, case.labels[i], size=blob.shape)
+            continue
+        if i in case.fixed:
+            blob.data[...] = np.asarray(case.fixed[i], dtype=np.float32).reshape(blob.shape)
             continue
         blob.data[...] = values[offset : offset + blob.count].reshape(blob.shape)
         offset += blob.count
@@ -111,9 +115,10 @@ def test_gradient(type_name: str, case: Case | NoGradient | None):
     checker = GradientChecker(case.stepsize, case.threshold, 1701, case.kink, case.kink_range)
     if case.mode == "exhaustive":
         checker.check_gradient_exhaustive(layer, bottom, top, case.check_bottom,
-                                          top_ids=case.top_ids)
+                                          check_params=case.check_params, top_ids=case.top_ids)
     elif case.mode == "total":
-        checker.check_gradient(layer, bottom, top, case.check_bottom)
+        checker.check_gradient(layer, bottom, top, case.check_bottom,
+                               check_params=case.check_params)
     elif case.mode == "eltwise":
         assert case.check_bottom == -1
         checker.check_gradient_eltwise(layer, bottom, top)

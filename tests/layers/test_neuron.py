@@ -352,3 +352,24 @@ def test_swish_saturates_without_overflow():
     np.testing.assert_allclose(top[0].data, [[0, 0, 90, 1000]], atol=1e-30)
     dx = grad(layer, bottom, top, np.ones_like(x))
     np.testing.assert_allclose(dx, [[0, 0, 1, 1]], atol=1e-30)
+
+
+# --- ReLU6 (MobileNet-SSD fork) ------------------------------------------------------------------
+@pytest.mark.parametrize("in_place", [False, True])
+def test_relu6_clips_at_0_and_6_and_passes_the_gradient_inside(in_place):
+    x = np.array([[-3.0, -1e-3, 0.0, 1e-3, 2.5, 5.999, 6.0, 6.001, 40.0]], np.float32)
+    layer, bottom, top = run('type: "ReLU6" bottom: "x" top: "y"', x, in_place=in_place)
+    np.testing.assert_array_equal(top[0].data, np.clip(x, 0, 6))
+    top[0].diff[...] = 5
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, [[0, 0, 0, 5, 5, 5, 0, 0, 0]])
+
+
+def test_relu6_negative_slope_of_the_addon_forks():
+    x = np.array([[-4.0, -0.5, 0.0, 3.0, 9.0]], np.float32)
+    layer, bottom, top = run('type: "ReLU6" bottom: "x" top: "y" '
+                             "relu6_param { negative_slope: 0.1 }", x)
+    np.testing.assert_allclose(top[0].data, [[-0.4, -0.05, 0.0, 3.0, 6.0]], rtol=1e-6)
+    top[0].diff[...] = 2
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff, [[0.2, 0.2, 0.2, 2.0, 0.0]], rtol=1e-6)

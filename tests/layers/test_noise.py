@@ -74,3 +74,34 @@ def test_dropout_ratio_zero_is_identity_in_train():
 def test_dropout_ratio_one_is_rejected():
     with pytest.raises(PyforgeError, match="dropout_ratio"):
         run('type: "Dropout" dropout_param { dropout_ratio: 1 }', X)
+
+
+# --- the forks' fields ----------------------------------------------------------------------------
+def test_scale_train_false_keeps_units_unscaled_in_train_and_scales_at_test():
+    x = np.random.default_rng(0).uniform(1, 2, (40, 50)).astype(np.float32)
+    text = 'type: "Dropout" dropout_param { dropout_ratio: 0.3 scale_train: false }'
+    layer, bottom, top = run(text, x)
+    kept = top[0].data != 0
+    assert 0.6 < kept.mean() < 0.8
+    np.testing.assert_array_equal(top[0].data[kept], x[kept])
+    top[0].diff[...] = 2
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, np.where(kept, 2, 0))
+    layer, bottom, top = run(text, x, phase=TEST)
+    np.testing.assert_allclose(top[0].data, x * np.float32(0.7), rtol=1e-7)
+    top[0].diff[...] = 2
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff, np.full(x.shape, 1.4), rtol=1e-6)
+
+
+def test_sample_weights_test_drops_at_test_with_a_new_mask_each_pass():
+    x = np.ones((40, 50), np.float32)
+    layer, bottom, top = run('type: "Dropout" dropout_param { sample_weights_test: true }', x,
+                             phase=TEST)
+    first = top[0].data.copy()
+    assert set(np.unique(first)) == {0.0, 2.0}
+    layer.forward(bottom, top)
+    assert not np.array_equal(first, top[0].data)
+    top[0].diff[...] = 1
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, top[0].data)

@@ -327,3 +327,29 @@ def test_reshape_follows_a_new_input_size():
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
     assert top[0].shape == (2, 1, 4, 4)
+
+
+# --- ceil_mode (BVLC PR #3057 forks: DenseNet, OpenCV) -------------------------------------------
+@pytest.mark.parametrize(("h", "k", "s", "p"), [(28, 3, 2, 0), (112, 3, 2, 0), (7, 3, 2, 1),
+                                                (5, 2, 2, 1), (6, 3, 2, 1), (56, 2, 2, 0)])
+def test_ceil_mode_false_is_floor_rounding(h, k, s, p):
+    base = f"pool: MAX kernel_size: {k} stride: {s} pad: {p}"
+    assert out_hw(f"{base} ceil_mode: false", (1, 2, h, h)) == out_hw(
+        f"{base} round_mode: FLOOR", (1, 2, h, h))
+    assert out_hw(f"{base} ceil_mode: true", (1, 2, h, h)) == out_hw(base, (1, 2, h, h))
+
+
+def test_ceil_mode_false_drops_the_partial_window():
+    # DenseNet's 3x3/2 pooling on 56 + pad 1: floor((58-3)/2)+1 = 28 (ceil would give 29).
+    assert out_hw("pool: MAX kernel_size: 3 stride: 2 pad: 1 ceil_mode: false",
+                  (1, 1, 56, 56)) == (1, 1, 28, 28)
+    assert out_hw("pool: MAX kernel_size: 3 stride: 2 pad: 1", (1, 1, 56, 56)) == (1, 1, 29, 29)
+
+
+def test_ceil_mode_contradicting_round_mode_is_an_error():
+    with pytest.raises(PyforgeError,
+                       match="ceil_mode: true contradicts round_mode: FLOOR; give one"):
+        out_hw("pool: MAX kernel_size: 2 stride: 2 ceil_mode: true round_mode: FLOOR",
+               (1, 1, 4, 4))
+    assert out_hw("pool: MAX kernel_size: 2 stride: 2 ceil_mode: false round_mode: FLOOR",
+                  (1, 1, 5, 5)) == (1, 1, 2, 2)

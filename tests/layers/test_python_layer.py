@@ -252,3 +252,57 @@ def test_base_class_add_blob():
     assert blob is layer.blobs[0] and layer.type == "Python"
     with pytest.raises(NotImplementedError, match="must define forward"):
         layer.forward([], [])
+
+
+# --- modules of published nets -------------------------------------------------------------------
+def _python_net(tmp_path, module: str, layer: str):
+    path = tmp_path / "net.prototxt"
+    path.write_text(f'''
+        layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ dim: 1 dim: 2 }} }} }}
+        layer {{ name: "proposal" type: "Python" bottom: "x" top: "rois"
+                python_param {{ module: "{module}" layer: "{layer}" }} }}''')
+    return Net(read_net_param(path), rng=np.random.default_rng(0), source_file=str(path))
+
+
+def test_missing_rpn_proposal_layer_points_to_the_native_proposal_layer(tmp_path):
+    with pytest.raises(NetError) as info:
+        _python_net(tmp_path, "rpn.proposal_layer", "ProposalLayer")
+    message = info.value.message
+    assert "\n" not in message
+    assert message.startswith("layer 'proposal' (Python rpn.proposal_layer.ProposalLayer): "
+                              "cannot import module 'rpn.proposal_layer' for class "
+                              "'ProposalLayer': No module named 'rpn'")
+    assert message.endswith('use the native layer instead: type: "Proposal" with proposal_param '
+                            "{ feat_stride ratio scale } (OpenCV's, for py-faster-rcnn nets), or "
+                            "py-faster-rcnn's lib folder (rbgirshick/py-faster-rcnn) must be on "
+                            "PYTHONPATH")
+
+
+def test_missing_fcn_data_layer_names_the_module_and_where_it_comes_from(tmp_path):
+    with pytest.raises(NetError, match=r"cannot import module 'voc_layers' for class "
+                                       r"'SBDDSegDataLayer': .*; FCN's data layers "
+                                       r"\(shelhamer/fcn.berkeleyvision.org\) must be on "
+                                       "PYTHONPATH$"):
+        _python_net(tmp_path, "voc_layers", "SBDDSegDataLayer")
+
+
+def test_an_unknown_missing_module_gets_no_hint(tmp_path):
+    with pytest.raises(NetError, match=r"cannot import module 'nowhere_layers' for class 'L': "
+                                       r"No module named 'nowhere_layers' \(not on sys.path nor "
+                                       r"in the net's folder [^;]*\)$"):
+        _python_net(tmp_path, "nowhere_layers", "L")
+
+
+def test_a_proposal_layer_module_whose_own_imports_fail_gets_the_hint(tmp_path):
+    package = tmp_path / "rpn"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "proposal_layer.py").write_text("from fast_rcnn.config import cfg\n")
+    try:
+        with pytest.raises(NetError, match=r"import raised ModuleNotFoundError: No module named "
+                                           r"'fast_rcnn' at proposal_layer.py:1; use the native "
+                                           r'layer instead: type: "Proposal"'):
+            _python_net(tmp_path, "rpn.proposal_layer", "ProposalLayer")
+    finally:
+        sys.modules.pop("rpn", None)
+        sys.modules.pop("rpn.proposal_layer", None)

@@ -47,3 +47,20 @@ def backward_top0(layer, top, bottom, dy, propagate_down=None) -> None:
     with their bottom, so nothing is pre-filled); by default every bottom is asked."""
     top[0].diff[...] = dy
     layer.backward(top, propagate_down or [True] * len(bottom), bottom)
+
+
+def priors_blob(n_priors, seed=0):
+    """A PriorBox top (1, 2, n_priors * 4): random boxes inside [0, 1], SSD's variances."""
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(0.2, 0.8, (n_priors, 2))
+    sizes = rng.uniform(0.1, 0.4, (n_priors, 2))
+    boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+    var = np.tile([0.1, 0.1, 0.2, 0.2], (n_priors, 1))
+    return np.stack([boxes.reshape(-1), var.reshape(-1)])[None].astype(np.float32)
+
+
+def softmax_conf(num, n_priors, classes, seed, sharpness=3.0):
+    """Class probabilities (num, n_priors * classes), as DetectionOutput reads them."""
+    logits = rand(num, n_priors, classes, seed=seed) * sharpness
+    e = np.exp(logits - logits.max(axis=2, keepdims=True))
+    return (e / e.sum(axis=2, keepdims=True)).reshape(num, -1).astype(np.float32)

@@ -64,12 +64,14 @@ def test_unknown_field_suggests_the_right_name(tmp_path):
 
 
 def test_unknown_field_from_a_fork_is_named(tmp_path):
-    text = 'layer {\n  name: "r"\n  roi_pooling_param { pooled_h: 7 }\n}\n'
+    text = 'layer {\n  name: "d"\n  annotated_data_param { batch_size: 8 }\n}\n'
     path = _write(tmp_path / "net.prototxt", text)
     with pytest.raises(ParseError) as info:
         read_net_param(path)
-    what = _located(info.value, path, text, "roi_pooling_param")
-    assert "py-faster-rcnn" in what and "not by BVLC Caffe" in what
+    what = _located(info.value, path, text, "annotated_data_param")
+    assert "'annotated_data_param' is defined by SSD (weiliu89/caffe" in what
+    assert "AnnotatedData training layer, which pyforge does not implement" in what
+    assert "did you mean" not in what
 
 
 def test_bad_enum_value(tmp_path):

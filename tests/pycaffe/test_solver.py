@@ -146,3 +146,23 @@ def test_set_random_seed_seeds_solvers_without_their_own(in_caffe_ref, tmp_path)
     caffe.set_random_seed(11)
     own = caffe.SGDSolver(seeded).net.params["conv1"][0].data
     assert not np.array_equal(own, first)
+
+
+def test_one_pycaffe_class_per_registered_solver_type():
+    """pycaffe's classes are built from the solver registry, so a type registered there has
+    its caffe.<Name>Solver: the same name, the update rule of the engine class, pycaffe's
+    callbacks on top."""
+    from pyforge.pycaffe.solver import PYCAFFE_SOLVERS
+    from pyforge.solvers import SOLVERS
+
+    assert sorted(PYCAFFE_SOLVERS) == SOLVERS.names() == [
+        "AdaDelta", "AdaGrad", "Adam", "Nesterov", "RMSProp", "SGD"]
+    for type_name, cls in PYCAFFE_SOLVERS.items():
+        engine = SOLVERS.get(type_name)
+        assert cls.__name__ == engine.__name__ == f"{type_name}Solver"
+        assert issubclass(cls, engine) and cls.type_name == type_name
+        assert cls.compute_update_value is engine.compute_update_value
+        assert hasattr(cls, "add_callback")
+        # Reachable as pycaffe names it, and the very class get_solver builds.
+        assert getattr(caffe, cls.__name__) is cls
+        assert cls.__module__ == "pyforge.pycaffe.solver"

@@ -10,7 +10,7 @@ import numpy as np
 from pyforge.cli import main
 from pyforge.net.net import Net
 from pyforge.proto import caffe_pb2, parse_text_proto
-from pyforge.solvers.solver import first_nonfinite
+from pyforge.solvers.divergence import first_nonfinite
 from tests.logcapture import capture_log
 
 

@@ -605,6 +605,19 @@ def test_restore_history_count_mismatch(run, tmp_path):
     assert re.search(r"\b3\b", message) and re.search(r"\b2\b", message), message
 
 
+def test_forced_resume_across_solver_types_is_stopped_by_the_history_count(run, tmp_path):
+    """--force lets a pyforge state of another solver type through the compatibility check;
+    the one history-count check then refuses Adam's two blobs per parameter for SGD."""
+    _, prefix, options = _snapshotted(run, tmp_path, type="Adam", momentum=0.9,
+                                      lr_policy="fixed")
+    options.pop("type")
+    sgd = run.solver(max_iter=6, **options)
+    with pytest.raises(WeightsError) as info:
+        sgd.restore(f"{prefix}_iter_3.solverstate", force=True)
+    assert "holds 4 history blobs but a SGD solver on this net needs 2" in str(info.value)
+    assert sgd.iter == 0
+
+
 def test_restore_of_a_missing_file(run, tmp_path):
     solver = run.solver(max_iter=2)
     with pytest.raises(WeightsError):

@@ -1,0 +1,118 @@
+"""The one atomic-write helper: temporary file beside the target, fsync, rename, folder fsync;
+and every writer of the package goes through it (binary protos, HDF5 snapshots, upgraded
+prototxts)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from pyforge.atomic_write import (
+    temporary_path,
+    write_atomically,
+    write_bytes_atomically,
+    write_text_atomically,
+)
+from pyforge.errors import PyforgeError
+
+
+@pytest.fixture
+def synced(monkeypatch) -> list[str]:
+    """What os.fsync was called on, in order: "file" or "folder"."""
+    calls: list[str] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        calls.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    return calls
+
+
+def test_temporary_file_is_hidden_beside_the_target_and_named_by_pid(tmp_path):
+    assert temporary_path(tmp_path / "a.caffemodel") == str(
+        tmp_path / f".a.caffemodel.tmp{os.getpid()}")
+
+
+def test_file_then_folder_are_synced_and_no_temporary_is_left(tmp_path, synced):
+    path = tmp_path / "x.bin"
+    write_bytes_atomically(path, b"first")
+    write_bytes_atomically(str(path), b"second")  # overwrite, str path
+    assert path.read_bytes() == b"second"
+    assert os.listdir(tmp_path) == ["x.bin"]
+    assert synced == ["file", "folder", "file", "folder"]
+
+
+def test_text_is_written_as_utf8(tmp_path, synced):
+    path = tmp_path / "net.prototxt"
+    write_text_atomically(path, 'name: "résumé"\n')
+    assert path.read_bytes() == 'name: "résumé"\n'.encode()
+    assert synced == ["file", "folder"]
+
+
+def test_a_failing_fill_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"old")
+
+    def half_then_full_disk(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(b"ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(PyforgeError) as info:
+        write_atomically(path, half_then_full_disk)
+    assert str(info.value) == f"{path}: cannot write: No space left on device"
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["x.bin"]
+
+
+def test_an_interrupt_removes_the_temporary_and_propagates(tmp_path):
+    path = tmp_path / "x.bin"
+
+    def interrupted(tmp: str) -> None:
+        open(tmp, "wb").close()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, interrupted)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_that_cannot_be_synced_is_not_an_error(tmp_path, monkeypatch):
+    """Windows and some network file systems refuse fsync on a folder (EINVAL)."""
+    real = os.fsync
+
+    def refuse_folders(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(22, "Invalid argument")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", refuse_folders)
+    write_bytes_atomically(tmp_path / "x.bin", b"data")
+    assert (tmp_path / "x.bin").read_bytes() == b"data"
+
+
+def test_hdf5_snapshots_go_through_the_helper(tmp_path, synced):
+    from pyforge.io.snapshot import SolverStateData, read_solver_state, write_solver_state
+
+    path = str(tmp_path / "s_iter_1.solverstate.h5")
+    state = SolverStateData(1, "s_iter_1.caffemodel.h5", 0, [np.ones(3, np.float32)], None)
+    write_solver_state(path, state, hdf5=True)
+    assert synced == ["file", "folder"]
+    assert os.listdir(tmp_path) == ["s_iter_1.solverstate.h5"]
+    assert read_solver_state(path).history[0].tolist() == [1, 1, 1]
+
+
+def test_upgraded_prototxts_are_synced(tmp_path, synced):
+    """upgrade_solver_proto_text used to rename without fsync."""
+    from pyforge.commands.upgrade import upgrade_solver_file
+
+    source = tmp_path / "old.prototxt"
+    source.write_text('net: "n.prototxt"\nsolver_type: NESTEROV\nbase_lr: 0.1\n')
+    upgrade_solver_file(str(source), str(tmp_path / "new.prototxt"))
+    assert synced == ["file", "folder"]
+    assert 'type: "Nesterov"' in (tmp_path / "new.prototxt").read_text()
