@@ -1,7 +1,8 @@
 """pyforge.kernels.neuron against Caffe's formulas in float64 (tests/reference/neuron.py): every
-forward/backward pair (ReLU and leaky ReLU, Sigmoid, TanH, PReLU shared and per channel with its
-slope gradient, ELU, BNLL, Power, Exp, Log, Threshold, Clip, Swish) on random and edge inputs,
-NaN and infinity where Caffe lets them through, and the in-place calls the kernels allow.
+forward/backward pair (ReLU and leaky ReLU, the fork's ReLU6, Sigmoid, TanH, PReLU shared and
+per channel with its slope gradient, ELU, BNLL, Power, Exp, Log, Threshold, Clip, Swish) on
+random and edge inputs, NaN and infinity where Caffe lets them through, and the in-place calls
+the kernels allow.
 
 Tolerances (see tests/reference/float32.py) count float32 roundings: a kernel doing one IEEE
 operation, or a selection, must equal the rounded reference exactly; a chain of operations may
@@ -69,6 +70,24 @@ def test_relu_in_place(slope):
     np.testing.assert_array_equal(y, expected_y)
     K.relu_backward(y, dy, slope, dy)  # bottom data is the top, bottom diff the top diff
     np.testing.assert_array_equal(dy, expected_dx)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_relu6_is_exact_and_in_place(slope):
+    x = np.concatenate([_inputs(19, scale=5.0), np.array([6.0, 5.9999995, 6.0000005], F32)])
+    dy = _dy(x)
+    slope = F32(slope)
+    # A clamp plus at most one product: exact; the gradient passes only where 0 < x < 6.
+    y = _out(K.relu6_forward, x, slope, like=x)
+    np.testing.assert_array_equal(y, rounded(ref.relu6(x, slope)))
+    dx = _out(K.relu6_backward, x, dy, slope, like=x)
+    np.testing.assert_array_equal(dx, rounded(ref.relu6_grad(x, dy, slope)))
+    assert dx[-3] == 0 and dx[-2] == dy[-2] and dx[-1] == 0
+    # In place: y = x, and Backward reading the output keeps the same ranges (slope >= 0).
+    K.relu6_forward(x, slope, x)
+    np.testing.assert_array_equal(x, y)
+    K.relu6_backward(x, dy, slope, dy)
+    np.testing.assert_array_equal(dy, dx)
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "per_channel"])
@@ -420,6 +439,9 @@ def _special_cases():
         "relu0_forward": (_out(K.relu_forward, x, F32(0.0), like=x), ref.relu(x, 0.0)),
         "relu_backward": (_out(K.relu_backward, x, dy, F32(0.1), like=x),
                           ref.relu_grad(x, dy, 0.1)),
+        "relu6_forward": (_out(K.relu6_forward, x, F32(0.1), like=x), ref.relu6(x, 0.1)),
+        "relu6_backward": (_out(K.relu6_backward, x, dy, F32(0.1), like=x),
+                           ref.relu6_grad(x, dy, 0.1)),
         "prelu_forward": (_out(K.prelu_forward, x3, slope, False, like=x3),
                           ref.prelu(x3, slope, False)),
         "prelu_backward": (_out(K.prelu_backward, x3, dy3, slope, False, like=x3),
@@ -450,7 +472,8 @@ def _special_cases():
     return cases
 
 
-SPECIAL_NAMES = ["relu_forward", "relu0_forward", "relu_backward", "prelu_forward",
+SPECIAL_NAMES = ["relu_forward", "relu0_forward", "relu_backward", "relu6_forward",
+                 "relu6_backward", "prelu_forward",
                  "prelu_backward", "prelu_slope_grad", "sigmoid_forward", "tanh_forward",
                  "elu_forward", "elu_backward", "bnll_forward", "bnll_backward", "power_forward",
                  "exp_forward", "log_forward", "threshold_forward", "clip_forward",

@@ -1,6 +1,7 @@
 """Caffe's elementwise neuron formulas (relu_layer.cpp, prelu_layer.cpp, elu_layer.cpp,
 bnll_layer.cpp, power_layer.cpp, exp_layer.cpp, log_layer.cpp, threshold_layer.cpp,
-clip_layer.cpp, swish_layer.cpp, sigmoid_layer.cpp, tanh_layer.cpp) written out in float64.
+clip_layer.cpp, swish_layer.cpp, sigmoid_layer.cpp, tanh_layer.cpp, and the MobileNet-SSD
+fork's relu6_layer.cpp) written out in float64.
 
 ``std::max``/``std::min`` are spelled out (:func:`cmax`, :func:`cmin`) because their NaN
 behaviour is part of Caffe's results: ``std::max(a, b)`` is ``a < b ? b : a``, so it returns its
@@ -57,6 +58,20 @@ def relu_grad(x, dy, slope):
     ``dy * 0``."""
     x, dy = _f64(x, dy)
     return dy * ((x > 0) + F64(slope) * (x <= 0))
+
+
+@_quiet
+def relu6(x, slope):
+    """The MobileNet-SSD fork's ``min(max(x, 0), 6) + slope * min(x, 0)``."""
+    x = np.asarray(x, F64)
+    return cmin(cmax(x, 0.0), 6.0) + F64(slope) * cmin(x, 0.0)
+
+
+@_quiet
+def relu6_grad(x, dy, slope):
+    """``dy * ((0 < x < 6) + slope * (x <= 0))``."""
+    x, dy = _f64(x, dy)
+    return dy * (((x > 0) & (x < 6)) + F64(slope) * (x <= 0))
 
 
 @_quiet
