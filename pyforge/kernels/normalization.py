@@ -204,7 +204,8 @@ def lrn_across_backward(x, y, scale, dy, size, cache_ratio, ratio, accum, dx):
 
         dx[c] -= 2 alpha beta / n * x[c] * sum over the window of c of dy * y / scale
 
-    ``ratio`` (N, C, H*W) and ``accum`` (N, H*W) are work buffers."""
+    ``ratio`` (N, C, H*W) and ``accum`` (N, H*W) are work buffers. ``size`` is odd (the
+    layer refuses even ones, as Caffe does): the running window is centred on ``c``."""
     n_img, channels, plane = x.shape
     pre_pad = (size - 1) // 2
     for n in prange(n_img):
