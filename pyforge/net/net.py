@@ -19,6 +19,7 @@ from ..proto.io import debug_string
 from ..proto.wire import net_chunks
 from ..registry import UnknownNameError
 from ..rng import make_rng
+from .fusion import Chain, epilogue, plan_chains
 from .graph import filter_net, insert_splits
 from .weights import copy_params
 
@@ -82,6 +83,7 @@ class Net:
         for blob_id in self.output_ids:
             self.logger.info("This network produces output %s", self.blob_names[blob_id])
         self._share_weights()
+        self.chains = plan_chains(self)
         self.debug_info = built.debug_info
         self.param_proto = built
         self.logger.info("Network initialization done.")
@@ -346,22 +348,40 @@ class Net:
         return [self.blob_list[i] for i in self.top_ids[layer_id]]
 
     def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
+        """Run layers ``start`` to ``end``; return their weighted loss. A convolution whose
+        in-place followers are all in the range runs them in its own pass
+        (:mod:`pyforge.net.fusion`), unless ``debug_info`` prints every layer."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
-        for layer_id in range(start, end + 1):
+        layer_id = start
+        while layer_id <= end:
+            chain = None if self.debug_info else self.chains.get(layer_id)
+            if chain is not None and chain.last <= end:
+                self._forward_chain(chain)
+                layer_id = chain.last + 1
+                continue
             layer = self.layers[layer_id]
             bottom, top = self.bottoms(layer_id), self.tops(layer_id)
             layer.reshape(bottom, top)
-            if bottom and all(b.count == 0 for b in bottom):
-                continue  # an empty batch (e.g. after Filter) gives empty outputs
-            layer.forward(bottom, top)
-            for j, weight in enumerate(layer.loss_weights):
-                if weight:
-                    t = top[j]
-                    loss += float(np.dot(t.data.ravel(), t.diff.ravel()))
-            if self.debug_info:
-                self._forward_debug(layer_id)
+            if not (bottom and all(b.count == 0 for b in bottom)):
+                # (an empty batch, e.g. after Filter, gives empty outputs)
+                layer.forward(bottom, top)
+                for j, weight in enumerate(layer.loss_weights):
+                    if weight:
+                        t = top[j]
+                        loss += float(np.dot(t.data.ravel(), t.diff.ravel()))
+                if self.debug_info:
+                    self._forward_debug(layer_id)
+            layer_id += 1
         return loss
+
+    def _forward_chain(self, chain: Chain) -> None:
+        """A convolution and its in-place followers in one pass (none of them has a loss)."""
+        bottom, top = self.bottoms(chain.conv), self.tops(chain.conv)
+        for layer_id in (chain.conv, *chain.members):
+            self.layers[layer_id].reshape(self.bottoms(layer_id), self.tops(layer_id))
+        if bottom[0].count:
+            self.layers[chain.conv].forward(bottom, top, epilogue(self, chain))
 
     def forward_loss(self) -> float:
         """Run every layer; return the weighted loss (Caffe's Forward(&loss)).
