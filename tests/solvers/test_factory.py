@@ -41,7 +41,7 @@ def test_a_solver_trains_nets_built_anywhere(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a.data, b.data)
     for a, b in zip(by_hand.history, from_files.history):
         np.testing.assert_array_equal(a.data, b.data)
-    assert by_hand.test(0) == from_files.test(0)
+    assert by_hand.test(0)[0] == from_files.test(0)[0]
 
 
 def test_settings_are_checked_before_any_net_is_read(tmp_path):
