@@ -22,7 +22,11 @@ COMPILE_EVENT = "numba:compile"
 class CompileWatch(numba_event.Listener):
     """While registered (``with watch:``), counts the wall-clock seconds of kernel compilation
     (nested compilations of kernels called by a kernel count once) and logs one line at the
-    first compilation."""
+    first compilation.
+
+    Numba compiles under one global lock, so compilations never overlap. One that began
+    before the watch was registered (a data layer's prefetch thread starts at net setup) shows
+    only its end: the whole time since registration was that compilation."""
 
     def __init__(self, logger: logging.Logger,
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -33,30 +37,45 @@ class CompileWatch(numba_event.Listener):
         self.compilations = 0
         self._depth = 0
         self._started = 0.0
+        self._registered = 0.0
+        self._seconds_at_registration = 0.0
         self._announced = False
         self._lock = threading.Lock()
 
     def on_start(self, event) -> None:
         with self._lock:
             self._depth += 1
-            if self._depth > 1:
-                return
-            self._started = self.clock()
-            announce = not self._announced
-            self._announced = True
-        if announce:
-            self.logger.info("Compiling kernels for this machine (first run only: Numba caches "
-                             "them for the next runs); this can take a minute, and the speed "
-                             "figures leave it out")
+            if self._depth == 1:
+                self._started = self.clock()
+        self._announce()
 
     def on_end(self, event) -> None:
         with self._lock:
-            self._depth -= 1
-            if self._depth == 0:
-                self.seconds += self.clock() - self._started
+            now = self.clock()
+            if self._depth == 0:  # began before registration
+                self.seconds = self._seconds_at_registration + (now - self._registered)
                 self.compilations += 1
+            else:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.seconds += now - self._started
+                    self.compilations += 1
+        self._announce()
+
+    def _announce(self) -> None:
+        with self._lock:
+            if self._announced:
+                return
+            self._announced = True
+        self.logger.info("Compiling kernels for this machine (first run only: Numba caches them "
+                         "for the next runs); this can take a minute, and the speed figures "
+                         "leave it out")
 
     def __enter__(self) -> CompileWatch:
+        with self._lock:
+            self._depth = 0
+            self._registered = self.clock()
+            self._seconds_at_registration = self.seconds
         numba_event.register(COMPILE_EVENT, self)
         return self
 

@@ -44,6 +44,23 @@ def test_nested_compilations_count_once_and_the_note_is_said_once():
     assert watch.seconds == 7.5
 
 
+def test_a_compilation_begun_before_registration_counts_from_registration():
+    clock = FakeClock()
+    watch = CompileWatch(get_logger(), clock=clock)
+    numba_event.start_event(COMPILE_EVENT)  # a prefetch thread compiling since net setup
+    clock.now = 5.0
+    with watch:
+        clock.now = 6.0
+        with numba_event.trigger_event(COMPILE_EVENT):  # a kernel it calls
+            clock.now = 8.0
+        clock.now = 9.5
+        numba_event.end_event(COMPILE_EVENT)
+        clock.now = 20.0
+        with numba_event.trigger_event(COMPILE_EVENT):
+            clock.now = 21.0
+    assert watch.seconds == 5.5  # 5.0 .. 9.5 and 20.0 .. 21.0
+
+
 def test_a_real_compilation_is_seen_and_a_second_call_is_not():
     @numba.njit(cache=False)
     def twice(x):
