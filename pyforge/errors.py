@@ -50,3 +50,8 @@ class DataError(PyforgeError):
 
 class WeightsError(PyforgeError):
     """Weights or solver state that do not fit the net."""
+
+
+class ExportError(PyforgeError):
+    """A net that cannot be exported (a layer ONNX cannot express), or an export whose check
+    against pyforge's own forward fails."""
