@@ -44,6 +44,16 @@ class ConvGeometry:
                 zip((height, width), self.kernel, self.pad, self.stride, self.dilation))
         return h, w
 
+    def checked_conv_output(self, layer: Layer, height: int, width: int) -> tuple[int, int]:
+        """:meth:`conv_output`, or ``layer``'s error when the kernel does not fit the input."""
+        oh, ow = self.conv_output(height, width)
+        if oh <= 0 or ow <= 0:
+            raise layer.error(
+                f"kernel {self.kernel} with pad {self.pad} and dilation {self.dilation} is "
+                f"larger than the input {height}x{width}"
+            )
+        return oh, ow
+
     def deconv_output(self, height: int, width: int) -> tuple[int, int]:
         """The input size of the convolution whose output is ``height`` x ``width``."""
         h, w = (s * (size - 1) + d * (k - 1) + 1 - 2 * p for size, k, p, s, d in
@@ -177,12 +187,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         n, _, h, w = self.check_bottoms(bottom)
         g = self.geometry
-        oh, ow = g.conv_output(h, w)
-        if oh <= 0 or ow <= 0:
-            raise self.error(
-                f"kernel {g.kernel} with pad {g.pad} and dilation {g.dilation} is larger than "
-                f"the input {h}x{w}"
-            )
+        oh, ow = g.checked_conv_output(self, h, w)
         self.out_hw = (oh, ow)
         for t in top:
             t.reshape((n, self.num_output, oh, ow))
@@ -358,12 +363,7 @@ class Im2colLayer(Layer):
             raise self.error(f"input must have 4 axes (N, C, H, W), found {bottom[0].shape}")
         n, c, h, w = bottom[0].shape
         g = self.geometry
-        oh, ow = g.conv_output(h, w)
-        if oh <= 0 or ow <= 0:
-            raise self.error(
-                f"kernel {g.kernel} with pad {g.pad} and dilation {g.dilation} is larger than "
-                f"the input {h}x{w}"
-            )
+        oh, ow = g.checked_conv_output(self, h, w)
         self.out_hw = (oh, ow)
         self.rows = c * g.kernel[0] * g.kernel[1]
         top[0].reshape((n, self.rows, oh, ow))
