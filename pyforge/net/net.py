@@ -122,6 +122,10 @@ class Net:
                            f"{len(lp.bottom)} times (once per bottom), found "
                            f"{len(lp.propagate_down)}")
         log("Creating layer %s", lp.name)
+        # Caffe's Net::Init decides which parameters need backward from the net's copy of the
+        # LayerParameter, read before the layer's own LayerSetUp may add param specs to its
+        # copy (BatchNorm adds lr_mult 0 for its statistics); AppendParam reads the layer's copy.
+        net_lr_mults = [spec.lr_mult for spec in lp.param]
         try:
             cls = LAYERS.get(lp.type, f"layer '{lp.name}'")
         except UnknownNameError as exc:
@@ -147,7 +151,7 @@ class Net:
                 log("    with loss weight %s", fmt(weight))
             wiring.memory += self.blob_list[blob_id].count
         log("Memory required for data: %d", wiring.memory * 4)
-        need_backward |= self._register_params(layer_id, wiring)
+        need_backward |= self._register_params(layer_id, net_lr_mults, wiring)
         self.layer_need_backward.append(need_backward)
         if need_backward:
             for blob_id in tops:
@@ -201,18 +205,24 @@ class Net:
                 tops.append(self._new_blob("(automatic)"))
         return tops
 
-    def _register_params(self, layer_id: int, wiring: _Wiring) -> bool:
-        """Set which parameters get gradients (lr_mult != 0) and append each to the net's
-        parameter tables; returns whether any parameter needs backward."""
+    def _register_params(self, layer_id: int, net_lr_mults: list[float],
+                         wiring: _Wiring) -> bool:
+        """Set which parameters get gradients and append each to the net's parameter tables;
+        returns whether any parameter needs backward.
+
+        As Caffe 1.0's Net::Init, a parameter needs backward when the *net's* param spec (the
+        prototxt's, ``net_lr_mults``) has a non-zero lr_mult, default 1; the learning-rate and
+        decay multipliers the solver uses come from the *layer's* copy (``_append_param``). So
+        a BatchNorm written without ``param { lr_mult: 0 }`` has its statistics marked as
+        needing backward (debug_info prints their zero diffs, and the layer makes its tops
+        need backward) while the solver steps them with lr_mult 0."""
         layer = self.layers[layer_id]
-        # The layer's own parameter (it may have added param specs or loss weights).
-        lp = layer.param
         n_params = len(layer.blobs)
-        if len(lp.param) > n_params:
-            raise NetError(f"layer '{lp.name}': too many param specs ({len(lp.param)}) for "
-                           f"its {n_params} parameter blob(s)")
+        if len(net_lr_mults) > n_params:
+            raise NetError(f"layer '{layer.param.name}': too many param specs "
+                           f"({len(net_lr_mults)}) for its {n_params} parameter blob(s)")
         layer.param_propagate_down = [
-            (lp.param[i].lr_mult if i < len(lp.param) else 1.0) != 0 for i in range(n_params)
+            (net_lr_mults[i] if i < len(net_lr_mults) else 1.0) != 0 for i in range(n_params)
         ]
         self.param_ids_of_layer.append([])
         for i in range(n_params):
@@ -226,6 +236,8 @@ class Net:
         return len(self.blob_list) - 1
 
     def _append_param(self, layer_id: int, param_id: int, name_index: dict[str, int]) -> None:
+        """Register one parameter blob (Caffe's AppendParam), reading the layer's own copy of
+        its LayerParameter: the specs a layer added in its setup count here."""
         layer = self.layers[layer_id]
         lp = layer.param
         spec = lp.param[param_id] if param_id < len(lp.param) else caffe_pb2.ParamSpec()
