@@ -10,8 +10,10 @@ The nets are the deploy prototxts in ``prototxt_examples/zoo`` (CaffeNet b16, Go
 ResNet-50 b8, SqueezeNet 1.1 b16, MobileNet v2 b16) with seeded random weights, written once as
 a ``.caffemodel``. Each engine runs the same layers on the same weights and input:
 
-- pyforge: the :class:`pyforge.net.net.Net` built from the prototxt, layer by layer as
-  ``pyforge time`` runs it;
+- pyforge: the :class:`pyforge.net.net.Net` built from the prototxt: forward as
+  ``net.forward()`` runs it (convolutions with their in-place BatchNorm/Scale/ReLU followers in
+  one pass, :mod:`pyforge.net.fusion`), forward+backward layer by layer as ``pyforge time``
+  runs it;
 - PyTorch (CPU): the same layers as torch operations (:func:`torch_mirror`), in eval mode;
 - OpenCV 4: ``cv2.dnn.readNetFromCaffe`` on the prototxt and the ``.caffemodel`` (OpenCV 5 has no
   Caffe reader, hence ``opencv-python-headless<5``);
@@ -161,8 +163,9 @@ def torch_mirror(net):
                 params = []
                 for j, blob in enumerate(layer.blobs):
                     params.append(len(self.weights))
-                    # Statistics (BatchNorm's lr_mult 0) get no gradient, as in pyforge.
-                    learns = bool(layer.param_propagate_down[j])
+                    # BatchNorm's statistics are no parameters: torch's batch_norm takes no
+                    # gradient for them (pyforge's, as Caffe's, is 0 and never applied).
+                    learns = layer.type != "BatchNorm" and bool(layer.param_propagate_down[j])
                     self.weights.append(torch.nn.Parameter(torch.from_numpy(blob.data.copy()),
                                                            requires_grad=learns))
                 self.ops.append((layer, bottoms, tops, params))
@@ -291,9 +294,9 @@ class Engine:
     def forward(self) -> list[np.ndarray]:
         """One forward pass; returns the :func:`checked_blobs`."""
         if self.engine == "pyforge":
-            for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
-                layer.reshape(bottom, top)
-                layer.forward(bottom, top)
+            # What pycaffe's net.forward() and pyforge test run (convolutions with their
+            # in-place followers in one pass).
+            self.net.forward_from_to()
             return [self.net.blobs[name].data for name in self.checked]
         if self.engine == "torch":
             import torch
@@ -308,7 +311,11 @@ class Engine:
 
     def forward_backward(self) -> None:
         if self.engine == "pyforge":
-            self.forward()
+            # Layer by layer, as pyforge time runs it (every layer keeps what its backward
+            # reads), then the backward pass a training step needs.
+            for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
+                layer.reshape(bottom, top)
+                layer.forward(bottom, top)
             for blob_id, grad in zip(self.net.output_ids, self.grads):
                 self.net.blob_list[blob_id].diff[...] = grad
             for i in range(len(self.layers) - 1, -1, -1):
