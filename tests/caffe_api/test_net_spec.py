@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import pyforge as caffe
-from pyforge import layers as L
-from pyforge import params as P
+import caffe
+from caffe import layers as L
+from caffe import params as P
 from pyforge.proto import caffe_pb2, parse_text_proto
-from tests.pycaffe.conftest import INIT_WEIGHTS, LENET
+from tests.caffe_api.conftest import INIT_WEIGHTS, LENET
 
 
 def lenet(source: str, batch_size: int, phase: int | None = None) -> caffe_pb2.NetParameter:

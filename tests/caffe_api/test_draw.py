@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-import pyforge as caffe
+import caffe
 from pyforge.cli import main
 from pyforge.errors import PyforgeError
 from pyforge.proto import read_net_param
 from tests.logcapture import capture_log
-from tests.pycaffe.conftest import LENET
+from tests.caffe_api.conftest import LENET
 
 pytest.importorskip("matplotlib")
 

@@ -1,4 +1,5 @@
-"""pycaffe's NetSpec: write nets in Python, get a NetParameter (``str()`` of it is prototxt).
+"""pycaffe's ``caffe.net_spec``: write nets in Python, get a NetParameter (``str()`` of it is
+prototxt).
 
 ::
 
@@ -25,7 +26,10 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 
-from ..proto import caffe_pb2
+from pyforge.proto import caffe_pb2
+
+__all__ = ["NetSpec", "Top", "Function", "layers", "params", "to_proto", "assign_proto",
+           "param_name_dict"]
 
 
 def param_name_dict() -> dict[str, str]:
@@ -100,8 +104,9 @@ class Function:
         self.type_name = type_name
         for index, value in enumerate(inputs):
             if not isinstance(value, Top):
-                raise TypeError(f"{type_name} input {index} is not a Top (it is a "
-                                f"{type(value).__name__}); pass the outputs of other layers")
+                # pycaffe's wording, which scripts and Caffe's own tests match.
+                raise TypeError(f"{type_name} input {index} is not a Top (type is "
+                                f"{type(value)})")
         self.inputs = inputs
         self.params = dict(params)
         self.ntop = self.params.pop("ntop", 1)
@@ -151,6 +156,14 @@ class Function:
         layers[self] = layer
 
 
+class NoSuchTopError(AttributeError, KeyError):
+    """A name not assigned in a NetSpec: pycaffe raises KeyError; an AttributeError too, so
+    that ``hasattr(n, name)`` and ``getattr(n, name, default)`` work."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
 class NetSpec:
     """A set of named Tops (assigned as attributes or items); :meth:`to_proto` makes a
     NetParameter with every layer they need, named after them."""
@@ -165,13 +178,13 @@ class NetSpec:
         try:
             return self.tops[name]
         except KeyError:
-            raise AttributeError(f"NetSpec has no top named {name!r}") from None
+            raise NoSuchTopError(f"NetSpec has no top named {name!r}") from None
 
     def __setitem__(self, key: str, value) -> None:
         self.tops[key] = value
 
     def __getitem__(self, key: str):
-        return self.tops[key]
+        return self.__getattr__(key)
 
     def __delitem__(self, key: str) -> None:
         del self.tops[key]

@@ -9,14 +9,14 @@ import uuid
 import numpy as np
 import pytest
 
-import pyforge as caffe
+import caffe
 from pyforge.layers.python_layer import PythonLayerBase
 
 # pycaffe's examples/pycaffe/layers/pyloss.py, as a pycaffe user writes it.
 PYLOSS = textwrap.dedent('''
     import numpy as np
 
-    import pyforge as caffe
+    import caffe
 
 
     class EuclideanLossLayer(caffe.Layer):

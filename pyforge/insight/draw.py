@@ -61,11 +61,24 @@ def get_edge_label(layer: caffe_pb2.LayerParameter) -> str | None:
     return None
 
 
+def get_layer_lr_mult(layer: caffe_pb2.LayerParameter) -> tuple[float, float]:
+    """The lr_mult of the weights and of the bias of a Convolution, Deconvolution or
+    InnerProduct layer (1 where the param spec is absent)."""
+    if layer.type not in ("Convolution", "Deconvolution", "InnerProduct"):
+        raise ValueError(f"{layer.type} layers do not have a learning rate multiplier")
+    if len(layer.param) > 2:
+        raise ValueError(f"layer '{layer.name}': {len(layer.param)} param specs, expected at "
+                         "most 2 (weights, bias)")
+    mults = [spec.lr_mult for spec in layer.param] + [1.0] * (2 - len(layer.param))
+    return mults[0], mults[1]
+
+
 def get_layer_label(layer: caffe_pb2.LayerParameter, rankdir: str,
                     display_lrm: bool = False) -> str:
-    """Name, ``(type)``, and kernel/stride/pad for spatial layers (and the first lr_mult of
-    learning layers with ``display_lrm``), one per line for LR graphs, space-separated for
-    TB graphs (where horizontal room is plenty)."""
+    """Name, ``(type)``, and kernel/stride/pad for spatial layers (and the lr_mults of
+    learning layers with ``display_lrm``, when not both 0), one per line for LR graphs,
+    space-separated for TB graphs (where horizontal room is plenty). (pycaffe's returns the
+    label quoted and with ``\\n`` escapes, for graphviz; this is the text itself.)"""
     separator = " " if rankdir in ("TB", "BT") else "\n"
     parts = [layer.name]
     if layer.type == "Pooling":
@@ -85,8 +98,9 @@ def get_layer_label(layer: caffe_pb2.LayerParameter, rankdir: str,
         parts.append(separator.join([f"kernel size: {kernel}", f"stride: {stride}",
                                      f"pad: {pad}"]))
     if display_lrm and layer.type in ("Convolution", "Deconvolution", "InnerProduct"):
-        lr_mult = layer.param[0].lr_mult if len(layer.param) else 1
-        parts.append(f"lr mult: {lr_mult:g}")
+        weights_mult, bias_mult = get_layer_lr_mult(layer)
+        if weights_mult or bias_mult:
+            parts.append(f"lr mult: {weights_mult:.1f}, {bias_mult:.1f}")
     return separator.join(parts)
 
 
@@ -350,7 +364,7 @@ def _text_measure():
 
 def render(graph: Graph, fmt: str = "png") -> bytes:
     """The laid-out graph as image bytes of ``fmt`` (png, svg, pdf, ...)."""
-    from ..insight._mpl import new_figure
+    from ._mpl import new_figure
 
     figure = new_figure("drawing a net")  # fails clearly without matplotlib
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
