@@ -60,6 +60,12 @@ class CoordMap(NamedTuple):
 IDENTITY = CoordMap(None, 1, 0)
 
 
+def _spatial_map(axis: int, a, b) -> CoordMap:
+    """A map of a spatial layer, its scale and shift with one entry per spatial axis."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    return CoordMap(axis, a.copy(), b.copy())
+
+
 def _layer_params(fn: Function, message: str) -> dict:
     """The layer's settings: its ``<message>`` dict when given, else its keyword arguments."""
     nested = fn.params.get(message)
@@ -100,16 +106,16 @@ def coord_map(fn: Function) -> CoordMap:
     """The map from the coordinates of ``fn``'s (first) bottom to those of its tops."""
     if fn.type_name in _CONVOLUTIONS:
         axis, stride, kernel, pad = conv_params(fn)
-        return CoordMap(axis, 1 / stride, (pad - (kernel - 1) / 2) / stride)
+        return _spatial_map(axis, 1 / stride, (pad - (kernel - 1) / 2) / stride)
     if fn.type_name == "Deconvolution":
         axis, stride, kernel, pad = conv_params(fn)
-        return CoordMap(axis, stride, (kernel - 1) / 2 - pad)
+        return _spatial_map(axis, stride, (kernel - 1) / 2 - pad)
     if fn.type_name in PASS_THROUGH_LAYERS:
         return IDENTITY
     if fn.type_name == "Crop":
         axis, offset = crop_params(fn)
         # Crop names the first cropped axis; a map names the last axis it leaves alone.
-        return CoordMap(axis - 1, 1, -offset)
+        return _spatial_map(axis - 1, 1, -offset)
     raise UndefinedMapException(f"{fn.type_name} layers have no coordinate map")
 
 

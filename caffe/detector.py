@@ -98,11 +98,12 @@ class Detector(Net):
         im_h, im_w = im.shape[:2]
         box = np.clip(box, 0.0, [im_h, im_w, im_h, im_w])
         clipped = box[2:] - box[:2] + 1
-        if (clipped <= 0).any():
-            raise PyforgeError(f"window {tuple(window)} lies outside the {im_h}x{im_w} image")
         crop_h = min(_round_half_up(clipped[0] * scale_hw[0]), crop_size - pad_y)
         crop_w = min(_round_half_up(clipped[1] * scale_hw[1]), crop_size - pad_x)
         top, left, bottom, right = (int(v) for v in box)
+        if bottom <= top or right <= left or crop_h <= 0 or crop_w <= 0:
+            raise PyforgeError(f"window {tuple(int(v) for v in window)} with its context lies "
+                               f"outside the {im_h}x{im_w} image")
         context = caffe_io.resize_image(im[top:bottom, left:right], (crop_h, crop_w))
         crop = np.ones(self.crop_dims, dtype=np.float32) * self.crop_mean
         crop[pad_y:pad_y + crop_h, pad_x:pad_x + crop_w] = context

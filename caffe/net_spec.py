@@ -45,7 +45,11 @@ def param_name_dict() -> dict[str, str]:
     return out
 
 
-_PARAM_NAMES = param_name_dict()
+#: Layer types whose parameters live in another type's message (pycaffe's table lacks them,
+#: so there ``L.Deconvolution(x, num_output=...)`` fails; here it fills convolution_param).
+_SHARED_PARAMS = {"Deconvolution": "convolution", "Im2col": "convolution",
+                  "ConvolutionDepthwise": "convolution", "SoftmaxWithLoss": "softmax"}
+_PARAM_NAMES = {**param_name_dict(), **_SHARED_PARAMS}
 
 
 def assign_proto(proto, name: str, value) -> None:
@@ -145,14 +149,19 @@ class Function:
         layer.name = self._get_name(names, autonames)
         own = _PARAM_NAMES.get(self.type_name)
         for key, value in self.params.items():
-            if key.endswith("param") or own is None:
-                assign_proto(layer, key, value)
-                continue
             try:
-                assign_proto(getattr(layer, own + "_param"), key, value)
-            except AttributeError:
-                # Not a field of the type's own message: a LayerParameter field.
-                assign_proto(layer, key, value)
+                if key.endswith("param") or own is None:
+                    assign_proto(layer, key, value)
+                    continue
+                try:
+                    assign_proto(getattr(layer, own + "_param"), key, value)
+                except AttributeError:
+                    # Not a field of the type's own message: a LayerParameter field.
+                    assign_proto(layer, key, value)
+            except AttributeError as exc:
+                where = f"{own}_param nor of " if own else ""
+                raise AttributeError(f"{self.type_name} layer '{layer.name}': {key}={value!r} "
+                                     f"is not a field of {where}LayerParameter ({exc})") from None
         layers[self] = layer
 
 
