@@ -26,8 +26,8 @@ def draw_net_cmd(net, output, rankdir, phase, display_lrm, debug) -> None:
 
     Needs matplotlib (pip install 'pyforge[plot]'), not graphviz.
     """
-    from ..proto import caffe_pb2, read_net_param
     from ..insight.draw import draw_net_to_file
+    from ..proto import caffe_pb2, read_net_param
 
     param = read_net_param(net)
     phase_value = None if phase.upper() == "ALL" else caffe_pb2.Phase.Value(phase.upper())

@@ -155,7 +155,8 @@ class PythonLayer(Layer):
             else:
                 impl = cls()
         except Exception as exc:
-            raise self._user_error("__init__", exc)
+            self._note_user_error("__init__", exc)
+            raise
         missing = [m for m in ("setup", "reshape", "forward", "backward")
                    if not callable(getattr(impl, m, None))]
         if missing:
@@ -169,10 +170,12 @@ class PythonLayer(Layer):
             return importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if not _is_missing(exc, name):
-                raise self._user_error("import", exc, _module_hint(name))
+                self._note_user_error("import", exc, _module_hint(name))
+                raise
             first = exc
         except Exception as exc:
-            raise self._user_error("import", exc, _module_hint(name))
+            self._note_user_error("import", exc, _module_hint(name))
+            raise
         # Not on sys.path: try the folder of the net prototxt, where users of `caffe train` keep
         # their layer modules (with PYTHONPATH pointing there).
         source = self.ctx.source_file
@@ -186,13 +189,15 @@ class PythonLayer(Layer):
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if not _is_missing(exc, name):
-                raise self._user_error("import", exc, _module_hint(name))
+                self._note_user_error("import", exc, _module_hint(name))
+                raise
             raise PythonModuleNotFound(
                 f"{self.where}: cannot import module '{name}' for class '{self.class_name}': "
                 f"{first} (not on sys.path nor in the net's folder {folder})"
                 f"{_module_hint(name)}") from None
         except Exception as exc:
-            raise self._user_error("import", exc, _module_hint(name))
+            self._note_user_error("import", exc, _module_hint(name))
+            raise
         finally:
             try:
                 sys.path.remove(folder)
@@ -202,7 +207,7 @@ class PythonLayer(Layer):
                              name, folder)
         return module
 
-    def _user_error(self, stage: str, exc: BaseException, hint: str = "") -> BaseException:
+    def _note_user_error(self, stage: str, exc: BaseException, hint: str = "") -> None:
         """The user's own exception, noted with the layer, module and class (and the line
         the CLI prints: the stage, the exception and where in the user's file it came from)."""
         frames = traceback.extract_tb(exc.__traceback__)
@@ -214,7 +219,6 @@ class PythonLayer(Layer):
         what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
         note_user_code_error(exc, f"raised in {stage} of {self.where}{hint}",
                              f"{self.where}: {stage} raised {what}{site}{hint}")
-        return exc
 
     def _call(self, stage: str, *args) -> None:
         try:
@@ -222,7 +226,8 @@ class PythonLayer(Layer):
         except PyforgeError:
             raise
         except Exception as exc:
-            raise self._user_error(stage, exc)
+            self._note_user_error(stage, exc)
+            raise
 
     # --- the Layer contract ----------------------------------------------------------------
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:

@@ -11,7 +11,8 @@ from pyforge.errors import PyforgeError
 cv2 = pytest.importorskip("cv2")
 
 DEPLOY = """name: "tiny_detector"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 3 dim: 3 dim: 8 dim: 8 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
   convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" std: 0.3 } } }
 layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc"

@@ -8,8 +8,8 @@ import pytest
 import caffe
 from pyforge import api
 from pyforge.errors import PyforgeError
-from tests.logcapture import capture_log
 from tests.caffe_api.conftest import INIT_WEIGHTS, LENET, LENET_DEPLOY
+from tests.logcapture import capture_log
 
 
 def _cli_batches(iterations: int) -> list[dict[str, float]]:

@@ -50,6 +50,8 @@ def test_pycaffes_names():
 
 def test_pycaffes_module_layout():
     """Each module a pycaffe script imports, with the names it takes from it."""
+    import caffe.draw
+    import caffe.proto.caffe_pb2
     from caffe import layers as L  # noqa: N812
     from caffe import params as P  # noqa: N812
     from caffe.classifier import Classifier
@@ -57,11 +59,8 @@ def test_pycaffes_module_layout():
     from caffe.detector import Detector
     from caffe.io import Transformer, load_image
     from caffe.net_spec import NetSpec, to_proto
-    from caffe.pycaffe import Net, SGDSolver
     from caffe.proto import caffe_pb2
-
-    import caffe.draw
-    import caffe.proto.caffe_pb2
+    from caffe.pycaffe import Net, SGDSolver
     from pyforge.proto import caffe_pb2 as pyforge_pb2
 
     assert (Net, SGDSolver, Classifier, Detector) == (caffe.Net, caffe.SGDSolver,

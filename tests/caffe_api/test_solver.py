@@ -12,8 +12,8 @@ import pytest
 import caffe
 from pyforge import api
 from pyforge.errors import SolverError
-from tests.logcapture import capture_log
 from tests.caffe_api.conftest import INIT_WEIGHTS, LENET, write_solver
+from tests.logcapture import capture_log
 
 
 def _trace_losses(caffe_ref) -> dict[int, float]:
