@@ -52,6 +52,11 @@ class WeightsError(PyforgeError):
     """Weights or solver state that do not fit the net."""
 
 
+class ExportError(PyforgeError):
+    """A net that cannot be exported (a layer ONNX cannot express), or an export whose check
+    against pyforge's own forward fails."""
+
+
 #: The attribute that holds the CLI's one line about an exception from the user's own code.
 _USER_CODE_LINE = "pyforge_user_code_line"
 
