@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import logging
 import subprocess
@@ -78,15 +79,17 @@ def test_pycaffes_module_layout():
 
 
 def test_caffe_is_installed_with_pyforge():
-    """The wheel's packages: pyproject's package discovery finds caffe and caffe.proto."""
+    """The wheel's packages: pyproject's package patterns (setuptools' find, fnmatch-style)
+    take caffe and caffe.proto, and no test package."""
     tomllib = pytest.importorskip("tomllib")
-    from setuptools import find_packages
-
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     include = config["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = set(find_packages(str(ROOT), include=include))
-    assert {"caffe", "caffe.proto", "pyforge", "pyforge.layers"} <= packages
-    assert not any(p.startswith("tests") for p in packages)
+    tops = [d for d in ROOT.iterdir() if d.is_dir() and not d.name.startswith((".", "build"))]
+    packages = {".".join(init.parent.relative_to(ROOT).parts)
+                for top in tops for init in top.rglob("__init__.py")}
+    found = {p for p in packages if any(fnmatch.fnmatchcase(p, pattern) for pattern in include)}
+    assert {"caffe", "caffe.proto", "pyforge", "pyforge.layers", "pyforge.insight"} <= found
+    assert not any(p.split(".")[0] in ("tests", "benchmarks") for p in found)
 
 
 def test_import_pyforge_stays_cheap_and_the_engine_never_imports_caffe():
