@@ -6,20 +6,11 @@ import numpy as np
 
 from ..blob import Blob
 from ..errors import DataError
-from ..io.datum import image_path, read_file
+from ..io.datum import COLOR, GRAY, decode_image, image_path, read_file, resize_image
 from ..io.transform import DataTransformer
 from ..proto import resolve_path
 from .base import register_layer
 from .image_data import ImageDataLayer
-
-
-def _cv2(where: str):
-    try:
-        import cv2
-    except ImportError:
-        raise DataError(f"{where}: DenseImageData decodes images with OpenCV, as the fork "
-                        "does: pip install 'opencv-python-headless<5'") from None
-    return cv2
 
 
 def read_pair_list(path: str, where: str) -> list[tuple[str, str]]:
@@ -91,7 +82,6 @@ class DenseImageDataLayer(ImageDataLayer):
         self.is_color = p.is_color
         self.root_folder = p.root_folder
         self.shuffle = p.shuffle
-        self.cv2 = _cv2(self.where)
         source = resolve_path(p.source, self.ctx.source_file, f"{self.where} source")
         self.ctx.logger.info("Opening file %s", source)
         self.lines = read_pair_list(source, self.where)
@@ -118,17 +108,11 @@ class DenseImageDataLayer(ImageDataLayer):
 
     def _decode(self, path: str, grey: bool, size: tuple[int, int], nearest: bool) -> np.ndarray:
         """ReadImageToCVMat: decode (BGR or grey) and resize when a size is given; (C, H, W)."""
-        cv2 = self.cv2
         where = f"{self.where}: {path}"
-        raw = np.frombuffer(read_file(path, where), dtype=np.uint8)
-        flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
-        image = cv2.imdecode(raw, flag) if raw.size else None
-        if image is None:
-            raise DataError(f"{where}: OpenCV cannot decode this file as an image")
+        image = decode_image(read_file(path, where), where, GRAY if grey else COLOR)
         if size[0] > 0 and size[1] > 0:
-            interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-            image = cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
-        return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+            image = resize_image(image, size[0], size[1], nearest=nearest)
+        return image
 
     def _pair(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The image and label image at ``position`` of the endless (re)shuffled list, with

@@ -82,13 +82,20 @@ class BatchNormLayer(Layer):
             self.x_norm = np.zeros(shape, np.float32)  # only the batch statistics need it
         self.dims = (shape[0], self.channels, bottom[0].count // max(shape[0] * shape[1], 1))
 
+    def stored_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) from the stored sums, as the forward with global stats computes them
+        (also for a convolution that runs this layer in its own pass)."""
+        s = self.blobs[2].data[0]
+        factor = _f32(0.0) if s == 0 else _f32(1.0) / s
+        np.multiply(self.blobs[0].data, factor, out=self.mean)
+        np.multiply(self.blobs[1].data, factor, out=self.var)
+        np.sqrt(self.var + self.eps, out=self.std)
+        return self.mean, self.std
+
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
         x = bottom[0].data.reshape(self.dims)
         if self.use_global_stats:
-            s = self.blobs[2].data[0]
-            factor = _f32(0.0) if s == 0 else _f32(1.0) / s
-            np.multiply(self.blobs[0].data, factor, out=self.mean)
-            np.multiply(self.blobs[1].data, factor, out=self.var)
+            self.stored_statistics()
         else:
             K.channel_mean_var(x, self.mean, self.var)
             maf = self.moving_average_fraction
@@ -101,7 +108,7 @@ class BatchNormLayer(Layer):
             # Caffe stores the unbiased variance: the biased batch variance times m / (m - 1).
             correction = _f32(m) / _f32(m - 1) if m > 1 else _f32(1.0)
             var_sum[...] = correction * self.var + maf * var_sum
-        np.sqrt(self.var + self.eps, out=self.std)
+            np.sqrt(self.var + self.eps, out=self.std)
         keep = not self.use_global_stats
         K.batch_norm_forward(x, self.mean, self.std, keep, top[0].data.reshape(self.dims),
                              self.x_norm.reshape(self.dims) if keep else _NOTHING_KEPT)
