@@ -15,7 +15,7 @@ import numpy as np
 
 from . import api, config
 from .commands import add_alias, debug_option, register_all, threads_option
-from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError
+from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError, user_code_error_line
 from .log import configure
 
 #: Long flags that may also be written with a single dash, as gflags allows.
@@ -188,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: say so in one line unless --debug
         if debug:
             traceback.print_exc()
+        elif user_code_error_line(exc):  # raised by the user's Python layer: their error
+            sys.stderr.write(f"pyforge: error: {user_code_error_line(exc)}\n")
         else:
             sys.stderr.write(f"pyforge: internal error: {type(exc).__name__}: {exc} "
                              "(run with --debug for the traceback)\n")

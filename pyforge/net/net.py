@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..blob import Blob, mean_abs
-from ..errors import NetError, WeightsError
+from ..errors import NetError, WeightsError, user_code_error_line
 from ..layers import LAYERS
 from ..layers.base import Layer, NetContext
 from ..log import fmt, get_logger
@@ -587,6 +587,8 @@ def _resource_errors(layer_name: str):
                        "shapes and num_output)") from None
     except ValueError as exc:
         text = str(exc)
+        if user_code_error_line(exc):  # a Python layer's own ValueError stays the user's
+            raise
         if "too big" in text or "negative dimensions" in text or "maximum supported" in text:
             raise NetError(f"layer '{layer_name}': impossible blob shape ({text})") from None
         raise

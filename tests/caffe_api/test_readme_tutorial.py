@@ -90,7 +90,7 @@ layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
     (tmp_path / "builtin.prototxt").write_text(net_text % builtin)
     code = """
 import numpy as np
-import pyforge as caffe
+import caffe
 caffe.set_random_seed(3)
 nets = [caffe.Net(name, caffe.TRAIN) for name in ("py.prototxt", "builtin.prototxt")]
 rng = np.random.default_rng(0)
@@ -115,7 +115,7 @@ np.save("grads.npy", np.stack([n.params["ip"][0].diff for n in nets]))
 def test_netspec_block_writes_a_net_that_builds(repo_like):
     _run(_python_blocks()[3], repo_like)
     code = """
-import pyforge as caffe
+import caffe
 net = caffe.Net("lenet_auto_train.prototxt", caffe.TRAIN)
 print(net.blobs["data"].data.shape, float(net.forward()["loss"]) > 0)
 """

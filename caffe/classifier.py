@@ -1,12 +1,16 @@
-"""pycaffe's ``caffe.Classifier``: a TEST-phase Net that classifies images."""
+"""pycaffe's ``caffe.classifier``: ``Classifier``, a TEST-phase Net that classifies images."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..proto import caffe_pb2
+from pyforge.errors import PyforgeError
+from pyforge.proto import caffe_pb2
+
 from . import io as caffe_io
-from .net import Net
+from .pycaffe import Net
+
+__all__ = ["Classifier"]
 
 
 class Classifier(Net):
@@ -22,17 +26,8 @@ class Classifier(Net):
     def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
                  input_scale=None, raw_scale=None, channel_swap=None) -> None:
         super().__init__(model_file, caffe_pb2.TEST, weights=pretrained_file)
+        self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         name = self.inputs[0]
-        self.transformer = caffe_io.Transformer({name: self.blobs[name].data.shape})
-        self.transformer.set_transpose(name, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(name, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(name, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(name, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(name, channel_swap)
         self.crop_dims = np.array(self.blobs[name].data.shape[2:])
         self.image_dims = self.crop_dims if not image_dims else image_dims
 
@@ -58,3 +53,24 @@ class Classifier(Net):
         if oversample:
             predictions = predictions.reshape((len(predictions) // 10, 10, -1)).mean(1)
         return predictions
+
+
+def input_transformer(net: Net, mean=None, input_scale=None, raw_scale=None,
+                      channel_swap=None) -> caffe_io.Transformer:
+    """A Transformer for the net's first input that turns ``H x W x K`` images into it
+    (transpose ``(2, 0, 1)``) with the settings given (Classifier's and Detector's set-up)."""
+    name = net.inputs[0] if net.inputs else None
+    if name is None:
+        raise PyforgeError(f"net '{net.name}' has no input blob to feed images into (give it an "
+                           "Input layer)")
+    transformer = caffe_io.Transformer({name: net.blobs[name].data.shape})
+    transformer.set_transpose(name, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(name, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(name, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(name, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(name, channel_swap)
+    return transformer

@@ -10,6 +10,11 @@ Callbacks (``add_callback(on_start, on_gradients)``) run where Caffe runs them i
 ``Solver::Step``: ``on_start()`` once per iteration, after the test pass of that iteration
 and before its first forward pass; ``on_gradients()`` after the forward/backward passes (and
 the display lines), before the update.
+
+Files: a solver built here writes what Caffe's would (snapshots, and the ``.solverstate`` at
+the end when ``snapshot_after_train`` is set), and pyforge's ``<prefix>.metrics.jsonl`` only
+when asked for: with ``metrics_file`` in the solver prototxt, or ``solver.metrics_file =
+path`` before ``solve()``. (``pyforge train`` writes it by default.)
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from .. import solvers as _solvers
-from ..errors import SolverError
-from ..log import get_logger
-from ..proto import read_solver_param
-from .net import Net, adopt
-from .switches import SWITCHES
+from pyforge import solvers as _solvers
+from pyforge.errors import SolverError
+from pyforge.log import get_logger
+from pyforge.proto import read_solver_param
+
+from ._caffe import SWITCHES
+from .pycaffe import Net, adopt
 
 
 class _PycaffeSolver:
@@ -41,6 +47,24 @@ class _PycaffeSolver:
         net, test_nets = _solvers.build_nets(type(self), param, path, logger,
                                              unseeded_rng=SWITCHES.rng)
         super().__init__(param, adopt(net), [adopt(test) for test in test_nets], logger=logger)
+        # pycaffe writes no metrics file; the prototxt's metrics_file asks for one.
+        self.metrics_override = None if param.metrics_file else os.devnull
+
+    # --- pycaffe's properties ---------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate of the current iteration (SGDSolver::GetLearningRate)."""
+        return float(self.learning_rate())
+
+    @property
+    def metrics_file(self) -> str | None:
+        """Where ``solve()`` writes pyforge's JSON-lines metrics; None: nowhere."""
+        return None if self.metrics_override == os.devnull else (
+            self.metrics_override or self.param.metrics_file)
+
+    @metrics_file.setter
+    def metrics_file(self, path) -> None:
+        self.metrics_override = os.fspath(path) if path else os.devnull
 
     # --- callbacks ------------------------------------------------------------------------------
     def add_callback(self, on_start: Callable[[], object],
@@ -79,6 +103,7 @@ PYCAFFE_SOLVERS: dict[str, type[_PycaffeSolver]] = {
     name: _pycaffe_class(_solvers.SOLVERS.get(name)) for name in _solvers.SOLVERS}
 # The classes are this module's attributes, as pycaffe's are: caffe.SGDSolver, ...
 globals().update({cls.__name__: cls for cls in PYCAFFE_SOLVERS.values()})
+__all__ = [*(cls.__name__ for cls in PYCAFFE_SOLVERS.values()), "get_solver"]
 
 
 def get_solver(solver_file) -> _PycaffeSolver:
@@ -89,5 +114,5 @@ def get_solver(solver_file) -> _PycaffeSolver:
     cls = PYCAFFE_SOLVERS.get(param.type)
     if cls is None:
         raise SolverError(f"{path}: solver type '{param.type}' was registered after "
-                          "pyforge.pycaffe.solver was imported, so it has no pycaffe class")
+                          "caffe._solver was imported, so it has no pycaffe class")
     return cls(path, _param=param)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import pyforge as caffe
-from pyforge import layers as L
-from pyforge import params as P
+import caffe
+from caffe import layers as L
+from caffe import params as P
 from pyforge.proto import caffe_pb2, parse_text_proto
-from tests.pycaffe.conftest import INIT_WEIGHTS, LENET
+from tests.caffe_api.conftest import INIT_WEIGHTS, LENET
 
 
 def lenet(source: str, batch_size: int, phase: int | None = None) -> caffe_pb2.NetParameter:
@@ -100,11 +100,33 @@ def test_parameter_routing_and_special_arguments():
     assert silence.name == "silence" and list(silence.top) == [] and list(silence.bottom) == ["b"]
     python = proto.layer[4]
     assert python.python_param.module == "my_layers" and python.python_param.param_str == "2"
-    with pytest.raises(TypeError, match="is not a Top"):
-        L.ReLU("data")
     assert n.keys() == ["data", "conv", "a", "b", "silence", "py"]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="no top named 'missing'"):
         _ = n.missing
+    with pytest.raises(KeyError):  # pycaffe's NetSpec raises KeyError
+        _ = n["missing"]
+    assert getattr(n, "missing", None) is None
+
+
+def test_a_non_top_input_is_pycaffes_type_error():
+    pair = L.DummyData(ntop=2)
+    with pytest.raises(TypeError) as info:
+        L.Silence(pair, ntop=0)
+    assert str(info.value) == "Silence input 0 is not a Top (type is <class 'tuple'>)"
+    with pytest.raises(TypeError, match=r"^ReLU input 1 is not a Top \(type is <class 'str'>\)$"):
+        L.ReLU(pair[0], "data")
+    assert isinstance(L.Silence(*pair, ntop=0), caffe.net_spec.Function)
+
+
+def test_layers_sharing_a_parameter_message_and_unknown_arguments():
+    data = L.Input(shape=dict(dim=[1, 2, 4, 4]))
+    up = L.Deconvolution(data, num_output=3, kernel_size=4, stride=2, bias_term=False)
+    layer = up.to_proto().layer[-1]
+    assert (layer.convolution_param.num_output, list(layer.convolution_param.stride)) == (3, [2])
+    assert not layer.convolution_param.bias_term
+    with pytest.raises(AttributeError, match=r"ReLU layer 'ReLU1': slope=0.1 is not a field of "
+                                             r"relu_param nor of LayerParameter"):
+        L.ReLU(data, slope=0.1).to_proto()
 
 
 def test_params_constants():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pyforge as caffe
+import caffe
 from pyforge.errors import PyforgeError
 from pyforge.proto import caffe_pb2
 
@@ -96,8 +96,32 @@ def test_load_image_modes(tmp_path):
     with pytest.raises(PyforgeError, match="no such image file"):
         io.load_image(tmp_path / "missing.png")
     (tmp_path / "junk.png").write_bytes(b"not an image")
-    with pytest.raises(PyforgeError, match="cannot read the image"):
+    with pytest.raises(PyforgeError, match="junk.png: not an image OpenCV can decode"):
         io.load_image(tmp_path / "junk.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(PyforgeError, match="empty.png: not an image OpenCV can decode"):
+        io.load_image(tmp_path / "empty.png")
+
+
+def test_load_image_decodes_as_caffe_does(tmp_path):
+    """OpenCV decodes, as in Caffe's data layers and convert_imageset: a JPEG gives OpenCV's
+    pixels (RGB order here), and color=False gives OpenCV's grey (convert_imageset --gray)."""
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)
+    path = str(tmp_path / "photo.jpg")
+    assert cv2.imwrite(path, bgr)
+    decoded = cv2.imread(path, cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(io.load_image(path) * 255.0, decoded[:, :, ::-1])
+    grey = io.load_image(path, color=False)
+    assert grey.shape == (12, 9, 1)
+    np.testing.assert_array_equal(grey[:, :, 0] * 255.0, cv2.imread(path, cv2.IMREAD_GRAYSCALE))
+    # Not the mean of the channels: OpenCV's (and Caffe's) 0.299 R + 0.587 G + 0.114 B.
+    png = str(tmp_path / "red.png")
+    cv2.imwrite(png, np.dstack([np.zeros((2, 2), np.uint8)] * 2 + [np.full((2, 2), 255,
+                                                                          np.uint8)]))
+    np.testing.assert_allclose(io.load_image(png, color=False), 76 / 255.0, atol=1e-7)
+    np.testing.assert_allclose(io.load_image(png)[0, 0], [1, 0, 0])
 
 
 def test_resize_image_bilinear_values():

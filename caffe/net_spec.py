@@ -1,4 +1,5 @@
-"""pycaffe's NetSpec: write nets in Python, get a NetParameter (``str()`` of it is prototxt).
+"""pycaffe's ``caffe.net_spec``: write nets in Python, get a NetParameter (``str()`` of it is
+prototxt).
 
 ::
 
@@ -25,7 +26,10 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 
-from ..proto import caffe_pb2
+from pyforge.proto import caffe_pb2
+
+__all__ = ["NetSpec", "Top", "Function", "layers", "params", "to_proto", "assign_proto",
+           "param_name_dict"]
 
 
 def param_name_dict() -> dict[str, str]:
@@ -41,7 +45,11 @@ def param_name_dict() -> dict[str, str]:
     return out
 
 
-_PARAM_NAMES = param_name_dict()
+#: Layer types whose parameters live in another type's message (pycaffe's table lacks them,
+#: so there ``L.Deconvolution(x, num_output=...)`` fails; here it fills convolution_param).
+_SHARED_PARAMS = {"Deconvolution": "convolution", "Im2col": "convolution",
+                  "ConvolutionDepthwise": "convolution", "SoftmaxWithLoss": "softmax"}
+_PARAM_NAMES = {**param_name_dict(), **_SHARED_PARAMS}
 
 
 def assign_proto(proto, name: str, value) -> None:
@@ -100,8 +108,9 @@ class Function:
         self.type_name = type_name
         for index, value in enumerate(inputs):
             if not isinstance(value, Top):
-                raise TypeError(f"{type_name} input {index} is not a Top (it is a "
-                                f"{type(value).__name__}); pass the outputs of other layers")
+                # pycaffe's wording, which scripts and Caffe's own tests match.
+                raise TypeError(f"{type_name} input {index} is not a Top (type is "
+                                f"{type(value)})")
         self.inputs = inputs
         self.params = dict(params)
         self.ntop = self.params.pop("ntop", 1)
@@ -140,15 +149,28 @@ class Function:
         layer.name = self._get_name(names, autonames)
         own = _PARAM_NAMES.get(self.type_name)
         for key, value in self.params.items():
-            if key.endswith("param") or own is None:
-                assign_proto(layer, key, value)
-                continue
             try:
-                assign_proto(getattr(layer, own + "_param"), key, value)
-            except AttributeError:
-                # Not a field of the type's own message: a LayerParameter field.
-                assign_proto(layer, key, value)
+                if key.endswith("param") or own is None:
+                    assign_proto(layer, key, value)
+                    continue
+                try:
+                    assign_proto(getattr(layer, own + "_param"), key, value)
+                except AttributeError:
+                    # Not a field of the type's own message: a LayerParameter field.
+                    assign_proto(layer, key, value)
+            except AttributeError as exc:
+                where = f"{own}_param nor of " if own else ""
+                raise AttributeError(f"{self.type_name} layer '{layer.name}': {key}={value!r} "
+                                     f"is not a field of {where}LayerParameter ({exc})") from None
         layers[self] = layer
+
+
+class NoSuchTopError(AttributeError, KeyError):
+    """A name not assigned in a NetSpec: pycaffe raises KeyError; an AttributeError too, so
+    that ``hasattr(n, name)`` and ``getattr(n, name, default)`` work."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
 
 
 class NetSpec:
@@ -165,13 +187,13 @@ class NetSpec:
         try:
             return self.tops[name]
         except KeyError:
-            raise AttributeError(f"NetSpec has no top named {name!r}") from None
+            raise NoSuchTopError(f"NetSpec has no top named {name!r}") from None
 
     def __setitem__(self, key: str, value) -> None:
         self.tops[key] = value
 
     def __getitem__(self, key: str):
-        return self.tops[key]
+        return self.__getattr__(key)
 
     def __delitem__(self, key: str) -> None:
         del self.tops[key]

@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 
-import pyforge as caffe
+import caffe
 from pyforge import api
 from pyforge.errors import SolverError
+from tests.caffe_api.conftest import INIT_WEIGHTS, LENET, write_solver
 from tests.logcapture import capture_log
-from tests.pycaffe.conftest import INIT_WEIGHTS, LENET, write_solver
 
 
 def _trace_losses(caffe_ref) -> dict[int, float]:
@@ -152,7 +152,7 @@ def test_one_pycaffe_class_per_registered_solver_type():
     """pycaffe's classes are built from the solver registry, so a type registered there has
     its caffe.<Name>Solver: the same name, the update rule of the engine class, pycaffe's
     callbacks on top."""
-    from pyforge.pycaffe.solver import PYCAFFE_SOLVERS
+    from caffe._solver import PYCAFFE_SOLVERS
     from pyforge.solvers import SOLVERS
 
     assert sorted(PYCAFFE_SOLVERS) == SOLVERS.names() == [
@@ -165,4 +165,4 @@ def test_one_pycaffe_class_per_registered_solver_type():
         assert hasattr(cls, "add_callback")
         # Reachable as pycaffe names it, and the very class get_solver builds.
         assert getattr(caffe, cls.__name__) is cls
-        assert cls.__module__ == "pyforge.pycaffe.solver"
+        assert cls.__module__ == "caffe._solver"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import pyforge as caffe
+import caffe
 from pyforge import api
 from pyforge.errors import PyforgeError
+from tests.caffe_api.conftest import INIT_WEIGHTS, LENET, LENET_DEPLOY
 from tests.logcapture import capture_log
-from tests.pycaffe.conftest import INIT_WEIGHTS, LENET, LENET_DEPLOY
 
 
 def _cli_batches(iterations: int) -> list[dict[str, float]]:
@@ -302,7 +302,6 @@ def test_random_seed_makes_nets_reproducible(in_caffe_ref):
 def test_mode_switches():
     caffe.set_mode_cpu()
     caffe.set_device(0)
-    with pytest.raises(PyforgeError, match="no GPU backend"):
-        caffe.set_mode_gpu()
+    caffe.set_mode_gpu()  # accepted, with a warning: the work stays on the CPU
     assert caffe.solver_count() == 1 and not caffe.has_nccl()
     assert "Convolution" in caffe.layer_type_list()

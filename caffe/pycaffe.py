@@ -1,4 +1,4 @@
-"""pycaffe's ``caffe.Net``: pyforge's Net with pycaffe's methods and semantics.
+"""pycaffe's ``caffe.pycaffe``: ``caffe.Net``, pyforge's Net with pycaffe's methods and semantics.
 
 What pycaffe users rely on, and what this class keeps:
 
@@ -12,7 +12,8 @@ What pycaffe users rely on, and what this class keeps:
   them (a solver does it at every iteration).
 
 Nets built by a solver are pyforge Nets promoted to this class (:func:`adopt`), so
-``solver.net`` has the same interface.
+``solver.net`` has the same interface. As in pycaffe, this module also answers for the solver
+classes, ``NCCL`` and ``Timer`` (``from caffe.pycaffe import SGDSolver``).
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..blob import Blob
-from ..errors import PyforgeError
-from ..log import get_logger
-from ..net.net import Net as _EngineNet
-from ..proto import caffe_pb2, read_net_param
-from .switches import net_rng
+from pyforge.blob import Blob
+from pyforge.errors import NetError, PyforgeError
+from pyforge.io.snapshot import is_hdf5, load_weights, write_model
+from pyforge.log import get_logger
+from pyforge.net.net import Net as _EngineNet
+from pyforge.proto import caffe_pb2, read_net_param
+
+from ._caffe import NCCL, Timer, net_rng
+
+__all__ = ["NCCL", "Net", "Timer"]
 
 AUTOMATIC = "(automatic)"  # Caffe's name for the anonymous tops of loss layers
 
@@ -40,6 +45,10 @@ class UnknownLayerError(PyforgeError, ValueError):
 
 class UnknownBlobError(PyforgeError, KeyError):
     """A blob name the net does not have (pycaffe's dict lookup raises KeyError)."""
+
+
+class InputArraysError(PyforgeError, RuntimeError):
+    """Arrays that do not fit the MemoryData layer (pycaffe raises RuntimeError)."""
 
 
 class Net(_EngineNet):
@@ -73,7 +82,10 @@ class Net(_EngineNet):
         self._callbacks: dict[str, list[Callable[[int], object]]] = {
             "before_forward": [], "after_forward": [], "before_backward": [],
             "after_backward": []}
-        self.blob_loss_weights = _LossWeights(self.blob_names, self.loss_weight_by_blob)
+        #: pycaffe's name -> loss weight of every blob, in blob order.
+        self.blob_loss_weights: OrderedDict[str, float] = OrderedDict(
+            (name, float(self.loss_weight_by_blob.get(i, 0.0)))
+            for i, name in enumerate(self.blob_names) if name != AUTOMATIC)
 
     def __del__(self) -> None:
         # Caffe frees a net's data readers and prefetch threads with the net; a dropped Python
@@ -104,7 +116,7 @@ class Net(_EngineNet):
 
     @property
     def _blob_loss_weights(self) -> list[float]:
-        return [self.blob_loss_weights.weight_of(i) for i in range(len(self.blob_list))]
+        return [float(self.loss_weight_by_blob.get(i, 0.0)) for i in range(len(self.blob_list))]
 
     def _top_ids(self, layer_id: int) -> list[int]:
         return list(self.top_ids[layer_id])
@@ -166,7 +178,7 @@ class Net(_EngineNet):
                                    f"inputs {sorted(self.inputs)}")
             for name, value in kwargs.items():
                 _assign(current[name], "data", name, value)
-        self.forward_from_to(start_id, end_id)
+        self._forward(start_id, end_id)
         current = self.blobs  # a layer may have reshaped a blob (new arrays)
         return {name: current[name].data for name in dict.fromkeys(wanted)}
 
@@ -193,7 +205,7 @@ class Net(_EngineNet):
             for name, value in kwargs.items():
                 _assign(current[name], "diff", name, value)
         # pycaffe runs BackwardFromTo, which (unlike Backward()) logs no parameter norms.
-        self.backward_from_to(start_id, end_id)
+        self._backward(start_id, end_id)
         return {name: current[name].diff for name in dict.fromkeys(wanted)}
 
     def forward_all(self, blobs=None, **kwargs) -> dict[str, np.ndarray]:
@@ -270,13 +282,29 @@ class Net(_EngineNet):
     def set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
         """Give a MemoryData first layer its arrays: data (N, C, H, W) float32 and labels (N,)
         or (N, 1, 1, 1), N a multiple of its batch size. The arrays are used, not copied."""
-        first = self.layers[0] if self.layers else None
-        if first is None or first.type_name != "MemoryData":
-            raise PyforgeError("set_input_arrays may only be called if the first layer is a "
-                               "MemoryData layer")
         if isinstance(labels, np.ndarray) and labels.ndim == 1:
             labels = np.ascontiguousarray(labels[:, np.newaxis, np.newaxis, np.newaxis])
-        first.reset(data, labels)
+        self._set_input_arrays(data, labels)
+
+    def _set_input_arrays(self, data: np.ndarray, labels: np.ndarray) -> None:
+        """pycaffe's binding under set_input_arrays: labels must already be (N, 1, 1, 1)."""
+        first = self.layers[0] if self.layers else None
+        if first is None or first.type_name != "MemoryData":
+            raise InputArraysError("set_input_arrays may only be called if the first layer is "
+                                   "a MemoryData layer")
+        try:
+            first.reset(data, labels)
+        except NetError as exc:
+            raise InputArraysError(exc.message) from None
+
+    # --- pycaffe's bindings of Net::ForwardFromTo / BackwardFromTo ----------------------------
+    def _forward(self, start: int, end: int) -> float:
+        """Run layers ``start`` to ``end`` (indices, inclusive); returns their loss."""
+        return self.forward_from_to(int(start), int(end))
+
+    def _backward(self, start: int, end: int) -> None:
+        """Run backward from layer ``start`` down to ``end`` (indices, inclusive)."""
+        self.backward_from_to(int(start), int(end))
 
     # --- per-layer callbacks (Net::add_before_forward ...) ------------------------------------
     def before_forward(self, callback: Callable[[int], object]) -> None:
@@ -323,8 +351,6 @@ class Net(_EngineNet):
     # --- weights ---------------------------------------------------------------------------------
     def copy_from(self, filename) -> None:
         """Copy parameters by layer name from a .caffemodel or .caffemodel.h5."""
-        from ..io.snapshot import load_weights
-
         load_weights(self, os.fspath(filename))
 
     def share_with(self, other: _EngineNet) -> None:
@@ -333,20 +359,14 @@ class Net(_EngineNet):
 
     def save(self, filename) -> None:
         """Write the weights as a binary .caffemodel (no diffs)."""
-        from ..io.snapshot import write_model
-
         write_model(os.fspath(filename), self)
 
     def save_hdf5(self, filename) -> None:
         """Write the weights as Caffe's HDF5 (.caffemodel.h5)."""
-        from ..io.snapshot import write_model
-
         write_model(os.fspath(filename), self, hdf5=True)
 
     def load_hdf5(self, filename) -> None:
         """Copy parameters by layer name from Caffe's HDF5 weights."""
-        from ..io.snapshot import is_hdf5, load_weights
-
         path = os.fspath(filename)
         if os.path.exists(path) and not is_hdf5(path):
             raise PyforgeError(f"{path}: not an HDF5 file; load a binary .caffemodel with "
@@ -363,44 +383,6 @@ def adopt(net: _EngineNet) -> Net:
         net.__class__ = Net
         net._init_pycaffe()
     return net
-
-
-class _LossWeights(OrderedDict):
-    """pycaffe's ``net.blob_loss_weights``: blob name -> loss weight, in blob order.
-
-    NOTE: pyforge's engine Net keeps its loss weights by blob index under the same attribute
-    name and reads them with ``.get(index, 0.0)``; integer keys are therefore answered by
-    index, so the engine keeps working on a pycaffe Net.
-    """
-
-    def __init__(self, names: list[str] = (), by_index: Mapping[int, float] | None = None) -> None:
-        super().__init__()
-        self._by_index = dict(by_index or {})
-        self._names = list(names)
-        for i, name in enumerate(names):
-            if name != AUTOMATIC:
-                OrderedDict.__setitem__(self, name, float(self._by_index.get(i, 0.0)))
-
-    def weight_of(self, index: int) -> float:
-        return float(self._by_index.get(index, 0.0))
-
-    def __getitem__(self, key):
-        if isinstance(key, int):
-            return self._by_index[key]
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        if isinstance(key, int):
-            return self._by_index.get(key, default)
-        return super().get(key, default)
-
-    def __setitem__(self, key, value) -> None:
-        if isinstance(key, int):
-            self._by_index[key] = value
-            if self._names[key] != AUTOMATIC:
-                OrderedDict.__setitem__(self, self._names[key], float(value))
-            return
-        super().__setitem__(key, value)
 
 
 def _net_arguments(args: tuple, kwargs: dict) -> tuple[int, int, list[str], str | None]:
@@ -477,3 +459,13 @@ class _Rows:
         if pad and not self.per_batch:
             array = array[: len(array) - pad]
         return array
+
+
+def __getattr__(name: str):
+    # pycaffe's module also holds the solver classes; they live in caffe._solver, which
+    # imports this module (so they cannot be imported here at load time).
+    from . import _solver
+
+    if name in _solver.__all__:
+        return getattr(_solver, name)
+    raise AttributeError(f"module 'caffe.pycaffe' has no attribute {name!r}")

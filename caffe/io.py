@@ -2,9 +2,10 @@
 between NumPy arrays and Caffe's BlobProto / Datum messages.
 
 The functions keep pycaffe's conventions: images are float32 ``H x W x K`` arrays, RGB, in
-``[0, 1]`` (what ``load_image`` returns); net inputs are ``K x H x W``. pycaffe decodes with
-scikit-image; pyforge decodes with Pillow and resizes with NumPy, computing what
-``skimage.transform.resize`` computes (see :func:`resize_image`).
+``[0, 1]`` (what ``load_image`` returns); net inputs are ``K x H x W``. Images are decoded with
+OpenCV, as Caffe's own data layers and ``convert_imageset`` decode them (pycaffe uses
+scikit-image), so a file gives the pixels here that it gives in an LMDB; ``resize_image``
+computes what pycaffe's ``skimage.transform.resize`` computes (see :func:`resize_image`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ import os
 
 import numpy as np
 
-from ..errors import PyforgeError
-from ..proto import caffe_pb2
+from pyforge.errors import PyforgeError
+from pyforge.proto import caffe_pb2
+
+__all__ = ["Transformer", "array_to_blobproto", "array_to_datum",
+           "arraylist_to_blobprotovector_str", "blobproto_to_array",
+           "blobprotovector_str_to_arraylist", "datum_to_array", "load_image", "oversample",
+           "resize_image"]
 
 
 class TransformerError(PyforgeError, ValueError):
@@ -216,52 +222,44 @@ class Transformer:
 
 # --- image IO --------------------------------------------------------------------------------
 def load_image(filename, color: bool = True) -> np.ndarray:
-    """An image file as float32 ``H x W x 3`` RGB in ``[0, 1]``, or ``H x W x 1`` when the
-    file is greyscale and ``color`` is False (a grey file is repeated into 3 channels when
-    ``color`` is True; an alpha channel is dropped)."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise PyforgeError("load_image needs Pillow (pip install Pillow)") from None
+    """An image file as float32 ``H x W x 3`` RGB in ``[0, 1]``, or ``H x W x 1`` intensity
+    when ``color`` is False.
+
+    Decoded by OpenCV as Caffe decodes (``cv::imread`` with IMREAD_COLOR or
+    IMREAD_GRAYSCALE): a grey file is repeated into 3 channels, an alpha channel is dropped, a
+    colour file read with ``color=False`` is converted with OpenCV's (Caffe's ``--gray``)
+    weights. Values are scaled by the maximum of the file's sample type (255, or 65535 for
+    16-bit files), as scikit-image's ``img_as_float`` scales them.
+    """
+    cv2 = _opencv()
     path = os.fspath(filename)
     try:
-        with Image.open(path) as image:
-            image.load()
-            img = _pil_to_float(image)
+        with open(path, "rb") as handle:
+            encoded = np.frombuffer(handle.read(), dtype=np.uint8)
     except FileNotFoundError:
         raise PyforgeError(f"{path}: no such image file") from None
     except OSError as exc:
-        raise PyforgeError(f"{path}: cannot read the image: {exc}") from None
+        raise PyforgeError(f"{path}: cannot read the image: {exc.strerror}") from None
+    mode = cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE
+    img = cv2.imdecode(encoded, mode | cv2.IMREAD_ANYDEPTH) if encoded.size else None
+    if img is None:
+        raise PyforgeError(f"{path}: not an image OpenCV can decode")
     if img.ndim == 2:
         img = img[:, :, np.newaxis]
-        if color:
-            img = np.tile(img, (1, 1, 3))
-    elif img.shape[2] == 4:
-        img = img[:, :, :3]
-    return img
-
-
-def _pil_to_float(image) -> np.ndarray:
-    """Pixels scaled as skimage's img_as_float scales them: by the dtype's maximum."""
-    mode = image.mode
-    if mode.startswith("I;16"):
-        return (np.asarray(image, dtype=np.float64) / 65535.0).astype(np.float32)
-    if mode == "I":
-        return (np.asarray(image, dtype=np.float64) / 2147483647.0).astype(np.float32)
-    if mode == "F":
-        return np.asarray(image, dtype=np.float32)
-    if mode == "1":
-        return np.asarray(image, dtype=np.float32)
-    if mode in ("L", "RGB", "RGBA"):
-        pixels = np.asarray(image)
-    elif mode in ("LA", "La"):
-        pixels = np.asarray(image.convert("L"))
-    elif mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in image.info
-        pixels = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
     else:
-        pixels = np.asarray(image.convert("RGB"))
-    return (pixels.astype(np.float64) / 255.0).astype(np.float32)
+        img = img[:, :, ::-1]  # OpenCV's BGR to pycaffe's RGB
+    if np.issubdtype(img.dtype, np.integer):
+        return (img.astype(np.float64) / np.iinfo(img.dtype).max).astype(np.float32)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def _opencv():
+    try:
+        import cv2
+    except ImportError:
+        raise PyforgeError("caffe.io.load_image decodes with OpenCV: pip install "
+                           "opencv-python-headless") from None
+    return cv2
 
 
 def resize_image(im: np.ndarray, new_dims, interp_order: int = 1) -> np.ndarray:

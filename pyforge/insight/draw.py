@@ -1,11 +1,13 @@
-"""pycaffe's ``caffe.draw``: a picture of a net's layer graph, drawn with matplotlib.
+"""A picture of a net's layer graph, drawn with matplotlib: ``pyforge draw-net`` and pycaffe's
+``caffe.draw`` (which re-exports this module's pycaffe functions).
 
 pycaffe builds a pydot graph and needs graphviz's ``dot`` program to lay it out. pyforge lays
-the graph out itself (layers ranked by their longest path from the inputs, ordered within a
-rank to keep edges short) and draws it with matplotlib (the ``plot`` extra), so no graphviz is
-needed. The picture shows what pycaffe's does: a box per layer (name, type, and for
-convolution and pooling the kernel, stride and pad), an octagon per blob, Caffe's colours, and
-on edges out of Data, Convolution and InnerProduct layers the batch size or output count.
+the graph out itself (:mod:`.draw_layout`: ranks in Caffe's default left-to-right direction,
+edges routed between the boxes, long nets wrapped into rows) and draws it with matplotlib (the
+``plot`` extra), so no graphviz is needed. The picture shows what pycaffe's does: a box per
+layer (name, type, and for convolution and pooling the kernel, stride and pad), an octagon per
+blob, Caffe's colours, and on edges out of Data, Convolution and InnerProduct layers the batch
+size or output count.
 
 An in-place layer (``top == bottom``) is drawn between two nodes of its blob, the blob before
 and after it, where graphviz draws a loop. ``.dot``/``.gv`` file names get the graph as DOT
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
 
 from ..errors import PyforgeError
 from ..proto import caffe_pb2
+from .draw_layout import FONT_SIZE, LABEL_FONT_SIZE, Graph, Node, layout
 
 LAYER_COLOR_DEFAULT = "#6495ED"
 NEURON_COLOR = "#90EE90"
@@ -61,11 +63,24 @@ def get_edge_label(layer: caffe_pb2.LayerParameter) -> str | None:
     return None
 
 
+def get_layer_lr_mult(layer: caffe_pb2.LayerParameter) -> tuple[float, float]:
+    """The lr_mult of the weights and of the bias of a Convolution, Deconvolution or
+    InnerProduct layer (1 where the param spec is absent)."""
+    if layer.type not in ("Convolution", "Deconvolution", "InnerProduct"):
+        raise ValueError(f"{layer.type} layers do not have a learning rate multiplier")
+    if len(layer.param) > 2:
+        raise ValueError(f"layer '{layer.name}': {len(layer.param)} param specs, expected at "
+                         "most 2 (weights, bias)")
+    mults = [spec.lr_mult for spec in layer.param] + [1.0] * (2 - len(layer.param))
+    return mults[0], mults[1]
+
+
 def get_layer_label(layer: caffe_pb2.LayerParameter, rankdir: str,
                     display_lrm: bool = False) -> str:
-    """Name, ``(type)``, and kernel/stride/pad for spatial layers (and the first lr_mult of
-    learning layers with ``display_lrm``), one per line for LR graphs, space-separated for
-    TB graphs (where horizontal room is plenty)."""
+    """Name, ``(type)``, and kernel/stride/pad for spatial layers (and the lr_mults of
+    learning layers with ``display_lrm``, when not both 0), one per line for LR graphs,
+    space-separated for TB graphs (where horizontal room is plenty). (pycaffe's returns the
+    label quoted and with ``\\n`` escapes, for graphviz; this is the text itself.)"""
     separator = " " if rankdir in ("TB", "BT") else "\n"
     parts = [layer.name]
     if layer.type == "Pooling":
@@ -85,39 +100,13 @@ def get_layer_label(layer: caffe_pb2.LayerParameter, rankdir: str,
         parts.append(separator.join([f"kernel size: {kernel}", f"stride: {stride}",
                                      f"pad: {pad}"]))
     if display_lrm and layer.type in ("Convolution", "Deconvolution", "InnerProduct"):
-        lr_mult = layer.param[0].lr_mult if len(layer.param) else 1
-        parts.append(f"lr mult: {lr_mult:g}")
+        weights_mult, bias_mult = get_layer_lr_mult(layer)
+        if weights_mult or bias_mult:
+            parts.append(f"lr mult: {weights_mult:.1f}, {bias_mult:.1f}")
     return separator.join(parts)
 
 
 # --- the graph --------------------------------------------------------------------------------
-@dataclass
-class Node:
-    key: str
-    label: str
-    kind: str  # "layer", "neuron" (in-place layer), "blob", or "virtual" (a bend of a long edge)
-    color: str
-    rank: int = 0
-    order: float = 0.0
-    width: float = 0.0
-    height: float = 0.0
-    x: float = 0.0
-    y: float = 0.0
-    across: float = 0.0
-    preds: list[str] = field(default_factory=list)
-    succs: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Graph:
-    name: str
-    rankdir: str
-    nodes: dict[str, Node]
-    edges: list[tuple[str, str, str | None]]  # (source, target, label)
-    #: Per edge, the nodes it passes: source, the virtual nodes of its bends, target.
-    routes: list[list[str]] = field(default_factory=list)
-
-
 def _included(layer: caffe_pb2.LayerParameter, phase: int | None) -> bool:
     """Caffe's draw.py filter: only include/exclude rules that name a phase count."""
     if phase is None:
@@ -168,160 +157,6 @@ def build_graph(net: caffe_pb2.NetParameter, rankdir: str = "LR", label_edges: b
     return Graph(net.name, rankdir, nodes, edges)
 
 
-def _rank(graph: Graph) -> None:
-    """Longest path from the sources (bounded, in case phase-less drawing makes a cycle)."""
-    nodes = graph.nodes
-    for _ in range(len(nodes) + 1):
-        changed = False
-        for source, target, _label in graph.edges:
-            if nodes[target].rank < nodes[source].rank + 1:
-                nodes[target].rank = nodes[source].rank + 1
-                changed = True
-        if not changed:
-            return
-        if max(node.rank for node in nodes.values()) > len(nodes):
-            return
-
-
-def _route(graph: Graph) -> None:
-    """Split edges that span several ranks with virtual nodes, one per rank crossed, so that
-    long edges get a place of their own in each rank instead of crossing boxes."""
-    nodes = graph.nodes
-    graph.routes = []
-    for index, (source, target, _label) in enumerate(graph.edges):
-        route = [source]
-        for rank in range(nodes[source].rank + 1, nodes[target].rank):
-            key = f"virtual:{index}:{rank}"
-            nodes[key] = Node(key, "", "virtual", "none", rank=rank)
-            route.append(key)
-        route.append(target)
-        graph.routes.append(route)
-    for node in nodes.values():
-        node.preds, node.succs = [], []
-    for route in graph.routes:
-        for a, b in zip(route, route[1:]):
-            nodes[a].succs.append(b)
-            nodes[b].preds.append(a)
-
-
-def _order(graph: Graph) -> list[list[Node]]:
-    """Nodes per rank, ordered by the barycentre of their neighbours (alternating sweeps)."""
-    ranks: dict[int, list[Node]] = {}
-    for node in graph.nodes.values():
-        ranks.setdefault(node.rank, []).append(node)
-    levels = [ranks[r] for r in sorted(ranks)]
-    for level in levels:
-        for i, node in enumerate(level):
-            node.order = i
-    nodes = graph.nodes
-    for sweep in range(8):
-        sequence = levels[1:] if sweep % 2 == 0 else levels[-2::-1]
-        for level in sequence:
-            for node in level:
-                neighbours = node.preds if sweep % 2 == 0 else node.succs
-                if neighbours:
-                    node.order = sum(nodes[k].order for k in neighbours) / len(neighbours)
-            level.sort(key=lambda n: n.order)
-            for i, node in enumerate(level):
-                node.order = i
-    return levels
-
-
-# Layout units are points (1/72 inch).
-FONT_SIZE = 9
-PAD = 6.0
-GAP_ACROSS = 16.0
-GAP_VIRTUAL = 6.0
-GAP_ALONG = 36.0
-
-
-def _estimate_text(label: str) -> tuple[float, float]:
-    """Width and height of a label in points, from the monospace font's proportions."""
-    lines = label.split("\n")
-    return max(len(line) for line in lines) * 0.6 * FONT_SIZE, len(lines) * 1.3 * FONT_SIZE
-
-
-def _measure(node: Node, measure) -> None:
-    if node.kind == "virtual":
-        node.width = node.height = 0.0
-        return
-    text_w, text_h = measure(node.label)
-    node.width = text_w + 2 * PAD
-    node.height = text_h + 2 * PAD
-    if node.kind == "blob":
-        node.width += 2 * PAD  # room for the octagon's corners
-
-
-def _spread(level: list[Node], extent, desired: list[float]) -> None:
-    """Put the nodes of one rank as near ``desired`` as their order and sizes allow."""
-    gaps = [(extent(a) + extent(b)) / 2 + (GAP_VIRTUAL if "virtual" in (a.kind, b.kind)
-                                           else GAP_ACROSS) for a, b in zip(level, level[1:])]
-    left = list(desired)
-    for i, gap in enumerate(gaps):
-        left[i + 1] = max(left[i + 1], left[i] + gap)
-    right = list(desired)
-    for i in range(len(gaps) - 1, -1, -1):
-        right[i] = min(right[i], right[i + 1] - gaps[i])
-    # Both satisfy every spacing constraint, and so does their mean.
-    for node, a, b in zip(level, left, right):
-        node.across = (a + b) / 2
-
-
-def layout(graph: Graph, measure=None) -> tuple[float, float]:
-    """Give every node a centre (x, y) in points; returns the drawing's width and height.
-
-    ``measure(label) -> (width, height)`` sizes the labels (an estimate when None)."""
-    _rank(graph)
-    _route(graph)
-    levels = _order(graph)
-    for node in graph.nodes.values():
-        _measure(node, measure or _estimate_text)
-    horizontal = graph.rankdir in ("LR", "RL")
-
-    def extent(node: Node) -> float:  # size across the rank direction
-        return node.height if horizontal else node.width
-
-    nodes = graph.nodes
-    for level in levels:
-        _spread(level, extent, [0.0] * len(level))
-    for sweep in range(8):
-        for level in (levels if sweep % 2 == 0 else levels[::-1]):
-            desired = []
-            for node in level:
-                neighbours = node.preds + node.succs
-                desired.append(sum(nodes[k].across for k in neighbours) / len(neighbours)
-                               if neighbours else node.across)
-            _spread(level, extent, desired)
-    low = min(n.across - extent(n) / 2 for n in nodes.values())
-    total_across = max(n.across + extent(n) / 2 for n in nodes.values()) - low
-    position = 0.0
-    for level in levels:
-        size = max((n.width if horizontal else n.height) for n in level)
-        for node in level:
-            along, across = position + size / 2, node.across - low
-            node.x, node.y = (along, across) if horizontal else (across, along)
-        position += size + GAP_ALONG
-    total_along = max(position - GAP_ALONG, 0.0)
-    width, height = (total_along, total_across) if horizontal else (total_across, total_along)
-    for node in nodes.values():
-        # Matplotlib's y grows upwards; LR/TB flow right/down, RL/BT are their mirror images.
-        if graph.rankdir == "RL":
-            node.x = width - node.x
-        if graph.rankdir != "BT":
-            node.y = height - node.y
-    return width, height
-
-
-def _border_point(node: Node, toward: tuple[float, float]) -> tuple[float, float]:
-    """Where the line from ``node``'s centre to ``toward`` leaves its box."""
-    dx, dy = toward[0] - node.x, toward[1] - node.y
-    if node.kind == "virtual" or (dx == 0 and dy == 0):
-        return node.x, node.y
-    scale = min(node.width / 2 / abs(dx) if dx else float("inf"),
-                node.height / 2 / abs(dy) if dy else float("inf"))
-    return node.x + dx * scale, node.y + dy * scale
-
-
 # --- rendering ----------------------------------------------------------------------------------
 TITLE_H = 2.5 * FONT_SIZE
 MARGIN = 12.0
@@ -350,13 +185,15 @@ def _text_measure():
 
 def render(graph: Graph, fmt: str = "png") -> bytes:
     """The laid-out graph as image bytes of ``fmt`` (png, svg, pdf, ...)."""
-    from ..insight._mpl import new_figure
+    from ._mpl import new_figure
 
     figure = new_figure("drawing a net")  # fails clearly without matplotlib
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
     from matplotlib.path import Path
 
-    width, height = layout(graph, _text_measure())
+    measure = _text_measure()
+    width, height = layout(graph, measure)
+    width = max(width, measure(graph.name or "(unnamed net)")[0] * 1.4)  # room for the title
     full_w = width + 2 * MARGIN
     full_h = height + 2 * MARGIN + TITLE_H
     dpi = min(100.0, MAX_PIXELS / (max(full_w, full_h) / 72.0))
@@ -385,20 +222,13 @@ def render(graph: Graph, fmt: str = "png") -> bytes:
         axes.add_patch(patch)
         axes.text(node.x, node.y, node.label, ha="center", va="center", zorder=3,
                   linespacing=1.15, **FONT)
-    labelled = set()
-    for (source, _target, label), route in zip(graph.edges, graph.routes):
-        points = [(graph.nodes[k].x, graph.nodes[k].y) for k in route]
-        points[0] = _border_point(graph.nodes[route[0]], points[1])
-        points[-1] = _border_point(graph.nodes[route[-1]], points[-2])
-        axes.add_patch(FancyArrowPatch(path=Path(points), arrowstyle="-|>", mutation_scale=9,
+    for path in graph.paths:
+        axes.add_patch(FancyArrowPatch(path=Path(path), arrowstyle="-|>", mutation_scale=9,
                                        linewidth=0.8, color="#333333", zorder=1))
-        # Every top of a layer carries the same label (Caffe's): show it once.
-        if label and source not in labelled:
-            labelled.add(source)
-            (ax, ay), (bx, by) = points[0], points[1]
-            axes.text((ax + bx) / 2, (ay + by) / 2, label, ha="center", va="center", zorder=3,
-                      fontsize=FONT_SIZE - 1,
-                      bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    for label in graph.labels:
+        axes.text(label.x, label.y, label.text, ha="center", va="center", zorder=3,
+                  family=FONT["family"], fontsize=LABEL_FONT_SIZE,
+                  bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     axes.text(width / 2, height + MARGIN + TITLE_H / 2, graph.name or "(unnamed net)",
               ha="center", va="center", fontsize=FONT_SIZE + 3, weight="bold")
     buffer = io.BytesIO()

@@ -32,7 +32,7 @@ snapshot_prefix: "{prefix}"
 @pytest.fixture(autouse=True)
 def fresh_switches():
     """pycaffe's switches (the random seed ...) are process-wide: restore them after a test."""
-    from pyforge.pycaffe.switches import SWITCHES
+    from caffe._caffe import SWITCHES
 
     saved = {f.name: getattr(SWITCHES, f.name) for f in dataclasses.fields(SWITCHES)}
     yield
