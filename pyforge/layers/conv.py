@@ -30,6 +30,7 @@ from ..kernels.conv import (
 from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
+from .blas import accumulate_matmul, matmul_into
 
 _NO_BIAS = np.zeros(1, dtype=np.float32)
 
@@ -368,8 +369,8 @@ class DeconvolutionLayer(BaseConvolutionLayer):
             n = b.shape[0]
             nc_to_cn(b.data.reshape(n, self.channels, -1), x_t)
             for gi in range(self.group):
-                np.matmul(weight[gi].T, x_t[gi * cg : (gi + 1) * cg],
-                          out=col[gi * rg : (gi + 1) * rg])
+                matmul_into(weight[gi].T, x_t[gi * cg : (gi + 1) * cg],
+                            col[gi * rg : (gi + 1) * rg])
             col2im_batch(col, *args, t.data)
             if self.bias_term:
                 t.data += self.blobs[1].data[None, :, None, None]
@@ -391,12 +392,12 @@ class DeconvolutionLayer(BaseConvolutionLayer):
             if self.param_propagate_down[0]:
                 nc_to_cn(b.data.reshape(n, self.channels, -1), x_t)
                 for gi in range(self.group):
-                    weight_diff[gi] += np.matmul(x_t[gi * cg : (gi + 1) * cg],
-                                                 col[gi * rg : (gi + 1) * rg].T)
+                    accumulate_matmul(x_t[gi * cg : (gi + 1) * cg],
+                                      col[gi * rg : (gi + 1) * rg].T, weight_diff[gi])
             if propagate_down[i]:
                 for gi in range(self.group):
-                    np.matmul(weight[gi], col[gi * rg : (gi + 1) * rg],
-                              out=x_t[gi * cg : (gi + 1) * cg])
+                    matmul_into(weight[gi], col[gi * rg : (gi + 1) * rg],
+                                x_t[gi * cg : (gi + 1) * cg])
                 cn_to_nc_bias(x_t, _NO_BIAS, False, b.diff.reshape(n, self.channels, -1))
 
 

@@ -32,6 +32,7 @@ from ..blob import Blob
 from ..kernels import neuron as KN
 from ..kernels import recurrent as KR
 from .base import Layer, register_layer
+from .blas import accumulate_matmul, matmul_into
 
 F32 = np.float32
 
@@ -199,7 +200,7 @@ class RecurrentLayer(Layer):
         rows = self.steps * self.n_streams
         x = bottom[0].data.reshape(rows, self.input_dim)
         out = self.xw.reshape(rows, -1)
-        np.matmul(x, weight.T, out=out)
+        matmul_into(x, weight.T, out)
         if bias is not None:
             out += bias
 
@@ -207,7 +208,9 @@ class RecurrentLayer(Layer):
         if not self.static_input:
             return None
         xs = bottom[2].data.reshape(self.n_streams, self.static_dim)
-        return np.matmul(xs, weight.T)
+        out = np.empty((xs.shape[0], weight.shape[0]), F32)
+        matmul_into(xs, weight.T, out)
+        return out
 
     def accumulate_input_grads(self, bottom: list[Blob], propagate_down: list[bool],
                                w_index: int, b_index: int | None,
@@ -217,21 +220,21 @@ class RecurrentLayer(Layer):
         dpre = self.dpre.reshape(rows, -1)
         x = bottom[0].data.reshape(rows, self.input_dim)
         if self.param_propagate_down[w_index]:
-            self.blobs[w_index].diff += np.matmul(dpre.T, x)
+            accumulate_matmul(dpre.T, x, self.blobs[w_index].diff)
         if b_index is not None and self.param_propagate_down[b_index]:
             self.blobs[b_index].diff += dpre.sum(axis=0, dtype=F32)
         if propagate_down[0]:
-            np.matmul(dpre, self.blobs[w_index].data,
-                      out=bottom[0].diff.reshape(rows, self.input_dim))
+            matmul_into(dpre, self.blobs[w_index].data,
+                        bottom[0].diff.reshape(rows, self.input_dim))
         if self.static_input and ws_index is not None:
             # The static transform feeds every timestep: its gradient is the sum over time.
             ds = self.dpre.sum(axis=0, dtype=F32)
             xs = bottom[2].data.reshape(self.n_streams, self.static_dim)
             if self.param_propagate_down[ws_index]:
-                self.blobs[ws_index].diff += np.matmul(ds.T, xs)
+                accumulate_matmul(ds.T, xs, self.blobs[ws_index].diff)
             if propagate_down[2]:
-                np.matmul(ds, self.blobs[ws_index].data,
-                          out=bottom[2].diff.reshape(self.n_streams, self.static_dim))
+                matmul_into(ds, self.blobs[ws_index].data,
+                            bottom[2].diff.reshape(self.n_streams, self.static_dim))
         # Caffe gives no gradient to cont nor (through the exposed bottoms) to the initial state.
         if propagate_down[1]:
             bottom[1].diff[...] = 0
@@ -303,7 +306,7 @@ class RNNLayer(RecurrentLayer):
         for t in range(self.steps):
             np.multiply(h_prev, cont[t][:, None], out=self.conted[t])
             pre = self.pre[t]
-            np.matmul(self.conted[t], w_hh.T, out=pre)
+            matmul_into(self.conted[t], w_hh.T, pre)
             pre += self.xw[t]
             if static is not None:
                 pre += static
@@ -311,7 +314,7 @@ class RNNLayer(RecurrentLayer):
             h_prev = self.hidden[t]
         rows = self.steps * self.n_streams
         out = top[0].data.reshape(rows, self.dim)
-        np.matmul(self.hidden.reshape(rows, self.dim), self.blobs[i_who].data.T, out=out)
+        matmul_into(self.hidden.reshape(rows, self.dim), self.blobs[i_who].data.T, out)
         out += self.blobs[i_bo].data
         _tanh(out, out)
         last = self.hidden[self.steps - 1]
@@ -330,10 +333,10 @@ class RNNLayer(RecurrentLayer):
         dout = self.dout_pre.reshape(rows, self.dim)
         hidden = self.hidden.reshape(rows, self.dim)
         if self.param_propagate_down[i_who]:
-            self.blobs[i_who].diff += np.matmul(dout.T, hidden)
+            accumulate_matmul(dout.T, hidden, self.blobs[i_who].diff)
         if self.param_propagate_down[i_bo]:
             self.blobs[i_bo].diff += dout.sum(axis=0, dtype=F32)
-        np.matmul(dout, self.blobs[i_who].data, out=self.dhidden.reshape(rows, self.dim))
+        matmul_into(dout, self.blobs[i_who].data, self.dhidden.reshape(rows, self.dim))
         # Back through time; the state's gradient stops at t = 0 (Caffe: no cross-batch flow).
         w_hh = self.blobs[i_whh].data
         cont = bottom[1].data
@@ -342,11 +345,11 @@ class RNNLayer(RecurrentLayer):
             dh += self.dhidden[t]
             _tanh_backward(self.hidden[t], dh, self.dpre[t])
             if t > 0:
-                np.matmul(self.dpre[t], w_hh, out=dh)
+                matmul_into(self.dpre[t], w_hh, dh)
                 dh *= cont[t][:, None]
         if self.param_propagate_down[i_whh]:
-            self.blobs[i_whh].diff += np.matmul(self.dpre.reshape(rows, self.dim).T,
-                                                self.conted.reshape(rows, self.dim))
+            accumulate_matmul(self.dpre.reshape(rows, self.dim).T,
+                              self.conted.reshape(rows, self.dim), self.blobs[i_whh].diff)
         self.accumulate_input_grads(bottom, propagate_down, i_wx, i_bh, i_ws)
 
 
@@ -402,7 +405,7 @@ class LSTMLayer(RecurrentLayer):
             np.multiply(h_prev, cont[t][:, None], out=self.conted[t])
             pre = self.pre[t]
             # Caffe's Eltwise SUM order: W_hc h + W_xc x_t (+ static).
-            np.matmul(self.conted[t], w_hc.T, out=pre)
+            matmul_into(self.conted[t], w_hc.T, pre)
             pre += self.xw[t]
             if static is not None:
                 pre += static
@@ -435,11 +438,11 @@ class LSTMLayer(RecurrentLayer):
                                 self.dpre[t], True, True)
             dc, dc_prev = dc_prev, dc
             if t > 0:
-                np.matmul(self.dpre[t], w_hc, out=dh)
+                matmul_into(self.dpre[t], w_hc, dh)
                 dh *= cont[t][:, None]
         if self.param_propagate_down[i_whc]:
-            self.blobs[i_whc].diff += np.matmul(self.dpre.reshape(rows, 4 * d).T,
-                                                self.conted.reshape(rows, d))
+            accumulate_matmul(self.dpre.reshape(rows, 4 * d).T, self.conted.reshape(rows, d),
+                              self.blobs[i_whc].diff)
         self.accumulate_input_grads(bottom, propagate_down, i_wx, i_bc, i_ws)
 
 
