@@ -109,21 +109,35 @@ def set_threads(count: int) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
-    # Importing SciPy's BLAS module loads the library Numba's np.dot calls, so the controller
-    # finds it.
+    """A threadpoolctl controller of the BLAS that Numba's ``np.dot`` calls: SciPy's.
+
+    Only that library is switched: NumPy's wheel carries an OpenBLAS of its own, and setting
+    its thread count wakes its threads, which (when NumPy was imported before pyforge, with
+    OpenBLAS's default idle spin) then spin for about a tenth of a second after every switch,
+    taking the cores from the kernels (CaffeNet's forward took 2.4x as long)."""
+    # Importing SciPy's BLAS module loads the library Numba's np.dot calls.
+    import scipy
     import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    controller = ThreadpoolController()
+    home = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+    own = [lib.filepath for lib in controller.lib_controllers
+           if lib.user_api == "blas" and os.path.basename(
+               os.path.dirname(lib.filepath)).startswith("scipy")
+           and os.path.abspath(lib.filepath).startswith(home)]
+    # A SciPy linked to a system BLAS shares it with NumPy: then that one is switched.
+    return controller.select(filepath=own) if own else controller
 
 
 @contextlib.contextmanager
 def single_threaded_blas():
-    """BLAS on one thread for the duration (about 10 us to switch).
+    """SciPy's BLAS (the one the kernels' ``np.dot`` calls) on one thread for the duration
+    (about 10 us to switch).
 
-    Kernels such as the convolution run ``np.dot`` (BLAS, through SciPy's OpenBLAS) once per
-    image inside ``prange``: Numba's threads share the images, and each GEMM must then run on
-    one thread, or two levels of threads fight for the same cores."""
+    Kernels such as the convolution run ``np.dot`` once per image inside ``prange``: Numba's
+    threads share the images, and each GEMM must then run on one thread, or two levels of
+    threads fight for the same cores."""
     with _blas_controller().limit(limits=1, user_api="blas"):
         yield
 
