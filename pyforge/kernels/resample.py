@@ -18,6 +18,17 @@ def _interp_ratio(size_in, size_out):
     return np.float32(0.0)
 
 
+@jit
+def _source(ratio, index, size_in):
+    """The fork's source coordinate of output ``index``: its integer part, the step to the
+    next neighbour (0 at the window's last row/column) and the two weights, in float32."""
+    real = ratio * np.float32(index)
+    whole = int(real)
+    step = 1 if whole < size_in - 1 else 0
+    far = real - np.float32(whole)
+    return whole, step, np.float32(1.0) - far, far
+
+
 @pjit
 def interp_forward(x, off, height_in, width_in, y):
     """Bilinear resize of the window ``x[:, off:off+height_in, off:off+width_in]`` onto
@@ -30,23 +41,14 @@ def interp_forward(x, off, height_in, width_in, y):
     rh = _interp_ratio(height_in, height_out)
     rw = _interp_ratio(width_in, width_out)
     same = height_in == height_out and width_in == width_out
-    one = np.float32(1.0)
     for p in prange(planes):
         for h2 in range(height_out):
-            h1r = rh * np.float32(h2)
-            h1 = int(h1r)
-            h1p = 1 if h1 < height_in - 1 else 0
-            lh1 = h1r - np.float32(h1)
-            lh0 = one - lh1
+            h1, h1p, lh0, lh1 = _source(rh, h2, height_in)
             for w2 in range(width_out):
                 if same:
                     y[p, h2, w2] = x[p, off + h2, off + w2]
                     continue
-                w1r = rw * np.float32(w2)
-                w1 = int(w1r)
-                w1p = 1 if w1 < width_in - 1 else 0
-                lw1 = w1r - np.float32(w1)
-                lw0 = one - lw1
+                w1, w1p, lw0, lw1 = _source(rw, w2, width_in)
                 r0 = off + h1
                 c0 = off + w1
                 y[p, h2, w2] = (lh0 * (lw0 * x[p, r0, c0] + lw1 * x[p, r0, c0 + w1p])
@@ -63,27 +65,18 @@ def interp_backward(dy, off, height_in, width_in, dx):
     rh = _interp_ratio(height_in, height_out)
     rw = _interp_ratio(width_in, width_out)
     same = height_in == height_out and width_in == width_out
-    one = np.float32(1.0)
     for p in prange(planes):
         for i in range(dx.shape[1]):
             for j in range(dx.shape[2]):
                 dx[p, i, j] = 0.0
         for h2 in range(height_out):
-            h1r = rh * np.float32(h2)
-            h1 = int(h1r)
-            h1p = 1 if h1 < height_in - 1 else 0
-            lh1 = h1r - np.float32(h1)
-            lh0 = one - lh1
+            h1, h1p, lh0, lh1 = _source(rh, h2, height_in)
             for w2 in range(width_out):
                 g = dy[p, h2, w2]
                 if same:
                     dx[p, off + h2, off + w2] += g
                     continue
-                w1r = rw * np.float32(w2)
-                w1 = int(w1r)
-                w1p = 1 if w1 < width_in - 1 else 0
-                lw1 = w1r - np.float32(w1)
-                lw0 = one - lw1
+                w1, w1p, lw0, lw1 = _source(rw, w2, width_in)
                 r0 = off + h1
                 c0 = off + w1
                 dx[p, r0, c0] += lh0 * lw0 * g
