@@ -16,6 +16,7 @@ from ..layers.base import Layer, NetContext
 from ..log import fmt, get_logger
 from ..proto import caffe_pb2
 from ..proto.io import debug_string
+from ..proto.numbers import layer_settings_error
 from ..registry import UnknownNameError
 from ..rng import make_rng
 from .graph import filter_net, insert_splits
@@ -118,6 +119,9 @@ class Net:
             raise NetError(f"layer '{lp.name}': propagate_down must be given 0 or "
                            f"{len(lp.bottom)} times (once per bottom), found "
                            f"{len(lp.propagate_down)}")
+        problem = layer_settings_error(lp)
+        if problem is not None:
+            raise NetError(f"{self.source_file}: {problem}" if self.source_file else problem)
         log("Creating layer %s", lp.name)
         try:
             cls = LAYERS.get(lp.type, f"layer '{lp.name}'")
