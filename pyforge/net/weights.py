@@ -53,16 +53,34 @@ def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> 
                     f"source param shape is {shape}, target param shape is "
                     f"{blob.shape_string().rsplit(' (', 1)[0]}")
                 continue
-            plan.append((blob, value))
+            plan.append((name, j, blob, value))
     if problems:
         hint = ("; to learn a layer from scratch rather than copying it from a saved net, "
                 "rename the layer")
         raise WeightsError(f"{filename}: " + "; ".join(problems) + hint)
-    for blob, value in plan:
+    for _, _, blob, value in plan:
         if isinstance(value, np.ndarray):
             blob.data[...] = value
         else:
             blob.from_proto(value, reshape=False)
+    nonfinite = [(name, j, blob.data) for name, j, blob, _ in plan
+                 if not np.isfinite(blob.data).all()]
+    if nonfinite:
+        raise WeightsError(f"{filename}: " + nonfinite_note(nonfinite) + "; these weights "
+                           "come from a run that diverged or from a damaged file")
+
+
+def nonfinite_note(arrays: list[tuple[str, int, np.ndarray]]) -> str:
+    """"layer 'ip1' param 0 holds 3 NaN and 0 infinite values of 400000 (the first at [1, 7])",
+    for the first of ``(layer name, param index, array)``, and how many more arrays do."""
+    name, j, array = arrays[0]
+    nans = int(np.isnan(array).sum())
+    infs = int(np.isinf(array).sum())
+    first = np.unravel_index(int(np.flatnonzero(~np.isfinite(array))[0]), array.shape)
+    where = ", ".join(str(int(i)) for i in first)
+    more = f" (and {len(arrays) - 1} more blob(s))" if len(arrays) > 1 else ""
+    return (f"layer '{name}' param {j} holds {nans} NaN and {infs} infinite values of "
+            f"{array.size} (the first at [{where}]){more}")
 
 
 def _value_counts(proto: caffe_pb2.BlobProto) -> tuple[int, int]:

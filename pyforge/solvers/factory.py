@@ -13,10 +13,11 @@ import os
 
 import numpy as np
 
-from ..errors import PyforgeError, SolverError
+from ..errors import NetError, PyforgeError, SolverError
 from ..io.snapshot import load_weights
 from ..log import get_logger
 from ..net.net import Net
+from ..net.sharing import sharing_problem
 from ..parallel.strategy import SingleProcessTraining, TrainingStrategy
 from ..proto import caffe_pb2, read_net_param, resolve_path
 from ..proto.io import debug_string
@@ -75,6 +76,12 @@ def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
         test_nets = reader.test_nets()
     except SolverError as exc:
         raise _in_file(exc, solver_file) from None
+    for i, test_net in enumerate(test_nets):
+        # Checked now rather than at the first test pass, which may come hours later.
+        problem = sharing_problem(test_net, net)
+        if problem is not None:
+            raise NetError(f"{solver_file + ': ' if solver_file else ''}test net #{i}: "
+                           f"{problem}")
     _warn_about_settings(param, lr_policy, net, test_nets, logger)
     return net, test_nets
 

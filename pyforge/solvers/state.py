@@ -16,6 +16,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..errors import PyforgeError, WeightsError
 from ..io.snapshot import (
     SolverStateData,
@@ -26,6 +28,7 @@ from ..io.snapshot import (
     write_solver_state,
 )
 from ..log import fmt
+from ..net.weights import nonfinite_note
 from ..proto import caffe_pb2, parse_text_proto
 from ..proto.io import debug_string
 
@@ -119,6 +122,13 @@ def _restore_here(solver: Solver, path: str, force: bool) -> None:
         if array.shape != blob.shape:
             raise WeightsError(f"{path}: history blob {i} has shape {array.shape}, the net's "
                                f"parameter {i} has {blob.shape}")
+    learnable = solver.net.learnable
+    nonfinite = [(learnable[i % len(learnable)].layer, learnable[i % len(learnable)].index,
+                  array) for i, array in enumerate(state.history)
+                 if not np.isfinite(array).all()]
+    if nonfinite:
+        raise WeightsError(f"{path}: the solver history of " + nonfinite_note(nonfinite)
+                           + "; the run that wrote it had diverged, or the file is damaged")
     solver.iter = state.iteration
     if state.learned_net:
         load_weights(solver.net, learned_net_path(state.learned_net, path, solver.logger))
@@ -150,7 +160,7 @@ def _check_compatible(solver: Solver, path: str, extra: dict, force: bool) -> No
     problems = []
     saved_type = extra.get("solver_type")
     if saved_type and saved_type != solver.type_name:
-        problems.append(f"it was written by a {saved_type} solver, this solver is "
+        problems.append(f"it was written by solver type {saved_type}, this solver's type is "
                         f"{solver.type_name}")
     saved_net = extra.get("net")
     if saved_net is not None:
