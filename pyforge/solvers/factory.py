@@ -27,6 +27,7 @@ from .data_layers import batch_size, dataset_size
 from .lr_policy import LrPolicy, get_policy
 from .registry import solver_class
 from .solver import Action, Solver
+from .state import remove_abandoned_snapshot_files
 
 
 def create_solver(param: caffe_pb2.SolverParameter, solver_file: str | None = None,
@@ -40,8 +41,13 @@ def create_solver(param: caffe_pb2.SolverParameter, solver_file: str | None = No
     logger = logger or get_logger()
     parallel = parallel or SingleProcessTraining()
     net, test_nets = build_nets(cls, param, solver_file, logger, parallel)
-    return cls(param, net, test_nets, logger=logger, action=action or (lambda: NONE),
-               parallel=parallel)
+    try:
+        return cls(param, net, test_nets, logger=logger, action=action or (lambda: NONE),
+                   parallel=parallel)
+    except BaseException:
+        for built in (net, *test_nets):  # their data threads would outlive the error
+            built.close()
+        raise
 
 
 def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
@@ -62,6 +68,7 @@ def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
         _resolve_snapshot_prefix(param, solver_file, logger)
         if parallel.is_leader:  # only rank 0 writes snapshots
             _check_snapshot_prefix_is_writable(param)
+            remove_abandoned_snapshot_files(param.snapshot_prefix, logger)
     except SolverError as exc:
         raise _in_file(exc, solver_file) from None
     if param.HasField("random_seed") and param.random_seed >= 0:
@@ -74,14 +81,19 @@ def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
     try:
         net = reader.train_net(parallel)
         test_nets = reader.test_nets()
+        for i, test_net in enumerate(test_nets):
+            # Checked now rather than at the first test pass, which may come hours later.
+            problem = sharing_problem(test_net, net)
+            if problem is not None:
+                raise NetError(f"{solver_file + ': ' if solver_file else ''}test net #{i}: "
+                               f"{problem}")
     except SolverError as exc:
+        reader.close()
         raise _in_file(exc, solver_file) from None
-    for i, test_net in enumerate(test_nets):
-        # Checked now rather than at the first test pass, which may come hours later.
-        problem = sharing_problem(test_net, net)
-        if problem is not None:
-            raise NetError(f"{solver_file + ': ' if solver_file else ''}test net #{i}: "
-                           f"{problem}")
+    except BaseException:
+        # The nets built so far may hold data threads and open databases.
+        reader.close()
+        raise
     _warn_about_settings(param, lr_policy, net, test_nets, logger)
     return net, test_nets
 
@@ -131,6 +143,12 @@ class _NetReader:
         self.solver_file = solver_file
         self.logger = logger
         self.rng = rng
+        #: Every net built, so that a failure part way closes them all.
+        self.built: list[Net] = []
+
+    def close(self) -> None:
+        for net in self.built:
+            net.close()
 
     def train_net(self, parallel: TrainingStrategy) -> Net:
         p = self.param
@@ -159,6 +177,7 @@ class _NetReader:
         net_param.state.CopyFrom(state)
         net = Net(net_param, rng=self.rng, logger=self.logger, source_file=source,
                   reserve_diff=parallel.control_slots)
+        self.built.append(net)
         self._load_weights(net)
         parallel.shard_data(net)
         return net
@@ -208,6 +227,7 @@ class _NetReader:
             copy.state.CopyFrom(state)
             self.logger.info("Creating test net (#%d) specified by %s", i, label)
             net = Net(copy, rng=self.rng, logger=self.logger, source_file=source)
+            self.built.append(net)
             net.debug_info = p.debug_info
             self._load_weights(net)
             nets.append(net)

@@ -160,7 +160,7 @@ class Solver(abc.ABC):
         self._start_time = time.time()
         if self._metrics is None:
             self._metrics = MetricsFile(metrics_path(self.param, self.metrics_override),
-                                        append=self.resumed)
+                                        append=self.resumed, logger=self.logger)
         self.step(self.param.max_iter - self.iter)
         p = self.param
         after_train = p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0)

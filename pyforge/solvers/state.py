@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..atomic_write import remove_abandoned_temporaries
 from ..errors import PyforgeError, WeightsError
 from ..io.snapshot import (
     SolverStateData,
@@ -50,6 +52,7 @@ def write_snapshot(solver: Solver) -> str:
     if not solver.parallel.is_leader:
         solver.last_snapshot_iter = solver.iter
         return ""
+    remove_abandoned_snapshot_files(p.snapshot_prefix, solver.logger)
     hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
     suffix = ".h5" if hdf5 else ""
     kind = "HDF5 file" if hdf5 else "binary proto file"
@@ -64,6 +67,20 @@ def write_snapshot(solver: Solver) -> str:
     solver.last_snapshot = (model_file, state_file)
     solver.last_snapshot_iter = solver.iter
     return model_file
+
+
+def remove_abandoned_snapshot_files(prefix: str, logger: logging.Logger) -> None:
+    """Remove the temporary snapshot files (``.<prefix>_iter_<N>.caffemodel.tmp<pid>``) that
+    runs killed while writing them left beside ``prefix``: pyforge's own, of this prefix, of
+    processes no longer alive. Jobs that get killed often would otherwise fill their folder."""
+    folder, base = os.path.split(prefix)
+    snapshot_name = re.compile(re.escape(base) + r"_(iter_[0-9]+|best)\.(caffemodel|solverstate)"
+                               r"(\.h5)?")
+    removed = remove_abandoned_temporaries(folder, lambda n: bool(snapshot_name.fullmatch(n)))
+    if removed:
+        logger.info("Removed %d temporary snapshot file(s) left by a run that was killed while "
+                    "writing: %s", len(removed), ", ".join(removed[:3])
+                    + (", ..." if len(removed) > 3 else ""))
 
 
 def resume_record(solver: Solver) -> dict:
