@@ -217,15 +217,22 @@ class LevelDBReader:
         self._blocks: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
         latest: dict[bytes, tuple[int, tuple | None]] = {}
-        for name in self._live_tables():
+        self._manifest_cut = ""
+        tables = self._live_tables()
+        for name in tables:
             self._scan_table(name, latest)
         torn = [cut for cut in map(lambda name: self._scan_log(name, latest),
                                    self._live_logs()) if cut]
         self.keys = sorted(k for k, (_, loc) in latest.items() if loc is not None)
         self._locations = [latest[k][1] for k in self.keys]
         if not self.keys:
+            unlisted = sorted(n for n in os.listdir(path) if n.endswith((".ldb", ".sst"))
+                              and n not in tables)
+            causes = torn + ([self._manifest_cut] if self._manifest_cut else []) + (
+                [f"table(s) {', '.join(unlisted)} are in the folder but not in its MANIFEST"]
+                if unlisted else [])
             raise DataError(f"LevelDB '{path}' is empty" + (
-                f" but for a write cut short: {torn[0]}; copy or convert it again" if torn
+                f" but for damage: {'; '.join(causes)}; copy or convert it again" if causes
                 else ""))
         for cut in torn:
             # LevelDB drops such a write silently; a copy cut short looks the same, so say so.
@@ -266,9 +273,10 @@ class LevelDBReader:
                             f"{cut}) lacks the log number, next file number and last sequence "
                             "that LevelDB requires")
         if records.torn_at is not None:
-            get_logger().warning("LevelDB '%s': %s ends in a record cut short at byte %d of "
-                                 "%d; left out, as LevelDB leaves it out", self.path, manifest,
-                                 records.torn_at, len(data))
+            self._manifest_cut = (f"{manifest} ends in a record cut short at byte "
+                                  f"{records.torn_at} of {len(data)}")
+            get_logger().warning("LevelDB '%s': %s; left out, as LevelDB leaves it out",
+                                 self.path, self._manifest_cut)
         self._table_sizes = live
         names = []
         for number in sorted(live):

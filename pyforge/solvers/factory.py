@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import NetError, PyforgeError, SolverError
 from ..io.snapshot import load_weights
-from ..log import get_logger
+from ..log import fmt, get_logger
 from ..net.net import Net
 from ..net.sharing import sharing_problem
 from ..parallel.strategy import SingleProcessTraining, TrainingStrategy
@@ -264,6 +264,9 @@ def _warn_about_settings(param: caffe_pb2.SolverParameter, lr_policy: LrPolicy, 
         if is_set and name not in lr_policy.uses:
             logger.warning("%s is set but lr_policy '%s' does not use it (it uses %s)", name,
                            p.lr_policy, ", ".join(lr_policy.uses))
+    if p.momentum >= 1:  # the adaptive types that use momentum refuse this themselves
+        logger.warning("momentum: %s >= 1: the update history never decays, so the steps "
+                       "grow without bound; Caffe's examples use 0.9", fmt(p.momentum))
     batch = batch_size(net)
     if batch:
         logger.info("Effective batch size: %d (batch %d x iter_size %d)", batch * p.iter_size,
