@@ -28,7 +28,8 @@ def parse_log_cmd(log, outdir, delimiter, debug) -> None:
 
 
 @click.command("plot")
-@click.argument("logs", nargs=-1, required=True, type=existing_path, metavar="LOG_OR_JSONL [MORE...]")
+@click.argument("logs", nargs=-1, required=True, type=existing_path,
+                metavar="LOG_OR_JSONL [MORE...]")
 @click.option("-o", "--output", default="curves.png", show_default=True,
               help="The PNG file to write.")
 @click.option("--title", default=None, help="The figure title (default: the file names).")

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import DataError
-from ..log import get_logger
 from ..kernels.snappy import snappy_decompress
+from ..log import get_logger
 from .db import BatchedWriter, is_leveldb
 
 # --- LevelDB ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from ..errors import PyforgeError, SolverError

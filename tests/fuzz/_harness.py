@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, settings
-from numba.core import event as numba_event
 from hypothesis import strategies as st
+from numba.core import event as numba_event
 
 from pyforge.errors import PyforgeError
 

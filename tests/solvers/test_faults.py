@@ -25,7 +25,7 @@ from pyforge.log import GlogHandler, get_logger
 from pyforge.proto import caffe_pb2, read_solver_param
 from pyforge.solvers import create_solver, monitor
 from pyforge.solvers.monitor import MetricsFile
-from tests.cli.test_errors import NET, make_solver, write
+from tests.cli.test_errors import make_solver, write
 from tests.logcapture import capture_log
 
 
