@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .errors import PyforgeError
 
@@ -93,10 +93,18 @@ def write_atomically(path: str | os.PathLike, fill: Callable[[str], None]) -> No
 
 def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
     """Replace ``path`` by ``data`` (see :func:`write_atomically`)."""
+    write_chunks_atomically(path, [data])
+
+
+def write_chunks_atomically(path: str | os.PathLike,
+                            chunks: Iterable[bytes | memoryview]) -> None:
+    """Replace ``path`` by the concatenation of ``chunks`` (see :func:`write_atomically`),
+    written one after the other, so that arrays given as memoryviews are never copied."""
 
     def fill(tmp: str) -> None:
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
 
     write_atomically(path, fill)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .proto import caffe_pb2
+from .proto.wire import blob_chunks
 
 DTYPE = np.float32
 
@@ -136,6 +138,11 @@ class Blob:
             proto.diff.extend(self.diff.ravel())
         return proto
 
+    def to_chunks(self, write_diff: bool = False) -> list:
+        """The serialized BlobProto of :meth:`to_proto`, as chunks of bytes that reference the
+        arrays' memory (see :mod:`pyforge.proto.wire`)."""
+        return blob_chunks(self.shape, self.data, self.diff if write_diff else None)
+
     def from_proto(self, proto: caffe_pb2.BlobProto, reshape: bool = True) -> None:
         """Load data (and diff, if present) from a BlobProto (float or double fields)."""
         shape = proto_shape(proto)
@@ -194,3 +201,25 @@ def proto_values(proto: caffe_pb2.BlobProto, which: str) -> np.ndarray | None:
         with np.errstate(over="ignore"):  # Caffe's cast turns out-of-range values into inf
             return np.array(double, dtype=np.float64).astype(DTYPE)
     return None
+
+
+@dataclass
+class BlobValues:
+    """A blob as a file holds it: the shape fields of its BlobProto (``header``, any values
+    in it are ignored) and its values as flat float32 arrays (None where the file has none)."""
+
+    header: caffe_pb2.BlobProto
+    data: np.ndarray | None
+    diff: np.ndarray | None
+
+    @classmethod
+    def from_proto(cls, proto: caffe_pb2.BlobProto) -> BlobValues:
+        return cls(proto, proto_values(proto, "data"), proto_values(proto, "diff"))
+
+    @classmethod
+    def from_arrays(cls, header: caffe_pb2.BlobProto, arrays: dict) -> BlobValues:
+        """What :func:`pyforge.proto.wire.parse_with_arrays` found for ``header``; values a
+        writer left unpacked are still in the header."""
+        data, diff = arrays.get("data"), arrays.get("diff")
+        return cls(header, proto_values(header, "data") if data is None else data,
+                   proto_values(header, "diff") if diff is None else diff)

@@ -58,6 +58,11 @@ class WeightsError(PyforgeError):
     """Weights or solver state that do not fit the net."""
 
 
+class ExportError(PyforgeError):
+    """A net that cannot be exported (a layer ONNX cannot express), or an export whose check
+    against pyforge's own forward fails."""
+
+
 class UsageError(PyforgeError):
     """A command line the command cannot run: a flag value it does not accept, a required
     flag missing, or a file named on the command line that does not exist."""

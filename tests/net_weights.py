@@ -14,12 +14,17 @@ import numpy as np
 from pyforge.net.net import Net
 
 
-def seed_weights(net: Net, rng: np.random.Generator) -> None:
-    """Fill the net's inputs with standard normal values, randomize its constant parameters,
-    calibrate its BatchNorm statistics, and run it forward once (the blobs hold the result)."""
+def seed_weights(net: Net, rng: np.random.Generator,
+                 inputs: dict[str, np.ndarray] | None = None) -> None:
+    """Fill the net's inputs (with ``inputs``, or standard normal values), randomize its
+    constant parameters, calibrate its BatchNorm statistics, and run it forward once (the
+    blobs then hold the result)."""
     for name in net.inputs:
         blob = net.blobs[name]
-        blob.data[...] = rng.standard_normal(blob.shape).astype(np.float32)
+        if inputs is not None:
+            blob.data[...] = inputs[name]
+        else:
+            blob.data[...] = rng.standard_normal(blob.shape).astype(np.float32)
     for layer in net.layers:
         if layer.param.type == "BatchNorm":
             continue

@@ -26,7 +26,7 @@ FLOORS = {
     "layers": 4,
     "net": 5,
     "io/snapshot": 6, "solvers": 6, "parallel": 6,
-    "api": 9, "tools": 9, "insight": 9, "pycaffe": 9, "commands": 9, "cli": 9,
+    "api": 9, "tools": 9, "insight": 9, "pycaffe": 9, "commands": 9, "cli": 9, "export": 9,
     "__init__": 9, "__main__": 9,
 }
 ENGINE_TOP = 6

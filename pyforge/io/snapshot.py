@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..atomic_write import write_atomically
-from ..blob import proto_values
+from ..atomic_write import write_atomically, write_chunks_atomically
+from ..blob import BlobValues
 from ..errors import WeightsError
-from ..proto import caffe_pb2, read_binary_proto, write_binary_proto
+from ..proto import caffe_pb2, read_binary_proto, read_binary_proto_arrays
 from ..proto.upgrade import upgrade_net_param
+from ..proto.wire import NET_BLOBS, STATE_BLOBS, STATE_HISTORY, blob_chunks, message_chunks
 
 if TYPE_CHECKING:
     from ..net.net import Net
@@ -51,13 +52,41 @@ def is_hdf5(path: str) -> bool:
 # --- weights -------------------------------------------------------------------------------
 def read_weights(path: str) -> caffe_pb2.NetParameter:
     """Read a binary .caffemodel (upgraded as Caffe does) as a NetParameter."""
+    _check_weights_file(path)
+    param = read_binary_proto(path, caffe_pb2.NetParameter())
+    return _upgraded(param, path)
+
+
+def read_weight_values(path: str) -> list[tuple[str, dict[int, BlobValues]]]:
+    """Each layer's name and parameter values from a binary .caffemodel (any version), read at
+    disk speed: the values come straight from the file's bytes (:mod:`pyforge.proto.wire`)."""
+    _check_weights_file(path)
+    param, arrays = read_binary_proto_arrays(path, caffe_pb2.NetParameter(), NET_BLOBS)
+    param = _upgraded(param, path)
+    # The upgrades keep the blobs in file order (a V0 net's padding layers have none).
+    headers = [blob for layer in param.layer for blob in layer.blobs]
+    if len(headers) != len(arrays):
+        raise WeightsError(f"{path}: {len(arrays)} parameter blobs in the file but "
+                           f"{len(headers)} after upgrading the net")
+    values = iter(BlobValues.from_arrays(h, a) for h, a in zip(headers, arrays))
+    return [(layer.name, {i: next(values) for i in range(len(layer.blobs))})
+            for layer in param.layer]
+
+
+def _check_weights_file(path: str) -> None:
     _check_file(path, "weights")
     if is_hdf5(path):
         raise WeightsError(f"{path}: is an HDF5 file; load it with load_weights()")
+    _refuse_solver_state(path)
+
+
+def _refuse_solver_state(path: str) -> None:
     if path.endswith(".solverstate") or path.endswith(".solverstate.h5"):
         raise WeightsError(f"{path}: this is a solver state, not weights; pass it with --snapshot "
                            "to resume, or give its .caffemodel to --weights")
-    param = read_binary_proto(path, caffe_pb2.NetParameter())
+
+
+def _upgraded(param: caffe_pb2.NetParameter, path: str) -> caffe_pb2.NetParameter:
     if not len(param.layer) and not len(param.layers):
         raise WeightsError(f"{path}: holds no layers; not a .caffemodel")
     return upgrade_net_param(param, path)
@@ -74,11 +103,9 @@ def load_weights(net: Net, path: str) -> None:
     """Copy parameters into ``net`` by layer name from a .caffemodel or .caffemodel.h5
     (Caffe's CopyTrainedLayersFrom, which sniffs the format)."""
     _check_file(path, "weights")
-    if path.endswith(".solverstate") or path.endswith(".solverstate.h5"):
-        raise WeightsError(f"{path}: this is a solver state, not weights; pass it with --snapshot "
-                           "to resume, or give its .caffemodel to --weights")
+    _refuse_solver_state(path)
     if not is_hdf5(path):
-        net.copy_trained_layers_from(read_weights(path), path)
+        net.copy_params_from(read_weight_values(path), path)
         return
     import h5py
 
@@ -88,23 +115,8 @@ def load_weights(net: Net, path: str) -> None:
             if not isinstance(data, h5py.Group):
                 raise WeightsError(f"{path}: HDF5 file has no /data group; not a Caffe "
                                    ".caffemodel.h5")
-            source = []
-            for layer_name in data:
-                group = data.get(layer_name)
-                if not isinstance(group, h5py.Group):
-                    raise WeightsError(f"{path}: /data/{layer_name} should be a group of "
-                                       "parameter datasets")
-                arrays = {}
-                for key in group:
-                    dataset = group.get(key)
-                    where = f"{path}: /data/{layer_name}/{key}"
-                    if not (key.isascii() and key.isdigit()):
-                        raise WeightsError(f"{where}: parameter datasets are named 0, 1, ...")
-                    if (not isinstance(dataset, h5py.Dataset) or dataset.shape is None
-                            or dataset.dtype.kind not in "fiu"):
-                        raise WeightsError(f"{where}: expected a numeric dataset")
-                    arrays[int(key)] = np.asarray(dataset, dtype=np.float32)
-                source.append((layer_name, arrays))
+            source: list[tuple[str, dict[int, np.ndarray]]] = []
+            _read_h5_layers(data, "", path, source)
     except WeightsError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
@@ -113,9 +125,39 @@ def load_weights(net: Net, path: str) -> None:
     net.copy_params_from(source, path, missing_shared_ok=True)
 
 
+def _read_h5_layers(group, prefix: str, path: str, source: list) -> None:
+    """The layers under ``group`` of /data. A layer name with a '/' (GoogLeNet's
+    ``inception_3a/1x1``) is a nested group in HDF5: a group's digit-named datasets are its
+    layer's parameters, its subgroups are further layers."""
+    import h5py
+
+    for key in group:
+        child = group.get(key)
+        name = f"{prefix}{key}"
+        where = f"{path}: /data/{name}"
+        if not isinstance(child, h5py.Group):
+            if prefix:
+                continue  # a parameter dataset of the enclosing layer, read there
+            raise WeightsError(f"{where} should be a group of parameter datasets")
+        arrays = {}
+        for item in child:
+            dataset = child.get(item)
+            if isinstance(dataset, h5py.Group):
+                continue  # a deeper layer: see the recursion below
+            if not (item.isascii() and item.isdigit()):
+                raise WeightsError(f"{where}/{item}: parameter datasets are named 0, 1, ...")
+            if (not isinstance(dataset, h5py.Dataset) or dataset.shape is None
+                    or dataset.dtype.kind not in "fiu"):
+                raise WeightsError(f"{where}/{item}: expected a numeric dataset")
+            arrays[int(item)] = np.asarray(dataset, dtype=np.float32)
+        if arrays or not any(isinstance(child.get(item), h5py.Group) for item in child):
+            source.append((name, arrays))
+        _read_h5_layers(child, f"{name}/", path, source)
+
+
 def write_model(path: str, net: Net, write_diff: bool = False, hdf5: bool = False) -> None:
     if not hdf5:
-        write_binary_proto(path, net.to_proto(write_diff))
+        write_chunks_atomically(path, net.to_chunks(write_diff))
         return
     _write_hdf5(path, lambda f: _fill_model_h5(f, net, write_diff))
 
@@ -173,13 +215,10 @@ def write_solver_state(path: str, state: SolverStateData, hdf5: bool = False) ->
     proto = caffe_pb2.SolverState(iter=state.iteration, current_step=state.current_step)
     if state.learned_net is not None:
         proto.learned_net = state.learned_net
-    for array in state.history:
-        blob = proto.history.add()
-        blob.shape.dim.extend(array.shape)
-        blob.data.extend(array.ravel())
     if extra is not None:
         proto.pyforge_state = extra
-    write_binary_proto(path, proto)
+    history = [blob_chunks(array.shape, array) for array in state.history]
+    write_chunks_atomically(path, message_chunks(proto, STATE_HISTORY, history))
 
 
 def read_solver_state(path: str) -> SolverStateData:
@@ -188,13 +227,13 @@ def read_solver_state(path: str) -> SolverStateData:
         raise WeightsError(f"{path}: no such solver state file")
     if is_hdf5(path):
         return _read_state_h5(path)
-    proto = read_binary_proto(path, caffe_pb2.SolverState())
+    proto, arrays = read_binary_proto_arrays(path, caffe_pb2.SolverState(), STATE_BLOBS)
     if len(proto.history) == 0 and not proto.HasField("iter"):
         raise WeightsError(f"{path}: holds no solver state (no iter, no history); is it a "
                            ".caffemodel? Use --weights for weights")
     history = []
-    for i, blob in enumerate(proto.history):
-        values = proto_values(blob, "data")
+    for i, (blob, found) in enumerate(zip(proto.history, arrays)):
+        values = BlobValues.from_arrays(blob, found).data
         shape = tuple(blob.shape.dim)
         if values is None or values.size != int(np.prod(shape, dtype=np.int64)):
             raise WeightsError(f"{path}: history blob {i} holds "

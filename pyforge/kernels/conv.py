@@ -1,12 +1,19 @@
-"""Convolution forward and backward, image by image inside Numba threads.
+"""Convolution forward and backward: image by image with BLAS, or direct for depthwise.
 
-Each thread takes a contiguous share of the batch. For each of its images it unrolls the input
-into a column buffer in Caffe's (channel, kernel row, kernel column) row order (so .caffemodel
-weights apply unchanged), multiplies it with BLAS (one thread per GEMM), and writes the result
-straight into the output. The buffers stay in cache, unlike one huge column matrix for the
-whole batch, which made the layer memory-bound. Weight and bias gradients are summed per
-thread, in image order, and the per-thread sums are added in thread order afterwards, so a
-fixed thread count gives bitwise-reproducible results.
+GEMM convolutions: each thread takes a contiguous share of the batch. For each of its images it
+unrolls the input into a column buffer in Caffe's (channel, kernel row, kernel column) row order
+(so .caffemodel weights apply unchanged), multiplies it with BLAS (one thread per GEMM), and
+writes the result straight into the output. The buffers stay in cache, unlike one huge column
+matrix for the whole batch, which made the layer memory-bound. A ``pointwise`` convolution (1x1
+kernel, stride 1, no padding) skips the unrolling: the image *is* its column matrix. Weight and
+bias gradients are summed per thread, in image order, and the per-thread sums are added in
+thread order afterwards, so a fixed thread count gives bitwise-reproducible results.
+
+Depthwise convolutions (one input channel per group, MobileNet's ``group`` = channels) have
+nothing for a GEMM to gain: a 1 x kh*kw by kh*kw x oh*ow product per channel. They run as direct
+stencils over each (image, output channel) plane, in parallel over the planes; the weight and
+bias gradients are kept per plane and summed over the images in order, so the result does not
+depend on the thread count.
 """
 
 from __future__ import annotations
@@ -14,39 +21,47 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import pjit, prange
-from .im2col import col2im_one, im2col_one
+from .im2col import col2im_one, im2col_one, valid_range
 
 
 @pjit
-def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, cols, out):
-    """``out[n]`` (G, M/G, oh*ow) = ``weight`` (G, M/G, K/G) @ im2col(x[n]) (+ bias).
+def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
+                 cols, out):
+    """``out[n]`` (G, M/G, oh*ow) = ``weight`` (G, M/G, K/G) @ im2col(x[n]) (+ bias); with
+    ``pointwise`` the image itself is the column matrix.
 
     Arrays are indexed with integers only (no slices), so Numba knows every operand of
     ``np.dot`` is C-contiguous and hands it to BLAS without a copy."""
     n_img = x.shape[0]
     threads = cols.shape[0]
     groups, m_g, k_g = weight.shape
+    spatial = out.shape[3]
     for t in prange(threads):
         col = cols[t]
-        col_g = col.reshape(groups, k_g, col.shape[1])
         for n in range(t * n_img // threads, (t + 1) * n_img // threads):
-            im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+            if pointwise:
+                col_g = x[n].reshape(groups, k_g, spatial)
+            else:
+                im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+                col_g = col.reshape(groups, k_g, spatial)
             for g in range(groups):
                 np.dot(weight[g], col_g[g], out[n, g])
             if use_bias:
                 for g in range(groups):
                     for m in range(m_g):
                         b = bias[g * m_g + m]
-                        for s in range(out.shape[3]):
+                        for s in range(spatial):
                             out[n, g, m, s] += b
 
 
 @pjit
-def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, need_weight,
-                  need_bias, need_data, cols, dcols, dw_parts, dw_tmp, db_parts, dx):
+def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
+                  need_weight, need_bias, need_data, cols, dcols, dw_parts, dw_tmp, db_parts,
+                  dx):
     """Per-thread weight/bias gradient sums into ``dw_parts`` (T, G, K/G, M/G: the weight
     gradient *transposed*) and ``db_parts`` (T, G, M/G); the data gradient into ``dx``
-    (overwritten). ``dy`` is (N, G, M/G, oh*ow).
+    (overwritten). ``dy`` is (N, G, M/G, oh*ow). With ``pointwise`` the image is its own
+    column matrix and the data gradient's columns are the data gradient.
 
     The transposed weight gradient ``col @ dy.T`` is the same product as ``dy @ col.T`` with
     the long oh*ow dimension as the inner one of both operands' rows, which OpenBLAS's
@@ -55,17 +70,20 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, need_we
     n_img = x.shape[0]
     threads = cols.shape[0]
     groups, m_g, k_g = weight.shape
+    spatial = dy.shape[3]
     for t in prange(threads):
         col = cols[t]
         dcol = dcols[t]
-        col_g = col.reshape(groups, k_g, col.shape[1])
-        dcol_g = dcol.reshape(groups, k_g, dcol.shape[1])
         tmp = dw_tmp[t]
         dw_parts[t] = 0.0
         db_parts[t] = 0.0
         for n in range(t * n_img // threads, (t + 1) * n_img // threads):
             if need_weight:
-                im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+                if pointwise:
+                    col_g = x[n].reshape(groups, k_g, spatial)
+                else:
+                    im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+                    col_g = col.reshape(groups, k_g, spatial)
                 for g in range(groups):
                     np.dot(col_g[g], dy[n, g].T, tmp[g])
                     dw_parts[t, g] += tmp[g]
@@ -73,10 +91,124 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, need_we
                 for g in range(groups):
                     for m in range(m_g):
                         total = np.float32(0.0)
-                        for s in range(dy.shape[3]):
+                        for s in range(spatial):
                             total += dy[n, g, m, s]
                         db_parts[t, g, m] += total
             if need_data:
-                for g in range(groups):
-                    np.dot(weight[g].T, dy[n, g], dcol_g[g])
-                col2im_one(dcol, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+                if pointwise:
+                    dx_g = dx[n].reshape(groups, k_g, spatial)
+                    for g in range(groups):
+                        np.dot(weight[g].T, dy[n, g], dx_g[g])
+                else:
+                    dcol_g = dcol.reshape(groups, k_g, spatial)
+                    for g in range(groups):
+                        np.dot(weight[g].T, dy[n, g], dcol_g[g])
+                    col2im_one(dcol, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+
+
+@pjit
+def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, out):
+    """``out[n, m]`` = the kh x kw stencil ``weight[m]`` over ``x[n, m // mult]`` (+ bias),
+    for ``x`` (N, C, H, W), ``weight`` (M, kh, kw), ``out`` (N, M, oh, ow), M = mult * C.
+
+    Row by row, so that the output row being summed stays in the L1 cache; taps in (kernel
+    row, kernel column) order and the bias last, as the GEMM convolution adds it after its
+    product."""
+    n_img, channels, height, width = x.shape
+    outputs, kh, kw = weight.shape
+    oh, ow = out.shape[2], out.shape[3]
+    mult = outputs // channels
+    for p in prange(n_img * outputs):
+        n = p // outputs
+        m = p % outputs
+        c = m // mult
+        for oy in range(oh):
+            dst = out[n, m, oy]
+            dst[:] = 0.0
+            for ki in range(kh):
+                iy = oy * sh - ph + ki * dh
+                if iy < 0 or iy >= height:
+                    continue
+                for kj in range(kw):
+                    x0, x1 = valid_range(ow, width, pw, sw, kj * dw)
+                    if x1 <= x0:
+                        continue
+                    w = weight[m, ki, kj]
+                    start = x0 * sw - pw + kj * dw
+                    d = dst[x0:x1]
+                    if sw == 1:
+                        row = x[n, c, iy, start : start + x1 - x0]
+                    else:
+                        row = x[n, c, iy, start : start + (x1 - x0 - 1) * sw + 1 : sw]
+                    for i in range(x1 - x0):
+                        d[i] += w * row[i]
+            if use_bias:
+                b = bias[m]
+                for i in range(ow):
+                    dst[i] += b
+
+
+@pjit
+def depthwise_backward(x, weight, dy, ph, pw, sh, sw, dh, dw, need_weight, need_bias,
+                       need_data, dw_planes, db_planes, dx):
+    """Per (image, output channel) plane: the weight gradient into ``dw_planes`` (N, M, kh,
+    kw) and the bias gradient into ``db_planes`` (N, M), each overwritten (the caller sums
+    over N in order); with ``need_data`` the data gradient into ``dx`` (N, C, H, W),
+    overwritten. Input channel c collects the gradients of its ``mult`` output channels in
+    channel order, so the planes of one input channel are handled by one iteration."""
+    n_img, channels, height, width = x.shape
+    outputs, kh, kw = weight.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    mult = outputs // channels
+    for p in prange(n_img * channels):
+        n = p // channels
+        c = p % channels
+        # Column sums of one tap's products, so that the inner loops stay elementwise (and
+        # vectorised); a plane's buffer, not the loop's.
+        acc = np.empty(ow, np.float32)
+        if need_data:
+            dx[n, c] = 0.0
+        for m in range(c * mult, (c + 1) * mult):
+            if need_bias:
+                total = np.float32(0.0)
+                for oy in range(oh):
+                    g_row = dy[n, m, oy]
+                    for i in range(ow):
+                        total += g_row[i]
+                db_planes[n, m] = total
+            for ki in range(kh):
+                oy0, oy1 = valid_range(oh, height, ph, sh, ki * dh)
+                for kj in range(kw):
+                    x0, x1 = valid_range(ow, width, pw, sw, kj * dw)
+                    if x1 <= x0 or oy1 <= oy0:
+                        if need_weight:
+                            dw_planes[n, m, ki, kj] = 0.0
+                        continue
+                    count = x1 - x0
+                    start = x0 * sw - pw + kj * dw
+                    stop = start + (count - 1) * sw + 1
+                    w = weight[m, ki, kj]
+                    a = acc[:count]
+                    a[:] = 0.0
+                    for oy in range(oy0, oy1):
+                        iy = oy * sh - ph + ki * dh
+                        g = dy[n, m, oy, x0:x1]
+                        if need_weight:
+                            if sw == 1:
+                                row = x[n, c, iy, start:stop]
+                            else:
+                                row = x[n, c, iy, start:stop:sw]
+                            for i in range(count):
+                                a[i] += g[i] * row[i]
+                        if need_data:
+                            if sw == 1:
+                                d = dx[n, c, iy, start:stop]
+                            else:
+                                d = dx[n, c, iy, start:stop:sw]
+                            for i in range(count):
+                                d[i] += w * g[i]
+                    if need_weight:
+                        total = np.float32(0.0)
+                        for i in range(count):
+                            total += a[i]
+                        dw_planes[n, m, ki, kj] = total

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import pjit, prange
+from ._jit import jit, pjit, prange
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -34,6 +34,13 @@ def prelu_forward(x, slope, shared, y):
             y[n, c, i] = max(v, _ZERO) + a * min(v, _ZERO)
 
 
+
+@jit
+def _sigmoid(x):
+    """Caffe's ``0.5 * tanh(0.5 * x) + 0.5`` for a float ``x``: the literals are double, so
+    it runs in double precision and rounds once (it does not overflow for large |x|)."""
+    return np.float32(0.5 * np.tanh(0.5 * np.float64(x)) + 0.5)
+
 @pjit
 def prelu_slope_grad(x, dy, per_channel):
     """``per_channel[c] = sum over n, i of dy * x * (x <= 0)`` (one thread per channel)."""
@@ -42,8 +49,9 @@ def prelu_slope_grad(x, dy, per_channel):
         total = np.float64(0.0)
         for n in range(n_img):
             for i in range(dim):
-                # min(x, 0) rather than a branch on the sign: the same product, much faster.
-                total += dy[n, c, i] * min(x[n, c, i], _ZERO)
+                # Caffe's literal product: +inf gives inf * 0 = NaN, as in Caffe.
+                v = x[n, c, i]
+                total += dy[n, c, i] * v * np.float32(v <= _ZERO)
         per_channel[c] = total
 
 
@@ -56,7 +64,9 @@ def prelu_backward(x, dy, slope, shared, dx):
         c = p % channels
         a = slope[0] if shared else slope[c]
         for i in range(dim):
-            dx[n, c, i] = dy[n, c, i] if x[n, c, i] > _ZERO else dy[n, c, i] * a
+            v = x[n, c, i]
+            # Caffe's gate, literally: a NaN input gets 0 (neither side of the comparison).
+            dx[n, c, i] = dy[n, c, i] * (np.float32(v > _ZERO) + a * np.float32(v <= _ZERO))
 
 
 # --- ELU -----------------------------------------------------------------------------------------
@@ -73,10 +83,9 @@ def elu_backward(x, y, dy, alpha, dx):
     """``dx = dy * ((x > 0) + (alpha + y) * (x <= 0))``; in place ``x`` is ``y`` and, for
     alpha > 0, has the same sign, so the result is unchanged."""
     for i in prange(x.size):
-        if x[i] > _ZERO:
-            dx[i] = dy[i]
-        else:
-            dx[i] = dy[i] * (alpha + y[i])
+        v = x[i]
+        # Caffe's gate, literally: for x = +inf, (alpha + inf) * 0 is NaN, as in Caffe.
+        dx[i] = dy[i] * (np.float32(v > _ZERO) + (alpha + y[i]) * np.float32(v <= _ZERO))
 
 
 # --- BNLL ----------------------------------------------------------------------------------------
@@ -232,7 +241,7 @@ def swish_forward(x, beta, sig, y):
     ``y = x * sig``; ``y`` may be ``x``."""
     for i in prange(x.size):
         v = x[i]
-        s = _HALF * np.tanh(_HALF * (beta * v)) + _HALF
+        s = _sigmoid(beta * v)
         sig[i] = s
         y[i] = v * s
 
@@ -255,16 +264,17 @@ def relu_forward(x, slope, y):
 
 @pjit
 def relu_backward(x, dy, slope, dx):
-    """``dx = dy * ((x > 0) + slope * (x <= 0))``; in place ``x`` is the output (same sign)."""
+    """``dx = dy * ((x > 0) + slope * (x <= 0))``, Caffe's gate literally (a NaN input gets
+    0); in place ``x`` is the output (same sign)."""
     for i in prange(x.size):
-        dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
+        v = x[i]
+        dx[i] = dy[i] * (np.float32(v > _ZERO) + slope * np.float32(v <= _ZERO))
 
 
 @pjit
 def sigmoid_forward(x, y):
-    # Caffe computes 0.5 * tanh(0.5 x) + 0.5, which does not overflow for large |x|.
     for i in prange(x.size):
-        y[i] = np.float32(0.5) * np.tanh(np.float32(0.5) * x[i]) + np.float32(0.5)
+        y[i] = _sigmoid(x[i])
 
 
 @pjit
@@ -303,7 +313,6 @@ def relu6_backward(x, dy, slope, dx):
     is the output, which keeps those ranges for ``slope >= 0``."""
     for i in prange(x.size):
         v = x[i]
-        if v > _ZERO:
-            dx[i] = dy[i] if v < _SIX else _ZERO
-        else:
-            dx[i] = dy[i] * slope
+        # The gate literally, as the fork computes it: a NaN input gets 0.
+        gate = np.float32((v > _ZERO) and (v < _SIX)) + slope * np.float32(v <= _ZERO)
+        dx[i] = dy[i] * gate

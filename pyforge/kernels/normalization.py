@@ -40,19 +40,24 @@ def channel_mean_var(x, mean, var):
 
 
 @pjit
-def batch_norm_forward(x, mean, std, y, x_norm):
-    """``y = (x - mean[c]) / std[c]``; ``x_norm`` keeps a copy of ``y`` for Backward (a later
-    in-place layer may overwrite ``y``). ``y`` may be ``x``."""
+def batch_norm_forward(x, mean, std, keep_norm, y, x_norm):
+    """``y = (x - mean[c]) / std[c]``; with ``keep_norm``, ``x_norm`` keeps a copy of ``y``
+    for the batch-statistics Backward (a later in-place layer may overwrite ``y``; with
+    stored statistics Backward needs only ``std``). ``y`` may be ``x``."""
     n_img, channels, spatial = x.shape
     for p in prange(n_img * channels):
         n = p // channels
         c = p % channels
         mu = mean[c]
         sd = std[c]
+        src = x[n, c]
+        dst = y[n, c]
         for s in range(spatial):
-            v = (x[n, c, s] - mu) / sd
-            y[n, c, s] = v
-            x_norm[n, c, s] = v
+            dst[s] = (src[s] - mu) / sd
+        if keep_norm:
+            kept = x_norm[n, c]
+            for s in range(spatial):
+                kept[s] = dst[s]
 
 
 @pjit
@@ -199,7 +204,8 @@ def lrn_across_backward(x, y, scale, dy, size, cache_ratio, ratio, accum, dx):
 
         dx[c] -= 2 alpha beta / n * x[c] * sum over the window of c of dy * y / scale
 
-    ``ratio`` (N, C, H*W) and ``accum`` (N, H*W) are work buffers."""
+    ``ratio`` (N, C, H*W) and ``accum`` (N, H*W) are work buffers. ``size`` is odd (the
+    layer refuses even ones, as Caffe does): the running window is centred on ``c``."""
     n_img, channels, plane = x.shape
     pre_pad = (size - 1) // 2
     for n in prange(n_img):

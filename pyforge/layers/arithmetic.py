@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..blob import Blob
+from ..kernels import arithmetic as KA
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
 
@@ -48,9 +49,12 @@ class EltwiseLayer(Layer):
             for b in bottom[2:]:
                 out *= b.data
         elif self.op == E.SUM:
-            np.multiply(bottom[0].data, self.coeffs[0], out=out)
-            for b, c in zip(bottom[1:], self.coeffs[1:]):
-                out += c * b.data if c != 1 else b.data
+            flat = out.reshape(-1)
+            c = self.coeffs
+            KA.weighted_sum2(bottom[0].data.reshape(-1), c[0], bottom[1].data.reshape(-1), c[1],
+                             flat)
+            for b, coeff in zip(bottom[2:], c[2:]):
+                KA.add_scaled(flat, b.data.reshape(-1), coeff)
         else:
             # Caffe's quirk: bottom 0 wins over bottom 1 only when strictly greater (a tie or a
             # NaN goes to bottom 1); from bottom 2 on, a later bottom must be strictly greater.
@@ -78,7 +82,7 @@ class EltwiseLayer(Layer):
                         prod = top[0].data / b.data
                 np.multiply(prod, dy, out=b.diff)
             elif self.op == E.SUM:
-                np.multiply(dy, self.coeffs[i], out=b.diff)
+                KA.scaled_copy(dy.reshape(-1), self.coeffs[i], b.diff.reshape(-1))
             else:
                 np.multiply(dy, self.argmax == i, out=b.diff)
 

@@ -147,12 +147,12 @@ class Layer(abc.ABC):
         """Restore what :meth:`get_state` returned."""
 
     # --- helpers -----------------------------------------------------------------------------
-    def scratch(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 work array of ``shape`` kept between passes (reallocated only when the
-        shape changes); its contents are whatever the last user left."""
+    def scratch(self, key: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        """A work array of ``shape`` (float32 unless said) kept between passes, reallocated
+        only when the shape changes; its contents are whatever the last user left."""
         buf = self._scratch.get(key)
-        if buf is None or buf.shape != shape:
-            buf = np.empty(shape, dtype=np.float32)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype=dtype)
             self._scratch[key] = buf
         return buf
 

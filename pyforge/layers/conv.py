@@ -16,7 +16,12 @@ import numpy as np
 
 from ..blob import Blob
 from ..config import single_threaded_blas
-from ..kernels.conv import conv_backward, conv_forward
+from ..kernels.conv import (
+    conv_backward,
+    conv_forward,
+    depthwise_backward,
+    depthwise_forward,
+)
 from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
@@ -164,14 +169,16 @@ class ConvolutionLayer(BaseConvolutionLayer):
     ``OH = (H + 2*pad - dilation*(kernel-1) - 1) // stride + 1`` (likewise OW).
 
     Image by image in Numba threads, each with a cache-sized column buffer and one
-    single-threaded BLAS GEMM per group (see :mod:`pyforge.kernels.conv`).
+    single-threaded BLAS GEMM per group; 1x1 convolutions with stride 1 and no padding multiply
+    the image itself, and depthwise ones (``group`` = channels > 1) run as direct stencils (see
+    :mod:`pyforge.kernels.conv`).
     """
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         n, _, h, w = self.check_bottoms(bottom)
-        oh, ow = self.geometry.conv_output(h, w)
+        g = self.geometry
+        oh, ow = g.conv_output(h, w)
         if oh <= 0 or ow <= 0:
-            g = self.geometry
             raise self.error(
                 f"kernel {g.kernel} with pad {g.pad} and dilation {g.dilation} is larger than "
                 f"the input {h}x{w}"
@@ -179,28 +186,41 @@ class ConvolutionLayer(BaseConvolutionLayer):
         self.out_hw = (oh, ow)
         for t in top:
             t.reshape((n, self.num_output, oh, ow))
+        self.depthwise = self.group == self.channels > 1
+        self.pointwise = g.kernel == (1, 1) and g.stride == (1, 1) and g.pad == (0, 0)
         # Per-thread column buffers (see pyforge.kernels.conv); threads share the images.
         threads = max(1, min(n, numba.get_num_threads()))
-        rows = self.channels * self.kernel[0] * self.kernel[1]
+        rows = 0 if self.pointwise or self.depthwise else self.channels * g.kernel[0] * g.kernel[1]
         self._cols = self.scratch("cols", (threads, rows, oh * ow))
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        args = self.geometry.kernel_args(*self.out_hw)
-        g = self.group
-        weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
         bias = self.blobs[1].data if self.bias_term else _NO_BIAS
+        if self.depthwise:
+            g = self.geometry
+            weight = self.blobs[0].data.reshape(self.num_output, *g.kernel)
+            for b, t in zip(bottom, top):
+                depthwise_forward(b.data, weight, bias, self.bias_term, *g.pad, *g.stride,
+                                  *g.dilation, t.data)
+            return
+        args = self.geometry.kernel_args(*self.out_hw)
+        groups = self.group
+        weight = self.blobs[0].data.reshape(groups, self.num_output // groups, -1)
         with single_threaded_blas():
             for b, t in zip(bottom, top):
-                conv_forward(b.data, weight, bias, self.bias_term, *args, self._cols,
-                             t.data.reshape(t.shape[0], g, self.num_output // g, -1))
+                conv_forward(b.data, weight, bias, self.bias_term, *args, self.pointwise,
+                             self._cols,
+                             t.data.reshape(t.shape[0], groups, self.num_output // groups, -1))
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        need_weight = bool(self.param_propagate_down[0])
+        need_bias = bool(self.bias_term and self.param_propagate_down[1])
+        if self.depthwise:
+            self._depthwise_backward(top, propagate_down, bottom, need_weight, need_bias)
+            return
         args = self.geometry.kernel_args(*self.out_hw)
         g = self.group
         weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
         threads = self._cols.shape[0]
-        need_weight = bool(self.param_propagate_down[0])
-        need_bias = bool(self.bias_term and self.param_propagate_down[1])
         # Weight-gradient partial sums are kept transposed, (G, K/G, M/G): see conv_backward.
         transposed = (g, weight.shape[2], weight.shape[1])
         dw_parts = self.scratch("dw_parts", (threads, *transposed))
@@ -212,9 +232,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 continue
             dy = t.diff.reshape(t.shape[0], g, self.num_output // g, -1)
             with single_threaded_blas():
-                conv_backward(b.data, weight, dy, *args, need_weight, need_bias,
-                              bool(propagate_down[i]), self._cols, dcols, dw_parts, dw_tmp,
-                              db_parts, b.diff)
+                conv_backward(b.data, weight, dy, *args, self.pointwise, need_weight,
+                              need_bias, bool(propagate_down[i]), self._cols, dcols, dw_parts,
+                              dw_tmp, db_parts, b.diff)
             # Per-thread sums, added in thread order: deterministic for a fixed thread count.
             if need_weight:
                 weight_diff = self.blobs[0].diff.reshape(weight.shape)
@@ -223,6 +243,25 @@ class ConvolutionLayer(BaseConvolutionLayer):
             if need_bias:
                 for part in db_parts:
                     self.blobs[1].diff += part.reshape(-1)
+
+    def _depthwise_backward(self, top: list[Blob], propagate_down: list[bool],
+                            bottom: list[Blob], need_weight: bool, need_bias: bool) -> None:
+        g = self.geometry
+        weight = self.blobs[0].data.reshape(self.num_output, *g.kernel)
+        n = bottom[0].shape[0]
+        dw_planes = self.scratch("dw_planes", (n, *weight.shape))
+        db_planes = self.scratch("db_planes", (n, self.num_output))
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            if not (need_weight or need_bias or propagate_down[i]):
+                continue
+            depthwise_backward(b.data, weight, t.diff, *g.pad, *g.stride, *g.dilation,
+                               need_weight, need_bias, bool(propagate_down[i]), dw_planes,
+                               db_planes, b.diff)
+            # Summed over the images in order: the same bits for any thread count.
+            if need_weight:
+                self.blobs[0].diff += dw_planes.sum(axis=0).reshape(self.blobs[0].shape)
+            if need_bias:
+                self.blobs[1].diff += db_planes.sum(axis=0)
 
 
 @register_layer("Deconvolution", "DECONVOLUTION")

@@ -13,6 +13,9 @@ from .base import TEST, Layer, register_layer
 LRN = caffe_pb2.LRNParameter
 
 
+_NOTHING_KEPT = np.zeros((0, 0, 0), np.float32)
+
+
 def _f32(value: float) -> np.float32:
     return np.float32(value)
 
@@ -75,8 +78,8 @@ class BatchNormLayer(Layer):
             raise self.error(f"the bottom must have {self.channels} channels (axis 1), found "
                              f"shape {shape}")
         top[0].reshape(shape)
-        if self.x_norm.shape != shape:
-            self.x_norm = np.zeros(shape, np.float32)
+        if self.x_norm.shape != shape and not self.use_global_stats:
+            self.x_norm = np.zeros(shape, np.float32)  # only the batch statistics need it
         self.dims = (shape[0], self.channels, bottom[0].count // max(shape[0] * shape[1], 1))
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
@@ -99,8 +102,9 @@ class BatchNormLayer(Layer):
             correction = _f32(m) / _f32(m - 1) if m > 1 else _f32(1.0)
             var_sum[...] = correction * self.var + maf * var_sum
         np.sqrt(self.var + self.eps, out=self.std)
-        K.batch_norm_forward(x, self.mean, self.std, top[0].data.reshape(self.dims),
-                             self.x_norm.reshape(self.dims))
+        keep = not self.use_global_stats
+        K.batch_norm_forward(x, self.mean, self.std, keep, top[0].data.reshape(self.dims),
+                             self.x_norm.reshape(self.dims) if keep else _NOTHING_KEPT)
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         if not propagate_down[0]:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..blob import Blob
+from ..kernels import scale as K
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
+
+_NO_BIAS = np.zeros(1, dtype=np.float32)
+_NOTHING_KEPT = np.zeros((0, 0, 0), dtype=np.float32)
 
 
 def _constant_filler(value: float) -> caffe_pb2.FillerParameter:
@@ -42,6 +46,11 @@ def _param_shape(layer: Layer, bottom: Blob, axis: int, num_axes: int) -> tuple[
         raise layer.error(f"num_axes {num_axes} from axis {start} extends past the bottom's "
                           f"{bottom.num_axes} axes {bottom.shape}")
     return bottom.shape[start:] if num_axes == -1 else bottom.shape[start:start + num_axes]
+
+
+def _sum_outer(parts: np.ndarray) -> np.ndarray:
+    """Per-plane float64 sums (outer, dim) added over outer in order, as float32."""
+    return parts.sum(axis=0, dtype=np.float64).astype(np.float32)
 
 
 def _sum_outer_inner(values: np.ndarray) -> np.ndarray:
@@ -99,35 +108,38 @@ class ScaleLayer(Layer):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        outer, dim, inner = self.dims
-        if top[0] is bottom[0]:
-            self.temp[...] = bottom[0].data
-        x = bottom[0].data.reshape(self.dims)
-        y = top[0].data.reshape(self.dims)
-        np.multiply(x, self._scale(bottom).data.reshape(1, dim, 1), out=y)
-        if self.bias_term:
-            y += self.blobs[-1].data.reshape(1, dim, 1)
+        in_place = top[0] is bottom[0]
+        bias = self.blobs[-1].data if self.bias_term else _NO_BIAS
+        K.scale_forward(bottom[0].data.reshape(self.dims),
+                        self._scale(bottom).data.reshape(-1), bias.reshape(-1), self.bias_term,
+                        in_place, self.temp.reshape(self.dims) if in_place else _NOTHING_KEPT,
+                        top[0].data.reshape(self.dims))
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
-        outer, dim, inner = self.dims
-        dy = top[0].diff.reshape(self.dims)
-        if self.bias_term and self.param_propagate_down[-1]:
-            bias = self.blobs[-1]
-            bias.diff += _sum_outer_inner(dy).reshape(bias.shape)
+        outer, dim, _ = self.dims
         scale = self._scale(bottom)
         learned = len(bottom) == 1
-        if (learned and self.param_propagate_down[0]) or (not learned and propagate_down[1]):
-            x = (self.temp if top[0] is bottom[0] else bottom[0].data).reshape(self.dims)
-            grad = _sum_outer_inner(dy * x).reshape(scale.shape)
+        need_bias = bool(self.bias_term and self.param_propagate_down[-1])
+        need_scale = bool((learned and self.param_propagate_down[0])
+                          or (not learned and propagate_down[1]))
+        if not (need_bias or need_scale or propagate_down[0]):
+            return
+        x = (self.temp if top[0] is bottom[0] else bottom[0].data).reshape(self.dims)
+        parts = self.scratch("parts", (2, outer, dim), np.float64)
+        dx = bottom[0].diff.reshape(self.dims)
+        K.scale_backward(x, top[0].diff.reshape(self.dims), scale.data.reshape(-1), need_scale,
+                         need_bias, bool(propagate_down[0]), parts[0], parts[1], dx)
+        if need_bias:
+            bias = self.blobs[-1]
+            bias.diff += _sum_outer(parts[1]).reshape(bias.shape)
+        if need_scale:
+            grad = _sum_outer(parts[0]).reshape(scale.shape)
             if learned:
                 # NOTE: Caffe overwrites instead of adding for some shapes (outer dim 1, or a
                 # scale as large as the bottom); parameter diffs accumulate here, always.
                 scale.diff += grad
             else:
                 scale.diff[...] = grad
-        if propagate_down[0]:
-            np.multiply(dy, scale.data.reshape(1, dim, 1),
-                        out=bottom[0].diff.reshape(self.dims))
 
 
 @register_layer("Bias")

@@ -17,6 +17,7 @@ from ..log import fmt, get_logger
 from ..proto import caffe_pb2
 from ..proto.io import debug_string
 from ..proto.numbers import layer_settings_error
+from ..proto.wire import net_chunks
 from ..registry import UnknownNameError
 from ..rng import make_rng
 from .graph import filter_net, insert_splits
@@ -474,17 +475,26 @@ class Net:
         return None
 
     # --- weights ---------------------------------------------------------------------------------
-    def to_proto(self, write_diff: bool = False) -> caffe_pb2.NetParameter:
-        """The net as built, with current parameter values (Caffe's Net::ToProto)."""
+    def to_proto(self, write_diff: bool = False, with_blobs: bool = True
+                 ) -> caffe_pb2.NetParameter:
+        """The net as built, with current parameter values (Caffe's Net::ToProto); without
+        them when ``with_blobs`` is false."""
         out = caffe_pb2.NetParameter()
         out.name = self.name
         for layer in self.layers:
             lp = out.layer.add()
             lp.CopyFrom(layer.param)
             del lp.blobs[:]
-            for blob in layer.blobs:
-                lp.blobs.append(blob.to_proto(write_diff))
+            if with_blobs:
+                for blob in layer.blobs:
+                    lp.blobs.append(blob.to_proto(write_diff))
         return out
+
+    def to_chunks(self, write_diff: bool = False) -> list:
+        """The serialized :meth:`to_proto`, byte for byte, as chunks that reference the
+        parameters' memory (:mod:`pyforge.proto.wire`): what snapshots write."""
+        blobs = [[blob.to_chunks(write_diff) for blob in layer.blobs] for layer in self.layers]
+        return net_chunks(self.to_proto(with_blobs=False), blobs)
 
     def copy_trained_layers_from(self, source: caffe_pb2.NetParameter, filename: str) -> None:
         """Copy parameters by layer name from a NetParameter (Caffe's CopyTrainedLayersFrom)."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..blob import proto_shape, shapes_equal
+from ..blob import BlobValues, proto_shape, shapes_equal
 from ..errors import WeightsError
-from ..proto import caffe_pb2
 
 
 def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> None:
-    """Copy ``[(layer name, {param index: BlobProto or ndarray})]`` into ``net``'s layers by name.
+    """Copy ``[(layer name, {param index: BlobValues, BlobProto or ndarray})]`` into ``net``'s
+    layers by name.
 
     Every mismatch is reported at once, with both shapes. Layers the net does not have are
     ignored (and logged), as in Caffe. With ``missing_shared_ok`` (Caffe's HDF5 weights) a
@@ -39,9 +39,11 @@ def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> 
                 ok = value.shape == blob.shape
                 shape = " ".join(str(d) for d in value.shape)
             else:
-                ok = shapes_equal(value, blob.shape)
-                shape = " ".join(str(d) for d in proto_shape(value))
-                counts = _value_counts(value)
+                if not isinstance(value, BlobValues):
+                    value = BlobValues.from_proto(value)
+                ok = shapes_equal(value.header, blob.shape)
+                shape = " ".join(str(d) for d in proto_shape(value.header))
+                counts = [0 if v is None else v.size for v in (value.data, value.diff)]
                 if ok and (counts[0] != blob.count or counts[1] not in (0, blob.count)):
                     problems.append(
                         f"param {j} of layer '{name}' holds {counts[0]} data and "
@@ -61,8 +63,10 @@ def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> 
     for _, _, blob, value in plan:
         if isinstance(value, np.ndarray):
             blob.data[...] = value
-        else:
-            blob.from_proto(value, reshape=False)
+            continue
+        blob.data[...] = value.data.reshape(blob.shape)
+        if value.diff is not None and value.diff.size:
+            blob.diff[...] = value.diff.reshape(blob.shape)
     nonfinite = [(name, j, blob.data) for name, j, blob, _ in plan
                  if not np.isfinite(blob.data).all()]
     if nonfinite:
@@ -82,9 +86,3 @@ def nonfinite_note(arrays: list[tuple[str, int, np.ndarray]]) -> str:
     return (f"layer '{name}' param {j} holds {nans} NaN and {infs} infinite values of "
             f"{array.size} (the first at [{where}]){more}")
 
-
-def _value_counts(proto: caffe_pb2.BlobProto) -> tuple[int, int]:
-    """How many data and diff values a BlobProto holds (float or double fields)."""
-    data = len(proto.data) or len(proto.double_data)
-    diff = len(proto.diff) or len(proto.double_diff)
-    return data, diff

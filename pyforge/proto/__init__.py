@@ -4,6 +4,7 @@ from . import caffe_pb2
 from .io import (
     parse_text_proto,
     read_binary_proto,
+    read_binary_proto_arrays,
     read_net_param,
     read_solver_param,
     read_text_proto,
@@ -15,6 +16,7 @@ __all__ = [
     "parse_text_proto",
     "caffe_pb2",
     "read_binary_proto",
+    "read_binary_proto_arrays",
     "read_net_param",
     "read_solver_param",
     "read_text_proto",

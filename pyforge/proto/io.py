@@ -18,6 +18,7 @@ from ..log import get_logger
 from . import caffe_pb2
 from .forks import UNREAD_FORK_FIELDS, adopt_fork_numbers, fork_of
 from .upgrade import upgrade_net_param, upgrade_solver_param
+from .wire import WireError, strip_arrays
 
 M = TypeVar("M", bound=_message.Message)
 
@@ -159,10 +160,10 @@ def read_text_proto(path: str | os.PathLike, message: M) -> M:
     return parse_text_proto(text, message, str(path))
 
 
-def read_binary_proto(path: str | os.PathLike, message: M) -> M:
-    """Read a binary protobuf file (.caffemodel, .solverstate, .binaryproto) into ``message``."""
+def read_binary_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a binary protobuf file; a missing or unreadable file is a clear error."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise PyforgeError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -171,9 +172,24 @@ def read_binary_proto(path: str | os.PathLike, message: M) -> M:
         raise PyforgeError(f"{path}: cannot read: {exc.strerror}") from None
     except ValueError:
         raise PyforgeError(f"{path!r}: not a valid path (it contains a NUL byte)") from None
+
+
+def read_binary_proto(path: str | os.PathLike, message: M) -> M:
+    """Read a binary protobuf file (.caffemodel, .solverstate, .binaryproto) into ``message``."""
+    return read_binary_proto_arrays(path, message, ())[0]
+
+
+def read_binary_proto_arrays(path: str | os.PathLike, message: M,
+                             blob_paths: tuple[tuple[int, ...], ...]) -> tuple[M, list]:
+    """:func:`read_binary_proto`, with the BlobProtos at ``blob_paths``
+    (:data:`pyforge.proto.wire.NET_BLOBS` or ``STATE_BLOBS``) read without their packed
+    values, which come back as arrays in file order (:func:`pyforge.proto.wire.strip_arrays`):
+    a 250 MB .caffemodel reads at disk speed."""
+    data = read_binary_file(path)
     try:
+        data, arrays = strip_arrays(data, blob_paths)
         message.ParseFromString(data)
-    except _message.DecodeError as exc:
+    except (_message.DecodeError, WireError) as exc:
         raise ParseError(
             f"{path}: not a valid binary {message.DESCRIPTOR.name} ({len(data)} bytes): {exc}"
         ) from None
@@ -181,7 +197,7 @@ def read_binary_proto(path: str | os.PathLike, message: M) -> M:
         # A fork's .caffemodel may hold a fork field at a number that pyforge gives to another.
         adopt_fork_numbers(message, data, str(path))
     _check_required(message, str(path))
-    return message
+    return message, arrays
 
 
 def write_binary_proto(path: str | os.PathLike, message: _message.Message) -> None:

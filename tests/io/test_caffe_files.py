@@ -285,3 +285,37 @@ def test_write_into_missing_folder(tmp_path):
         write_binary_proto(path, _state(1))
     assert str(path) in str(info.value)
     assert not (tmp_path / "no").exists()
+
+
+def test_hdf5_weights_of_layers_named_with_a_slash_round_trip(tmp_path):
+    """GoogLeNet's layers are named ``inception_3a/1x1``: in HDF5 the '/' makes nested groups
+    (``/data/inception_3a/1x1/0``), which the reader walks back into those names."""
+    import logging
+
+    from pyforge.io.snapshot import load_weights, write_model
+    from pyforge.net.net import Net
+    from pyforge.proto import parse_text_proto
+
+    text = """
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }
+    layer { name: "a/ip" type: "InnerProduct" bottom: "data" top: "a/ip"
+            inner_product_param { num_output: 3 weight_filler { type: "gaussian" } } }
+    layer { name: "a/out" type: "ReLU" bottom: "a/ip" top: "a/out" }
+    layer { name: "a/out/ip" type: "InnerProduct" bottom: "a/out" top: "b"
+            inner_product_param { num_output: 2 bias_term: false
+                                  weight_filler { type: "gaussian" } } }
+    """
+    quiet = logging.getLogger("pyforge.tests.quiet")
+
+    def build(seed):
+        return Net(parse_text_proto(text, caffe_pb2.NetParameter(), "slash.prototxt"),
+                   rng=np.random.default_rng(seed), logger=quiet)
+
+    source, target = build(1), build(2)
+    source.layers[1].blobs[1].data[...] = [0.5, -1, 2]
+    path = str(tmp_path / "slash.caffemodel.h5")
+    write_model(path, source, hdf5=True)
+    load_weights(target, path)
+    for mine, theirs in zip(target.layers, source.layers):
+        for a, b in zip(mine.blobs, theirs.blobs):
+            np.testing.assert_array_equal(a.data, b.data)

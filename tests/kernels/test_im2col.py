@@ -1,12 +1,23 @@
-"""pyforge.kernels.im2col against the loop-based reference (Caffe's im2col.cpp order)."""
+"""pyforge.kernels.im2col against the loop-based reference of tests/reference/naive.py (Caffe's
+im2col.cpp order): the per-image im2col_one/col2im_one the convolution threads call and the
+whole-batch im2col_batch/col2im_batch, exactly for the layout moves and within float32 rounding
+for col2im's sums; the (N, C, S) <-> (C, N*S) moves exactly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pyforge.kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
+from pyforge.kernels.im2col import (
+    cn_to_nc_bias,
+    col2im_batch,
+    col2im_one,
+    im2col_batch,
+    im2col_one,
+    nc_to_cn,
+)
 from tests.reference import naive
+from tests.reference.float32 import assert_close
 
 # (N, C, H, W, kh, kw, ph, pw, sh, sw, dh, dw)
 GEOMETRIES = [
@@ -62,7 +73,10 @@ def test_col2im_matches_reference_and_overwrites(g):
     dx = np.full(shape, 1e6, dtype=np.float32)  # garbage: col2im must overwrite
     col2im_batch(col, *geom, dx)
     expected = naive.col2im_batch(col.astype(np.float64), shape, kh, kw, ph, pw, sh, sw, dh, dw)
-    np.testing.assert_allclose(dx, expected, rtol=1e-5, atol=1e-5)
+    magnitude = naive.col2im_batch(np.abs(col.astype(np.float64)), shape, kh, kw, ph, pw, sh, sw,
+                                   dh, dw)
+    # Each pixel sums at most kh*kw column entries in float32.
+    assert_close(dx, expected, magnitude, roundings=kh * kw)
 
 
 @pytest.mark.parametrize("g", GEOMETRIES[:6])
@@ -87,13 +101,43 @@ def test_cn_to_nc_bias_and_back(use_bias):
     n, c, s = 3, 4, 5
     src = rng.standard_normal((c, n * s)).astype(np.float32)
     bias = rng.standard_normal(c).astype(np.float32)
-    dst = np.empty((n, c, s), dtype=np.float32)
+    dst = np.full((n, c, s), np.nan, dtype=np.float32)
     cn_to_nc_bias(src, bias, use_bias, dst)
-    expected = src.reshape(c, n, s).transpose(1, 0, 2) + (bias[None, :, None] if use_bias else 0)
-    np.testing.assert_allclose(dst, expected, rtol=1e-6)
-    again = np.empty_like(src)
+    # A move plus at most one float32 addition, which NumPy rounds the same way: exact.
+    moved = src.reshape(c, n, s).transpose(1, 0, 2)
+    np.testing.assert_array_equal(dst, moved + bias[None, :, None] if use_bias else moved)
+    again = np.full_like(src, np.nan)
     nc_to_cn(dst, again)
-    np.testing.assert_allclose(again, src + (bias[:, None] if use_bias else 0), rtol=1e-6)
+    np.testing.assert_array_equal(again, src + bias[:, None] if use_bias else src)
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_im2col_one_matches_reference_for_each_image(g):
+    """The per-image variant the convolution threads call: image ``n`` only, exactly."""
+    shape, geom = _geometry(g)
+    kh, kw, ph, pw, sh, sw, dh, dw, oh, ow = geom
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    for n in range(shape[0]):
+        col = np.full((shape[1] * kh * kw, oh * ow), np.nan, dtype=np.float32)
+        im2col_one(x, n, *geom, col)
+        np.testing.assert_array_equal(col, naive.im2col(x[n], kh, kw, ph, pw, sh, sw, dh, dw))
+
+
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_col2im_one_matches_reference_and_leaves_other_images(g):
+    shape, geom = _geometry(g)
+    kh, kw, ph, pw, sh, sw, dh, dw, oh, ow = geom
+    rng = np.random.default_rng(8)
+    n_last = shape[0] - 1
+    col = rng.standard_normal((shape[1] * kh * kw, oh * ow)).astype(np.float32)
+    dx = np.full(shape, 1e6, dtype=np.float32)  # image n_last must be overwritten, no other
+    col2im_one(col, n_last, *geom, dx)
+    expected = naive.col2im(col.astype(np.float64), shape[1:], kh, kw, ph, pw, sh, sw, dh, dw)
+    magnitude = naive.col2im(np.abs(col.astype(np.float64)), shape[1:], kh, kw, ph, pw, sh, sw,
+                             dh, dw)
+    # Each pixel sums at most kh*kw column entries in float32.
+    assert_close(dx[n_last], expected, magnitude, roundings=kh * kw)
+    assert (dx[:n_last] == 1e6).all()
 
 
 @pytest.mark.parametrize(

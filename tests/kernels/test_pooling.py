@@ -1,4 +1,6 @@
-"""pyforge.kernels.pooling against the loop-based reference (Caffe's pooling_layer.cpp rules)."""
+"""pyforge.kernels.pooling against the loop-based reference of tests/reference/naive.py (Caffe's
+pooling_layer.cpp rules): MAX and AVE, forward and backward, over ceil and floor rounding
+edges, padding, overlapping and gapped windows, ties (first maximum wins) and infinities."""
 
 from __future__ import annotations
 
@@ -32,15 +34,15 @@ GEOMETRIES = [
 ]
 
 
-def _setup(g, seed=0, data="gaussian"):
+def _setup(g, seed=0, data="gaussian", round_mode="CEIL"):
     n, c, h, w, kh, kw, sh, sw, ph, pw = g
     rng = np.random.default_rng(seed)
     if data == "gaussian":
         x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     else:
         x = rng.integers(-2, 3, size=(n, c, h, w)).astype(np.float32)  # many ties
-    oh = naive.pooled_size(h, kh, sh, ph)
-    ow = naive.pooled_size(w, kw, sw, pw)
+    oh = naive.pooled_size(h, kh, sh, ph, round_mode)
+    ow = naive.pooled_size(w, kw, sw, pw, round_mode)
     return x, (kh, kw, sh, sw, ph, pw), (n, c, oh, ow)
 
 
@@ -116,3 +118,74 @@ def test_ave_pool_divides_by_the_window_clipped_to_the_padded_image():
     ave_pool_forward(x, 3, 3, 2, 2, 1, 1, top)
     expected = np.array([[4 / 9, 6 / 9, 2 / 6], [6 / 9, 9 / 9, 3 / 6], [2 / 6, 3 / 6, 1 / 4]])
     np.testing.assert_allclose(top[0, 0], expected, rtol=1e-6)
+
+
+# FLOOR rounding (PoolingParameter.round_mode): fewer windows, none partly outside the padding.
+FLOOR_GEOMETRIES = [
+    pytest.param((1, 2, 6, 6, 3, 3, 2, 2, 0, 0), id="H6_k3_s2_floor"),
+    pytest.param((2, 1, 7, 8, 3, 2, 2, 3, 1, 0), id="mixed_floor"),
+    pytest.param((1, 2, 5, 5, 2, 2, 2, 2, 1, 1), id="H5_k2_s2_p1_floor"),
+]
+
+
+@pytest.mark.parametrize("g", FLOOR_GEOMETRIES)
+def test_floor_rounding_forward_and_backward(g):
+    x, geom, out_shape = _setup(g, seed=7, data="ties", round_mode="FLOOR")
+    out_hw = out_shape[2:]
+    top = np.full(out_shape, np.nan, dtype=np.float32)
+    mask = np.full(out_shape, -7, dtype=np.int64)
+    max_pool_forward(x, *geom, top, mask)
+    ref_top, ref_mask = naive.max_pool(x, *geom, out_hw=out_hw)
+    np.testing.assert_array_equal(top, ref_top)
+    np.testing.assert_array_equal(mask, ref_mask)
+    dy = np.random.default_rng(8).standard_normal(out_shape).astype(np.float32)
+    dx = np.full(x.shape, 1e6, dtype=np.float32)
+    max_pool_backward(dy, mask, dx)
+    # Each input adds the gradients of the windows whose maximum it is: exact for one window,
+    # a few float32 roundings where windows overlap.
+    np.testing.assert_allclose(dx, naive.max_pool_backward(dy, mask, x.shape), rtol=1e-6,
+                               atol=1e-6)
+    ave = np.full(out_shape, np.nan, dtype=np.float32)
+    ave_pool_forward(x, *geom, ave)
+    np.testing.assert_allclose(ave, naive.ave_pool(x, *geom, out_hw=out_hw), rtol=1e-5,
+                               atol=1e-6)
+    ave_pool_backward(dy, *geom, dx)
+    np.testing.assert_allclose(dx, naive.ave_pool_backward(dy, x.shape, *geom), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_max_pool_overlapping_windows_add_their_gradients():
+    """One input that is the maximum of every window it lies in (stride 1, kernel 3) receives
+    the sum of all their gradients."""
+    x = np.zeros((1, 1, 5, 5), dtype=np.float32)
+    x[0, 0, 2, 2] = 9.0
+    top = np.empty((1, 1, 3, 3), dtype=np.float32)
+    mask = np.empty((1, 1, 3, 3), dtype=np.int64)
+    max_pool_forward(x, 3, 3, 1, 1, 0, 0, top, mask)
+    assert (mask == 12).all()
+    dy = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
+    dx = np.full_like(x, np.nan)
+    max_pool_backward(dy, mask, dx)
+    assert dx[0, 0, 2, 2] == 45.0 and np.count_nonzero(dx) == 1
+
+
+def test_max_pool_infinities_and_nan_follow_caffes_comparisons():
+    """+inf wins; -inf and NaN never beat the -FLT_MAX start value (Caffe's strict ``>``), so a
+    window of only those keeps -FLT_MAX with no argmax (-1), and Backward routes nothing."""
+    x = np.array([[[[np.inf, 1.0, -np.inf, -np.inf],
+                    [0.0, 2.0, -np.inf, np.nan]]]], dtype=np.float32)
+    top = np.empty((1, 1, 1, 2), dtype=np.float32)
+    mask = np.empty((1, 1, 1, 2), dtype=np.int64)
+    max_pool_forward(x, 2, 2, 2, 2, 0, 0, top, mask)
+    np.testing.assert_array_equal(top[0, 0, 0], [np.inf, -naive.FLT_MAX])
+    np.testing.assert_array_equal(mask[0, 0, 0], [0, -1])
+    dx = np.full_like(x, np.nan)
+    max_pool_backward(np.full_like(top, 5.0), mask, dx)
+    np.testing.assert_array_equal(dx[0, 0], [[5, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_ave_pool_of_infinities():
+    x = np.array([[[[np.inf, 1.0, np.inf, -np.inf]]]], dtype=np.float32)
+    top = np.empty((1, 1, 1, 2), dtype=np.float32)
+    ave_pool_forward(x, 1, 2, 1, 2, 0, 0, top)
+    np.testing.assert_array_equal(top[0, 0, 0], [np.inf, np.nan])

@@ -51,6 +51,14 @@ CASES: dict[str, list[Case] | NoGradient] = {
              ((2, 2, 4, 3), (2, 2, 4, 3)), mode="total"),
         Case("kernel_1x1", _conv("num_output: 3 kernel_size: 1"), ((2, 4, 3, 3),),
              mode="total"),
+        Case("pointwise_group", _conv("num_output: 4 kernel_size: 1 group: 2"),
+             ((2, 4, 3, 2),), mode="total"),
+        Case("depthwise_pad_stride", _conv("num_output: 3 kernel_size: 3 pad: 1 stride: 2 "
+                                           "group: 3"), ((2, 3, 5, 4),), mode="total"),
+        Case("depthwise_mult2_dilated", _conv("num_output: 4 kernel_size: 2 dilation: 2 pad: 1 "
+                                              "group: 2"), ((2, 2, 4, 5),), mode="total"),
+        Case("depthwise_exhaustive", _conv("num_output: 2 kernel_size: 3 pad: 1 group: 2"),
+             ((1, 2, 3, 3),)),
     ],
     "Deconvolution": [
         Case("k3_exhaustive", _deconv("num_output: 2 kernel_size: 3"), ((1, 2, 2, 2),)),

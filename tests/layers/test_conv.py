@@ -147,6 +147,21 @@ layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "cropped" bottom: "
                      "stride: 1", (1, 2, 6, 5), (1, 0), (2, 1), (1, 1), 1, id="repeated_pairs"),
         pytest.param("num_output: 2 kernel_size: 2 dilation: 2 dilation: 1", (1, 1, 5, 5),
                      (0, 0), (1, 1), (2, 1), 1, id="dilation_pair"),
+        # The direct depthwise stencil: padding, strides and dilation at every border.
+        pytest.param("num_output: 4 kernel_size: 3 pad: 1 group: 4", (2, 4, 6, 5), (1, 1),
+                     (1, 1), (1, 1), 4, id="depthwise_pad1"),
+        pytest.param("num_output: 3 kernel_size: 3 pad: 1 stride: 2 group: 3", (2, 3, 7, 6),
+                     (1, 1), (2, 2), (1, 1), 3, id="depthwise_stride2"),
+        pytest.param("num_output: 6 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 1 stride_h: 2 "
+                     "stride_w: 1 dilation: 2 group: 3", (1, 3, 5, 4), (2, 1), (2, 1), (2, 2), 3,
+                     id="depthwise_multiplier2_dilated"),
+        pytest.param("num_output: 2 kernel_size: 5 pad: 3 group: 2", (1, 2, 3, 2), (3, 3),
+                     (1, 1), (1, 1), 2, id="depthwise_kernel_wider_than_image"),
+        # 1x1 with stride 1 and no padding: the image is its own column matrix.
+        pytest.param("num_output: 6 kernel_size: 1 group: 2", (2, 4, 3, 5), (0, 0), (1, 1),
+                     (1, 1), 2, id="pointwise_group2"),
+        pytest.param("num_output: 3 kernel_size: 1 stride: 2", (2, 4, 5, 5), (0, 0), (2, 2),
+                     (1, 1), 1, id="1x1_stride2_gemm"),
     ],
 )
 def test_convolution_forward_matches_numpy(params, shape, pad, stride, dilation, group):
@@ -540,3 +555,33 @@ def test_the_family_checks_its_geometry_alike(type_name, params, match):
     layer = build_layer(f'type: "{type_name}" convolution_param {{ num_output: 2 {params} }}')
     with pytest.raises(PyforgeError, match=match):
         layer.setup([blob_from(np.zeros((1, 2, 5, 5)))], [Blob()])
+
+
+@pytest.mark.parametrize("params", ["num_output: 4 kernel_size: 3 pad: 1 stride: 2 group: 4",
+                                    "num_output: 6 kernel_size: 1 group: 2"])
+def test_depthwise_and_pointwise_gradients_are_the_same_bits_for_any_thread_count(params):
+    """Depthwise planes and images are summed in a fixed order; pointwise goes through the
+    same per-thread GEMM path as every convolution (bitwise reproducible per thread count)."""
+    import numba
+
+    x, dy = rand(3, 4, 6, 5), None
+    results = []
+    for threads in (1, 2):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            layer, bottom, top = conv(params, x)
+            if dy is None:
+                dy = rand(*top[0].shape, seed=5)
+            top[0].diff[...] = dy
+            layer.backward(top, [True], bottom)
+            results.append([top[0].data.copy(), bottom[0].diff.copy(),
+                            *(b.diff.copy() for b in layer.blobs)])
+        finally:
+            numba.set_num_threads(previous)
+    if "group: 4" in params:  # the depthwise stencil
+        for a, b in zip(*results):
+            np.testing.assert_array_equal(a, b)
+    else:
+        for a, b in zip(*results):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -1,8 +1,10 @@
 """Plain-NumPy, loop-based reference implementations of Caffe's layer arithmetic.
 
 Written straight from Caffe's C++ loops (im2col.cpp, conv_layer.cpp, pooling_layer.cpp,
-softmax_loss_layer.cpp, accuracy_layer.cpp), deliberately slow and obvious, so that the fast
-pyforge kernels can be compared with them. Everything computes in float64 unless said otherwise.
+embed_layer.cpp, softmax_loss_layer.cpp, accuracy_layer.cpp), deliberately slow and obvious, so
+that the fast pyforge kernels can be compared with them: convolution forward and backward,
+im2col/col2im, pooling, row scatter-add, softmax, its loss and accuracy. Everything computes in
+float64 unless said otherwise.
 """
 
 from __future__ import annotations
@@ -119,6 +121,42 @@ def conv_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = No
     return out
 
 
+def conv_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray,
+                  pad: tuple[int, int] = (0, 0), stride: tuple[int, int] = (1, 1),
+                  dilation: tuple[int, int] = (1, 1), group: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv_forward` for the top gradient ``dy`` (N, M, OH, OW): (weight
+    gradient (M, C/group, kh, kw), bias gradient (M,), data gradient (N, C, H, W)), each tap's
+    product added where the forward multiplied it."""
+    n_img, channels, height, width = x.shape
+    num_out, c_per_group, kh, kw = weight.shape
+    m_per_group = num_out // group
+    (ph, pw), (sh, sw), (dh, dw) = pad, stride, dilation
+    _, _, oh, ow = dy.shape
+    d_weight = np.zeros(weight.shape, dtype=np.float64)
+    d_bias = np.zeros(num_out, dtype=np.float64)
+    d_x = np.zeros(x.shape, dtype=np.float64)
+    for n in range(n_img):
+        for m in range(num_out):
+            g = m // m_per_group
+            for y in range(oh):
+                for xo in range(ow):
+                    grad = float(dy[n, m, y, xo])
+                    d_bias[m] += grad
+                    for cg in range(c_per_group):
+                        c = g * c_per_group + cg
+                        for ki in range(kh):
+                            iy = y * sh - ph + ki * dh
+                            if not 0 <= iy < height:
+                                continue
+                            for kj in range(kw):
+                                ix = xo * sw - pw + kj * dw
+                                if 0 <= ix < width:
+                                    d_weight[m, cg, ki, kj] += grad * float(x[n, c, iy, ix])
+                                    d_x[n, c, iy, ix] += grad * float(weight[m, cg, ki, kj])
+    return d_weight, d_bias, d_x
+
+
 # --- pooling --------------------------------------------------------------------------------------
 def pooled_size(size: int, k: int, stride: int, pad: int, round_mode: str = "CEIL") -> int:
     """Caffe's pooled size: ceil (or floor) of a float ratio, plus one; then, with padding,
@@ -226,6 +264,16 @@ def ave_pool_backward(top_diff: np.ndarray, bottom_shape, kh: int, kw: int, sh: 
                     for i in range(h0, h1):
                         for j in range(w0, w1):
                             out[n, c, i, j] += g
+    return out
+
+
+# --- gather / scatter -----------------------------------------------------------------------------
+def scatter_add_rows(src: np.ndarray, index: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``dst[index[i]] += src[i]`` row after row, in source order, in ``dst``'s precision (the
+    order Caffe's CPU loops add in, so float32 sums round as in Caffe); returns a new array."""
+    out = np.array(dst, copy=True)
+    for i in range(src.shape[0]):
+        out[index[i]] += src[i]
     return out
 
 

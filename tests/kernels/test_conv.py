@@ -1,0 +1,265 @@
+"""pyforge.kernels.conv against the direct loop convolution of tests/reference/naive.py.
+
+conv_forward / conv_backward are called with the per-thread buffers ConvolutionLayer passes:
+output, weight and bias gradients (the per-thread parts summed in thread order, as the layer
+does) and data gradient, over stride, pad, dilation, group, bias, one image and batches that the
+thread count does not divide, with and without the pointwise (1x1, no im2col) path; and bitwise
+equality of two runs with the same thread count. depthwise_forward / depthwise_backward (one
+input channel per group, channel multiplier 1 and 2) likewise, summed over the images in order
+as the layer sums them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from pyforge.kernels.conv import (
+    conv_backward,
+    conv_forward,
+    depthwise_backward,
+    depthwise_forward,
+)
+from tests.reference import naive
+from tests.reference.float32 import assert_close
+
+
+@dataclass(frozen=True)
+class Case:
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int  # num_output
+    kernel: tuple[int, int]
+    pad: tuple[int, int] = (0, 0)
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    group: int = 1
+    bias: bool = True
+    threads: int = 2
+
+    @property
+    def pointwise(self) -> bool:
+        """The layer's pointwise path: the image is its own column matrix."""
+        return self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return tuple(naive.conv_out_size(s, k, p, st, d) for s, k, p, st, d in
+                     zip((self.h, self.w), self.kernel, self.pad, self.stride, self.dilation))
+
+    @property
+    def kernel_args(self) -> tuple[int, ...]:
+        return (*self.kernel, *self.pad, *self.stride, *self.dilation, *self.out_hw)
+
+
+CASES = [
+    pytest.param(Case(1, 1, 5, 5, 1, (3, 3), threads=1), id="one_image_one_thread"),
+    pytest.param(Case(1, 3, 6, 5, 4, (3, 3), pad=(1, 1), threads=1), id="one_image_pad1"),
+    pytest.param(Case(5, 2, 6, 6, 3, (3, 3), pad=(1, 1), threads=2), id="N5_T2_pad1"),
+    pytest.param(Case(5, 3, 7, 6, 4, (3, 3), pad=(1, 1), stride=(2, 2), bias=False, threads=3),
+                 id="N5_T3_stride2_no_bias"),
+    pytest.param(Case(3, 4, 7, 7, 4, (3, 3), dilation=(2, 2), group=2, threads=2),
+                 id="N3_T2_dilation2_group2"),
+    pytest.param(Case(4, 3, 6, 7, 3, (3, 2), pad=(0, 1), stride=(2, 1), dilation=(1, 2),
+                      group=3, threads=3), id="N4_T3_depthwise_mixed_hw"),
+    pytest.param(Case(7, 4, 5, 4, 6, (2, 3), pad=(2, 1), stride=(1, 2), group=2, threads=4),
+                 id="N7_T4_pad_ge_kernel_minus_1"),
+    pytest.param(Case(2, 3, 4, 4, 5, (1, 1), threads=2), id="k1"),
+    pytest.param(Case(3, 4, 3, 5, 6, (1, 1), group=2, threads=2), id="k1_group2"),
+    pytest.param(Case(2, 3, 5, 5, 2, (1, 1), stride=(2, 2), threads=2), id="k1_stride2_im2col"),
+    pytest.param(Case(3, 2, 4, 5, 3, (4, 5), threads=2), id="kernel_is_image"),
+    pytest.param(Case(2, 2, 5, 5, 2, (3, 3), pad=(1, 1), stride=(3, 3), threads=3),
+                 id="more_threads_than_images"),
+]
+
+
+def _data(case: Case, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((case.n, case.c, case.h, case.w)).astype(np.float32)
+    weight = rng.standard_normal((case.m, case.c // case.group, *case.kernel)).astype(np.float32)
+    bias = rng.standard_normal(case.m).astype(np.float32)
+    dy = rng.standard_normal((case.n, case.m, *case.out_hw)).astype(np.float32)
+    return x, weight, bias, dy
+
+
+def _forward(case: Case, x, weight, bias) -> np.ndarray:
+    """The kernel called as ConvolutionLayer.forward calls it."""
+    g = case.group
+    oh, ow = case.out_hw
+    rows = 0 if case.pointwise else case.c * case.kernel[0] * case.kernel[1]
+    cols = np.full((case.threads, rows, oh * ow), np.nan, dtype=np.float32)
+    out = np.full((case.n, g, case.m // g, oh * ow), np.nan, dtype=np.float32)  # overwritten
+    conv_forward(x, weight.reshape(g, case.m // g, -1),
+                 bias if case.bias else np.zeros(1, np.float32), case.bias, *case.kernel_args,
+                 case.pointwise, cols, out)
+    return out.reshape(case.n, case.m, oh, ow)
+
+
+def _backward(case: Case, x, weight, dy, need=(True, True, True)):
+    """The kernel called as ConvolutionLayer.backward calls it, the per-thread weight and bias
+    parts then added in thread order into zeroed float32 diffs, as the layer does."""
+    g = case.group
+    oh, ow = case.out_hw
+    threads = case.threads
+    w3 = weight.reshape(g, case.m // g, -1)
+    transposed = (g, w3.shape[2], w3.shape[1])
+    rows = 0 if case.pointwise else case.c * case.kernel[0] * case.kernel[1]
+    cols = np.full((threads, rows, oh * ow), np.nan, dtype=np.float32)
+    dcols = np.full_like(cols, np.nan)
+    dw_parts = np.full((threads, *transposed), np.nan, dtype=np.float32)  # zeroed by the kernel
+    dw_tmp = np.full_like(dw_parts, np.nan)
+    db_parts = np.full((threads, g, case.m // g), np.nan, dtype=np.float32)
+    dx = np.full(x.shape, 7.0, dtype=np.float32)  # overwritten when the data gradient is asked
+    conv_backward(x, w3, dy.reshape(case.n, g, case.m // g, -1), *case.kernel_args,
+                  case.pointwise, *need, cols, dcols, dw_parts, dw_tmp, db_parts, dx)
+    d_weight = np.zeros(w3.shape, dtype=np.float32)
+    for part in dw_parts:
+        d_weight += part.transpose(0, 2, 1)
+    d_bias = np.zeros(case.m, dtype=np.float32)
+    for part in db_parts:
+        d_bias += part.reshape(-1)
+    return d_weight.reshape(weight.shape), d_bias, dx, dw_parts, db_parts
+
+
+def _geometry(case: Case) -> dict:
+    return {"pad": case.pad, "stride": case.stride, "dilation": case.dilation,
+            "group": case.group}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_forward(case):
+    x, weight, bias, _ = _data(case, 0)
+    out = _forward(case, x, weight, bias)
+    b = bias if case.bias else None
+    expected = naive.conv_forward(x, weight, b, **_geometry(case))
+    # A sum of K = C/group*kh*kw products (BLAS, any order, maybe FMA) plus the bias: at most
+    # about K + 1 roundings of the sum of the absolute values of the terms.
+    magnitude = naive.conv_forward(np.abs(x), np.abs(weight), None if b is None else np.abs(b),
+                                   **_geometry(case))
+    terms = case.c // case.group * case.kernel[0] * case.kernel[1]
+    assert_close(out, expected, magnitude, roundings=terms + 2)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_backward(case):
+    x, weight, _, dy = _data(case, 1)
+    d_weight, d_bias, dx, _, _ = _backward(case, x, weight, dy)
+    exp_w, exp_b, exp_x = naive.conv_backward(x, weight, dy, **_geometry(case))
+    mag_w, mag_b, mag_x = naive.conv_backward(np.abs(x), np.abs(weight), np.abs(dy),
+                                              **_geometry(case))
+    oh, ow = case.out_hw
+    # Weight and bias gradients: per image a sum over OH*OW, then over the thread's images, then
+    # over the threads; data gradient: a GEMM over M/group, then up to kh*kw taps per pixel.
+    sums = case.n * oh * ow + case.n + case.threads
+    assert_close(d_weight, exp_w, mag_w, roundings=sums)
+    assert_close(d_bias, exp_b, mag_b, roundings=sums)
+    assert_close(dx, exp_x, mag_x, roundings=case.m // case.group + case.kernel[0] * case.kernel[1])
+
+
+@pytest.mark.parametrize("case", [CASES[3], CASES[5]])
+@pytest.mark.parametrize("need", [(True, False, False), (False, True, False),
+                                  (False, False, True), (True, True, False)],
+                         ids=["weight", "bias", "data", "weight_bias"])
+def test_conv_backward_computes_only_what_is_asked(case, need):
+    x, weight, _, dy = _data(case, 2)
+    d_weight, d_bias, dx, dw_parts, db_parts = _backward(case, x, weight, dy, need)
+    exp_w, exp_b, _ = naive.conv_backward(x, weight, dy, **_geometry(case))
+    need_weight, need_bias, need_data = need
+    # The parts of what is not asked are zeroed (the layer does not read them then).
+    assert (dw_parts == 0).all() != need_weight
+    assert (db_parts == 0).all() != need_bias
+    if need_weight:
+        np.testing.assert_allclose(d_weight, exp_w, rtol=1e-4, atol=1e-4)
+    if need_bias:
+        np.testing.assert_allclose(d_bias, exp_b, rtol=1e-4, atol=1e-4)
+    # Without need_data the bottom diff is not touched.
+    assert (dx == 7.0).all() != need_data
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[3], CASES[6]])
+def test_conv_is_bitwise_deterministic_for_a_thread_count(case):
+    x, weight, bias, dy = _data(case, 3)
+    first = (_forward(case, x, weight, bias), *_backward(case, x, weight, dy)[:3])
+    second = (_forward(case, x, weight, bias), *_backward(case, x, weight, dy)[:3])
+    for a, b in zip(first, second):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_conv_forward_reads_only_its_images():
+    """Each image's output depends on that image only (threads share the column buffers)."""
+    case = Case(5, 2, 5, 5, 3, (3, 3), pad=(1, 1), threads=2)
+    x, weight, bias, _ = _data(case, 4)
+    changed = x.copy()
+    changed[3] += 1.0
+    a = _forward(case, x, weight, bias)
+    b = _forward(case, changed, weight, bias)
+    np.testing.assert_array_equal(np.delete(a, 3, axis=0), np.delete(b, 3, axis=0))
+    assert (a[3] != b[3]).any()
+
+
+# --- depthwise -----------------------------------------------------------------------------------
+DEPTHWISE = [
+    pytest.param(Case(2, 3, 6, 5, 3, (3, 3), pad=(1, 1), group=3), id="k3_pad1"),
+    pytest.param(Case(3, 2, 7, 6, 2, (3, 3), pad=(1, 1), stride=(2, 2), group=2,
+                      bias=False), id="k3_stride2_no_bias"),
+    pytest.param(Case(1, 2, 5, 4, 4, (3, 2), pad=(2, 1), stride=(2, 1), dilation=(2, 2),
+                      group=2), id="multiplier2_dilated_rect"),
+    pytest.param(Case(2, 2, 3, 2, 2, (5, 5), pad=(3, 3), group=2), id="kernel_wider_than_image"),
+    pytest.param(Case(2, 2, 4, 4, 2, (3, 3), pad=(0, 0), stride=(3, 3), group=2),
+                 id="stride_wider_than_kernel"),
+]
+
+
+def _depthwise(case: Case, x, weight, bias, dy, need=(True, True, True)):
+    """The kernels called as ConvolutionLayer calls them for a depthwise convolution, the
+    per-image gradients then summed over the images in order, as the layer sums them."""
+    w3 = weight.reshape(case.m, *case.kernel)
+    out = np.full((case.n, case.m, *case.out_hw), np.nan, dtype=np.float32)  # overwritten
+    depthwise_forward(x, w3, bias if case.bias else np.zeros(1, np.float32), case.bias,
+                      *case.pad, *case.stride, *case.dilation, out)
+    dw_planes = np.full((case.n, *w3.shape), np.nan, dtype=np.float32)
+    db_planes = np.full((case.n, case.m), np.nan, dtype=np.float32)
+    dx = np.full(x.shape, 7.0, dtype=np.float32)
+    depthwise_backward(x, w3, dy, *case.pad, *case.stride, *case.dilation, *need, dw_planes,
+                       db_planes, dx)
+    return out, dw_planes.sum(axis=0).reshape(weight.shape), db_planes.sum(axis=0), dx
+
+
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_forward_and_backward(case):
+    x, weight, bias, dy = _data(case, 5)
+    out, d_weight, d_bias, dx = _depthwise(case, x, weight, bias, dy)
+    b = bias if case.bias else None
+    expected = naive.conv_forward(x, weight, b, **_geometry(case))
+    magnitude = naive.conv_forward(np.abs(x), np.abs(weight), None if b is None else np.abs(b),
+                                   **_geometry(case))
+    taps = case.kernel[0] * case.kernel[1]
+    assert_close(out, expected, magnitude, roundings=taps + 2)
+    exp_w, exp_b, exp_x = naive.conv_backward(x, weight, dy, **_geometry(case))
+    mag_w, mag_b, mag_x = naive.conv_backward(np.abs(x), np.abs(weight), np.abs(dy),
+                                              **_geometry(case))
+    oh, ow = case.out_hw
+    assert_close(d_weight, exp_w, mag_w, roundings=oh * ow + case.n + 2)
+    assert_close(d_bias, exp_b, mag_b, roundings=oh * ow + case.n + 2)
+    assert_close(dx, exp_x, mag_x, roundings=case.m // case.c * taps + 1)
+
+
+@pytest.mark.parametrize("need", [(True, False, False), (False, True, False),
+                                  (False, False, True)], ids=["weight", "bias", "data"])
+def test_depthwise_backward_computes_only_what_is_asked(need):
+    case = DEPTHWISE[0].values[0]
+    x, weight, bias, dy = _data(case, 6)
+    _, d_weight, d_bias, dx = _depthwise(case, x, weight, bias, dy, need)
+    exp_w, exp_b, _ = naive.conv_backward(x, weight, dy, **_geometry(case))
+    if need[0]:
+        np.testing.assert_allclose(d_weight, exp_w, rtol=1e-4, atol=1e-4)
+    else:
+        assert np.isnan(d_weight).all()  # the planes are not written
+    if need[1]:
+        np.testing.assert_allclose(d_bias, exp_b, rtol=1e-4, atol=1e-4)
+    else:
+        assert np.isnan(d_bias).all()
+    assert (dx == 7.0).all() != need[2]
