@@ -58,6 +58,8 @@ USAGE_CASES = [
     ["lr", "{missing}"],
     ["draw-net", "{missing}", "x.png"],
     ["upgrade-net", "{missing}", "x.prototxt"],
+    ["export", "--model={missing}", "--weights={weights}", "--output=x.onnx"],
+    ["export", "--model={net}", "--output=x.onnx"],
 ]
 
 
