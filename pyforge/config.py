@@ -33,8 +33,9 @@ def load() -> Config:
 
 
 #: PYFORGE_THREADS sizes Numba's thread pool when pyforge starts; more than this many threads
-#: per logical CPU only adds switching (64 threads on 2 CPUs made LeNet 14x slower, 100,000
-#: crashed Numba), while a few per CPU still let a run repeat one made with more threads.
+#: per logical CPU only adds switching (64 threads on 2 CPUs made LeNet's forward-backward
+#: several times slower, and 100,000 crashed Numba with a segmentation fault), while a few per
+#: CPU still let a run repeat, bit for bit, one made with more threads.
 THREADS_PER_CPU = 4
 
 
