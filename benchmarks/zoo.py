@@ -10,8 +10,10 @@ The nets are the deploy prototxts in ``prototxt_examples/zoo`` (CaffeNet b16, Go
 ResNet-50 b8, SqueezeNet 1.1 b16, MobileNet v2 b16) with seeded random weights, written once as
 a ``.caffemodel``. Each engine runs the same layers on the same weights and input:
 
-- pyforge: the :class:`pyforge.net.net.Net` built from the prototxt, layer by layer as
-  ``pyforge time`` runs it;
+- pyforge: the :class:`pyforge.net.net.Net` built from the prototxt: forward as
+  ``net.forward()`` runs it (convolutions with their in-place BatchNorm/Scale/ReLU followers in
+  one pass, :mod:`pyforge.net.fusion`), forward+backward layer by layer as ``pyforge time``
+  runs it;
 - PyTorch (CPU): the same layers as torch operations (:func:`torch_mirror`), in eval mode;
 - OpenCV 4: ``cv2.dnn.readNetFromCaffe`` on the prototxt and the ``.caffemodel`` (OpenCV 5 has no
   Caffe reader, hence ``opencv-python-headless<5``);
@@ -52,6 +54,7 @@ ZOO = ROOT / "prototxt_examples" / "zoo"
 THREADS = 2
 NETS = {"caffenet": 16, "googlenet": 8, "resnet50": 8, "squeezenet1_1": 16, "mobilenet_v2": 16}
 ENGINES = ("pyforge", "torch", "opencv", "onnxruntime")
+SETTLE_S = 0.5
 BACKWARD_ENGINES = ("pyforge", "torch")
 
 
@@ -119,6 +122,18 @@ def write_deploy(net_name: str, batch: int, folder: Path) -> tuple[Path, Path]:
     return prototxt, weights
 
 
+def checked_blobs(net) -> list[str]:
+    """The blobs compared across engines: the net's outputs and, for an output made by a
+    Softmax, its input too (random weights saturate the softmax, which then hides
+    differences)."""
+    names = [net.blob_names[i] for i in net.output_ids]
+    for layer_id, layer in enumerate(net.layers):
+        tops = [net.blob_names[i] for i in net.top_ids[layer_id]]
+        if layer.type == "Softmax" and tops[0] in names:
+            names.append(net.blob_names[net.bottom_ids[layer_id][0]])
+    return names
+
+
 # --- PyTorch mirror ----------------------------------------------------------------------------
 def torch_mirror(net):
     """A torch.nn.Module that runs ``net``'s layers with torch operations on its weights."""
@@ -148,15 +163,16 @@ def torch_mirror(net):
                 params = []
                 for j, blob in enumerate(layer.blobs):
                     params.append(len(self.weights))
-                    # Statistics (BatchNorm's lr_mult 0) get no gradient, as in pyforge.
-                    learns = bool(layer.param_propagate_down[j])
+                    # BatchNorm's statistics are no parameters: torch's batch_norm takes no
+                    # gradient for them (pyforge's, as Caffe's, is 0 and never applied).
+                    learns = layer.type != "BatchNorm" and bool(layer.param_propagate_down[j])
                     self.weights.append(torch.nn.Parameter(torch.from_numpy(blob.data.copy()),
                                                            requires_grad=learns))
                 self.ops.append((layer, bottoms, tops, params))
             self.input = net.blob_names[net.input_ids[0]]
             self.outputs = [net.blob_names[i] for i in net.output_ids]
 
-        def forward(self, x):
+        def forward(self, x, names: list[str] | None = None):
             blobs = {self.input: x}
             for layer, bottoms, tops, params in self.ops:
                 w = [self.weights[i] for i in params]
@@ -201,7 +217,7 @@ def torch_mirror(net):
                 else:
                     raise NotImplementedError(f"the benchmark's mirror has no {kind} layer")
                 blobs[tops[0]] = y
-            return tuple(blobs[o] for o in self.outputs)
+            return tuple(blobs[o] for o in (names or self.outputs))
 
     return Mirror().eval()
 
@@ -223,7 +239,11 @@ class Engine:
 
         torch.set_num_threads(THREADS)
         self.mirror = torch_mirror(net)
-        self.out_shapes = [net.blobs[n].shape for n in self.mirror.outputs]
+        self.checked = checked_blobs(net)
+        self.out_shapes = [net.blobs[n].shape for n in self.checked]
+        producers = {net.blob_names[i]: name for name, ids in zip(net.layer_names, net.top_ids)
+                     for i in ids}
+        self.cv_layers = [producers[n] for n in self.checked]
         net.close()
         if engine == "torch":
             return
@@ -238,8 +258,18 @@ class Engine:
         import onnxruntime as ort
 
         path = weights.with_suffix(".onnx")
-        torch.onnx.export(self.mirror, (torch.from_numpy(self.x),), str(path), dynamo=False,
-                          opset_version=17, input_names=["data"])
+        checked = self.checked
+
+        class Checked(torch.nn.Module):
+            def __init__(self, mirror) -> None:
+                super().__init__()
+                self.mirror = mirror
+
+            def forward(self, x):
+                return self.mirror(x, checked)
+
+        torch.onnx.export(Checked(self.mirror), (torch.from_numpy(self.x),), str(path),
+                          dynamo=False, opset_version=17, input_names=["data"])
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
         options.inter_op_num_threads = 1
@@ -250,6 +280,7 @@ class Engine:
 
         set_threads(THREADS)
         self.net = net
+        self.checked = checked_blobs(net)
         self.layers = net.layers
         self.bottoms = [net.bottoms(i) for i in range(len(net.layers))]
         self.tops = [net.tops(i) for i in range(len(net.layers))]
@@ -261,25 +292,30 @@ class Engine:
                       .astype(np.float32) for i in net.output_ids]
 
     def forward(self) -> list[np.ndarray]:
+        """One forward pass; returns the :func:`checked_blobs`."""
         if self.engine == "pyforge":
-            for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
-                layer.reshape(bottom, top)
-                layer.forward(bottom, top)
-            return [self.net.blob_list[i].data for i in self.net.output_ids]
+            # What pycaffe's net.forward() and pyforge test run (convolutions with their
+            # in-place followers in one pass).
+            self.net.forward_from_to()
+            return [self.net.blobs[name].data for name in self.checked]
         if self.engine == "torch":
             import torch
 
             with torch.inference_mode():
-                return [t.numpy() for t in self.mirror(torch.from_numpy(self.x))]
+                return [t.numpy() for t in self.mirror(torch.from_numpy(self.x), self.checked)]
         if self.engine == "opencv":
             self.cv.setInput(self.x)
-            outs = self.cv.forward(self.cv.getUnconnectedOutLayersNames())
+            outs = self.cv.forward(self.cv_layers)
             return [o.reshape(s) for o, s in zip(outs, self.out_shapes)]
         return self.ort.run(None, {"data": self.x})
 
     def forward_backward(self) -> None:
         if self.engine == "pyforge":
-            self.forward()
+            # Layer by layer, as pyforge time runs it (every layer keeps what its backward
+            # reads), then the backward pass a training step needs.
+            for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
+                layer.reshape(bottom, top)
+                layer.forward(bottom, top)
             for blob_id, grad in zip(self.net.output_ids, self.grads):
                 self.net.blob_list[blob_id].diff[...] = grad
             for i in range(len(self.layers) - 1, -1, -1):
@@ -372,6 +408,9 @@ def bench_net(net_name: str, batch: int, rounds: int, iterations: int, folder: P
             medians: dict[str, list[float]] = {e: [] for e in engines}
             for _ in range(rounds):
                 for engine in engines:
+                    # Let the previous engine's worker threads stop spinning (ONNX Runtime's
+                    # pool spins after a run by default) before the next one starts.
+                    time.sleep(SETTLE_S)
                     times = json.loads(workers[engine].ask(f"{mode} {iterations}"))
                     medians[engine].append(statistics.median(times) * 1e3)
             result[f"{key}_ms"] = {e: statistics.median(v) for e, v in medians.items()}

@@ -15,7 +15,13 @@ import numpy as np
 
 from . import api, config
 from .commands import add_alias, debug_option, register_all, threads_option
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, PyforgeError
+from .errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PyforgeError,
+    user_code_error_line,
+)
 from .log import configure, get_logger
 from .signals import terminate_as_interrupt
 
@@ -195,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: say so in one line unless --debug
         if debug:
             traceback.print_exc()
+        elif user_code_error_line(exc):  # raised by the user's Python layer: their error
+            sys.stderr.write(f"pyforge: error: {user_code_error_line(exc)}\n")
         else:
             sys.stderr.write(f"pyforge: internal error: {type(exc).__name__}: {exc} "
                              "(run with --debug for the traceback)\n")

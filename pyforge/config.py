@@ -1,4 +1,5 @@
-"""Run-time settings, read once from ``PYFORGE_*`` environment variables.
+"""Run-time settings, read once from ``PYFORGE_*`` environment variables and from glog's
+``GLOG_*`` flags (which Caffe users set for Caffe's logging; pyforge's log honours them).
 
 Nothing else in pyforge reads the environment. :func:`apply_thread_defaults` must run before
 the first parallel Numba kernel, so ``pyforge/__init__.py`` calls it on import.
@@ -9,7 +10,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from dataclasses import dataclass
+import pwd
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GlogFlags:
+    """glog's flags, read from the environment as glog reads them (``GLOG_<flag>``)."""
+
+    #: Messages below this severity are dropped (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL).
+    minloglevel: int = 0
+    #: Whether the line prefix carries the year (``I20261205 ...``, glog >= 0.6's default)
+    #: or not (``I1205 ...``, older glog, which Caffe's tools/extra scripts read).
+    log_year_in_prefix: bool = True
+    #: Log to stderr only, never to files.
+    logtostderr: bool = False
+    #: Where log files are written too (empty: none; Caffe's glog would use /tmp).
+    log_dir: str = ""
+    #: The user name in log file names (glog: $USER, else the account's name).
+    user_name: str = "invalid-user"
 
 
 @dataclass(frozen=True)
@@ -18,10 +37,54 @@ class Config:
     debug: bool = False
     #: Seconds a rank waits for the others in a collective before declaring them stalled.
     mpi_timeout: float = 60.0
+    #: glog's flags for pyforge's log.
+    glog: GlogFlags = field(default_factory=GlogFlags)
 
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _glog_bool(name: str, default: bool) -> bool:
+    """glog's EnvToBool: set means true when its first character is one of t, T, y, Y, 1 (or
+    the value is empty)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value[:1] in ("", "t", "T", "y", "Y", "1")
+
+
+def _glog_int(name: str, default: int) -> int:
+    """glog's EnvToInt: strtol of the value (leading digits, 0 when there are none)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    text = value.strip()
+    sign = -1 if text.startswith("-") else 1
+    digits = ""
+    for char in text.lstrip("+-"):
+        if not char.isdigit():
+            break
+        digits += char
+    return sign * int(digits) if digits else 0
+
+
+def _user_name() -> str:
+    """glog's MyUserName: $USER, else the name of the process's account, else uid<N>."""
+    user = os.environ.get("USER")
+    if user:
+        return user
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name or "invalid-user"
+    except KeyError:
+        return f"uid{os.getuid()}"
+
+
+def load_glog() -> GlogFlags:
+    return GlogFlags(minloglevel=_glog_int("GLOG_minloglevel", 0),
+                     log_year_in_prefix=_glog_bool("GLOG_log_year_in_prefix", True),
+                     logtostderr=_glog_bool("GLOG_logtostderr", False),
+                     log_dir=os.environ.get("GLOG_log_dir", ""), user_name=_user_name())
 
 
 def load() -> Config:
@@ -29,7 +92,7 @@ def load() -> Config:
         timeout = float(os.environ.get("PYFORGE_MPI_TIMEOUT", "60"))
     except ValueError:
         timeout = 60.0
-    return Config(debug=_flag("PYFORGE_DEBUG"), mpi_timeout=timeout)
+    return Config(debug=_flag("PYFORGE_DEBUG"), mpi_timeout=timeout, glog=load_glog())
 
 
 #: PYFORGE_THREADS sizes Numba's thread pool when pyforge starts; more than this many threads

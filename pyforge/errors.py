@@ -68,3 +68,25 @@ class UsageError(PyforgeError):
     flag missing, or a file named on the command line that does not exist."""
 
     exit_code = EXIT_USAGE
+
+
+#: The attribute that holds the CLI's one line about an exception from the user's own code.
+_USER_CODE_LINE = "pyforge_user_code_line"
+
+
+def note_user_code_error(exc: BaseException, note: str, line: str) -> None:
+    """Mark an exception raised by the user's own code that pyforge ran (a Python layer).
+
+    The exception keeps its type and message, so callers catch it as they would without
+    pyforge (pycaffe does the same); ``note`` (where it happened) is added as a PEP 678 note,
+    shown under the traceback, and ``line`` is what the CLI prints instead of a traceback."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10: the same list, which tracebacks show from 3.11 on
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+    setattr(exc, _USER_CODE_LINE, line)
+
+
+def user_code_error_line(exc: BaseException) -> str | None:
+    """The one line describing ``exc`` if the user's own code raised it, else None."""
+    return getattr(exc, _USER_CODE_LINE, None)

@@ -1,8 +1,8 @@
 """The rules the house keeps, checked on the source: import floors, pure kernels, one JIT
 configuration, one place that reads the environment, and the size of a module.
 
-Each rule reads ``pyforge/`` with ``ast`` (nothing is imported), so a violation names the file
-and line.
+Each rule reads ``pyforge/`` (and the pycaffe facade, ``caffe/``) with ``ast`` (nothing is
+imported), so a violation names the file and line.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pyforge"
+#: pycaffe's API, above the whole of pyforge: nothing in pyforge imports it but the alias.
+FACADE = PACKAGE.parent / "caffe"
+FACADE_IMPORTERS = {"__init__"}  # ``import pyforge as caffe`` forwards to it, lazily
 GENERATED = {"proto/caffe_pb2.py"}
 
 #: Floors of the engine, bottom to top: a module may import only from its own floor or below.
 #: Keys are module paths relative to pyforge/ (a folder covers its modules); the most specific
-#: key wins. The pycaffe facade, insight, tools and the CLI sit above the engine (floor 9).
+#: key wins. Insight, tools and the CLI sit above the engine (floor 9); the pycaffe facade,
+#: the ``caffe`` package, sits above all of pyforge (see FACADE).
 FLOORS = {
     "errors": 0, "registry": 0, "config": 0, "log": 0, "rng": 0, "signals": 0, "atomic_write": 0,
     "proto": 1,
@@ -26,7 +30,7 @@ FLOORS = {
     "layers": 4,
     "net": 5,
     "io/snapshot": 6, "solvers": 6, "parallel": 6,
-    "api": 9, "tools": 9, "insight": 9, "pycaffe": 9, "commands": 9, "cli": 9, "export": 9,
+    "api": 9, "tools": 9, "insight": 9, "commands": 9, "cli": 9, "export": 9,
     "__init__": 9, "__main__": 9,
 }
 ENGINE_TOP = 6
@@ -128,6 +132,36 @@ def test_the_engine_imports_neither_the_facade_nor_insight_nor_the_cli():
     assert not problems, "\n".join(problems)
 
 
+def test_pyforge_imports_the_facade_only_in_the_alias():
+    """The engine, insight, tools and the CLI never import the ``caffe`` package; only the
+    package root does, lazily, for ``import pyforge as caffe``."""
+    problems = []
+    for path in _modules():
+        key = _key(path)
+        for line, dotted in _imports(path):
+            if dotted.split(".")[0] == "caffe" and key not in FACADE_IMPORTERS:
+                problems.append(f"pyforge/{key}.py:{line}: imports {dotted}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_facade_builds_on_pyforges_public_modules():
+    """caffe/ imports pyforge by absolute names (it is a separate package) and never the
+    command line."""
+    problems = []
+    for path in sorted(FACADE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in _runtime_nodes(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                dotted = node.module
+            elif isinstance(node, ast.Import):
+                dotted = node.names[0].name
+            else:
+                continue
+            if dotted.startswith(("pyforge.cli", "pyforge.commands")):
+                problems.append(f"{path.relative_to(FACADE.parent)}:{node.lineno}: {dotted}")
+    assert not problems, "\n".join(problems)
+
+
 def test_kernels_import_only_numpy_numba_and_their_own_package():
     problems = []
     for path in sorted((PACKAGE / "kernels").glob("*.py")):
@@ -195,10 +229,12 @@ def test_the_environment_is_read_in_one_place():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: _key(p))
+@pytest.mark.parametrize("path", _modules() + sorted(FACADE.rglob("*.py")),
+                         ids=lambda p: p.relative_to(PACKAGE.parent).as_posix())
 def test_no_module_is_over_600_lines(path):
     lines = len(path.read_text().splitlines())
-    assert lines <= 600, f"pyforge/{_key(path)}.py has {lines} lines; split it along a seam"
+    name = path.relative_to(PACKAGE.parent).as_posix()
+    assert lines <= 600, f"{name} has {lines} lines; split it along a seam"
 
 
 def test_the_rules_catch_what_they_are_for(tmp_path):

@@ -1,4 +1,4 @@
-"""``pyforge draw-net``: Caffe's ``python/draw_net.py`` (the drawing is in pyforge.pycaffe.draw)."""
+"""``pyforge draw-net``: Caffe's ``python/draw_net.py`` (the drawing is in pyforge.insight.draw)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def draw_net_cmd(net, output, rankdir, phase, display_lrm, debug) -> None:
 
     Needs matplotlib (pip install 'pyforge[plot]'), not graphviz.
     """
+    from ..insight.draw import draw_net_to_file
     from ..proto import caffe_pb2, read_net_param
-    from ..pycaffe.draw import draw_net_to_file
 
     param = read_net_param(net)
     phase_value = None if phase.upper() == "ALL" else caffe_pb2.Phase.Value(phase.upper())

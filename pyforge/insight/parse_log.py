@@ -13,24 +13,27 @@ and gives a :class:`TrainingLog`: Caffe's two tables (``.train`` and ``.test``: 
 ``NumIters, Seconds, LearningRate`` and then each net output) plus the smoothed training loss
 and the learning rate as logged.
 
-Where this differs from Caffe's script, on purpose:
+The tables are Caffe's script's, row for row and cell for cell, on the logs that script
+reads (glog prefixes without the year): ``NumIters`` is written as a float (``100.0``);
+``Seconds`` counts from the first ``Solving`` line to the row's first output line;
+``LearningRate`` is the last ``lr = `` value logged before the row's first output line, which
+for a train row is the *previous* display's rate (Caffe prints ``Iteration N, lr = ...`` after
+the outputs of iteration N), and the first row of each table takes the second row's rate
+(Caffe's ``fix_initial_nan_learning_rate``).
+
+Beyond Caffe's script, which fails or loses rows on these:
 
 - The 1.0 line ``Iteration N (X iter/s, Ys/Z iters), loss = W`` and year-stamped prefixes are
   read (Caffe's script breaks on both: BVLC/caffe#5361, #5422).
-- ``LearningRate`` is the rate logged *for that iteration*. Caffe's script gives each row the
-  last rate seen before its output lines, which is the previous display's rate, because Caffe
-  prints ``Iteration N, lr`` after the outputs of iteration N. When no rate was logged for an
-  iteration (a test at the last iteration, or test_interval not a multiple of display), the
-  last rate logged before it is used.
-- ``NumIters`` is written as an integer (Caffe's writes ``100.0``); both read as numbers.
 - ``nan`` and ``inf`` outputs are kept (Caffe's number pattern skips them, so a diverging run
   lost its rows).
 - Outputs of test net #k > 0 get columns ``net<k>/<name>``, in the same row as net #0's, where
   Caffe's overwrote net #0's values. A blob with several elements gives ``name``,
   ``name[1]``, ... where Caffe's kept only the last.
-- ``Seconds`` counts, as in Caffe's script, from the first ``Solving`` line (the start of
-  training, after the nets are built); a log without one counts from its first timed line.
-  A prefix without the year is read in a calendar of leap years, and a month that goes
+- A table's only row, or a last row with fewer outputs than the first, is kept (Caffe's
+  script writes a row only once the next one starts or the row is as full as the first).
+- A log without a ``Solving`` line counts Seconds from its first timed line (Caffe's script
+  fails). A prefix without the year is read in a calendar of leap years, and a month that goes
   backwards starts the next year, so a run over New Year or 29 February still counts right.
 """
 
@@ -56,7 +59,8 @@ GLOG_PREFIX = re.compile(
 ITERATION = re.compile(r"Iteration (\d+)")
 TRAIN_LOSS = re.compile(r"^Iteration (\d+)(?: \([^)]*\))?, loss = (\S+)")
 TESTING = re.compile(r"^Iteration (\d+), Testing net \(#(\d+)\)")
-LEARNING_RATE = re.compile(r"\blr = ([-+]?(?:nan|inf|[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?))")
+# Caffe's pattern has no word boundary before "lr" either.
+LEARNING_RATE = re.compile(r"lr = ([-+]?(?:nan|inf|[0-9]*\.?[0-9]+(?:[eE]?[-+]?[0-9]+)?))")
 TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = (\S+)")
 TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = (\S+)")
 LOSS_NOTE = re.compile(r"\(\* \S+ = \S+ loss\)")
@@ -209,7 +213,7 @@ class _GlogReader:
         self.test_row: Row | None = None
         self.test_net = 0
         self.times: dict[int, dt.datetime] = {}  # id(row) -> time of its first output line
-        self.pending: list[Row] = []  # rows waiting for the rate of their iteration
+        #: The last rate logged (Caffe's learning_rate): what a new row takes.
         self.last_lr = math.nan
         self.first_time: dt.datetime | None = None
         self.solving_time: dt.datetime | None = None
@@ -227,7 +231,8 @@ class _GlogReader:
             # As in Caffe's script: nothing counts before the first "Iteration N".
             return
         if m := LEARNING_RATE.search(message):
-            self._learning_rate(self.iteration, _number(m.group(1)))
+            self.last_lr = _number(m.group(1))
+            self.log.lr.append((self.iteration, self.last_lr))
         if m := TRAIN_OUTPUT.search(message):
             if self.train_row is None:
                 self.train_row = self._new_row(self.log.train, when)
@@ -259,35 +264,28 @@ class _GlogReader:
 
     def _new_row(self, table: list[Row], when: dt.datetime | None) -> Row:
         assert self.iteration is not None
-        row = Row(iter=self.iteration, seconds=math.nan, lr=math.nan)
+        row = Row(iter=self.iteration, seconds=math.nan, lr=self.last_lr)
         table.append(row)
         if when is not None:
             self.times[id(row)] = when
-        self.pending.append(row)
         return row
 
-    def _learning_rate(self, iteration: int, rate: float) -> None:
-        self.log.lr.append((iteration, rate))
-        waiting = []
-        for row in self.pending:
-            if row.iter == iteration:
-                row.lr = rate
-            elif row.iter < iteration:
-                row.lr = self.last_lr
-            else:
-                waiting.append(row)
-        self.pending = waiting
-        self.last_lr = rate
-
     def finish(self) -> TrainingLog:
-        for row in self.pending:
-            row.lr = self.last_lr
+        _fix_initial_rate(self.log.train)
+        _fix_initial_rate(self.log.test)
         origin = self.solving_time or self.first_time
         for row in self.log.train + self.log.test:
             when = self.times.get(id(row))
             if when is not None and origin is not None:
                 row.seconds = (when - origin) / dt.timedelta(microseconds=1) / 1e6
         return self.log
+
+
+def _fix_initial_rate(rows: list[Row]) -> None:
+    """Caffe's fix_initial_nan_learning_rate: the first row (logged before any rate) takes the
+    second row's rate."""
+    if len(rows) > 1:
+        rows[0].lr = rows[1].lr
 
 
 def _element_name(values: dict[str, float], name: str) -> str:
@@ -322,11 +320,15 @@ def read_metrics_jsonl(path: str, lines: Iterable[str] | None = None) -> Trainin
     """Read pyforge's metrics file: one JSON object per line.
 
     ``{"kind": "train", "iter": 100, "lr": 0.01, "loss": 0.3, "smoothed_loss": 0.31,
-    "outputs": {"loss": 0.3}, "wall_time": 12.5, "iter_per_s": 8.1}`` and
+    "outputs": {"loss": 0.3}, "wall_time": 12.5, "seconds": 12.431, "iter_per_s": 8.1}`` and
     ``{"kind": "test", "iter": 500, "test_net": 0, "outputs": {"accuracy": 0.97, "loss":
-    0.09}, "wall_time": 60.2}``. Other kinds are skipped, so that new record kinds do not break
-    old readers. Seconds count from the first record's ``wall_time``. Test outputs whose name
-    contains ``loss`` are taken as losses (the file does not carry loss weights).
+    0.09}, "wall_time": 60.2, "seconds": 60.1}``. Other kinds are skipped, so that new record
+    kinds do not break old readers. ``seconds`` (the time of the row's first output line in the
+    log, from the "Solving" line) is the Seconds column, as the log of the same run gives it;
+    files without it count from the first record's ``wall_time``. The rates follow the log's
+    rule: a row takes the rate of the last train record before its iteration, the first row
+    the second's. Test outputs whose name contains ``loss`` are taken as losses (the file does
+    not carry loss weights).
 
     A line that is not a complete record (a run killed or a disk filled while writing it) is
     skipped: every complete line is used, and a warning says how many were skipped and why
@@ -355,7 +357,7 @@ def read_metrics_jsonl(path: str, lines: Iterable[str] | None = None) -> Trainin
                              used, first_problem)
     log.test_losses = {n for n in _value_columns(log.test) if "loss" in n.lower()}
     log.train_losses = {n for n in _value_columns(log.train) if "loss" in n.lower()}
-    _fill_test_rates(log)
+    _fill_rates(log)
     return log
 
 
@@ -386,10 +388,13 @@ def _add_record(log: TrainingLog, line: str, path: str, lineno: int,
         if not origin:
             origin.append(float(wall))
         seconds = float(wall) - origin[0]
+    if isinstance(record.get("seconds"), (int, float)):
+        seconds = float(record["seconds"])
     it = record["iter"]
     if kind == "train":
         lr = _json_number(record.get("lr"))
-        log.train.append(Row(iter=it, seconds=seconds, lr=lr, values=values))
+        # The rates of the rows follow the log's rule (_fill_rates), not the record's own.
+        log.train.append(Row(iter=it, seconds=seconds, lr=math.nan, values=values))
         smoothed = record.get("smoothed_loss", record.get("loss"))
         if smoothed is not None:
             log.loss.append((it, _json_number(smoothed)))
@@ -420,17 +425,20 @@ def _add_outputs(values: dict[str, float], outputs: dict, prefix: str, path: str
             values[f"{prefix}{name}" + (f"[{i}]" if i else "")] = _json_number(item)
 
 
-def _fill_test_rates(log: TrainingLog) -> None:
-    """A test row's rate is the rate of the train record at its iteration, else the last one
-    before it (the same rule as for glog logs)."""
+def _fill_rates(log: TrainingLog) -> None:
+    """The rates a glog log of the same run gives: ``Iteration N, lr = `` is logged after the
+    outputs of iteration N, so a row takes the rate of the last train record before its
+    iteration; then the first row takes the second's (Caffe's script's rule)."""
     rates = sorted(log.lr)
-    for row in log.test:
-        rate = math.nan
-        for it, value in rates:
-            if it > row.iter:
-                break
-            rate = value
-        row.lr = rate
+    for table in (log.train, log.test):
+        for row in table:
+            rate = math.nan
+            for it, value in rates:
+                if it >= row.iter:
+                    break
+                rate = value
+            row.lr = rate
+        _fix_initial_rate(table)
 
 
 # --- writing Caffe's tables -----------------------------------------------------------------
@@ -445,7 +453,8 @@ def write_table(path: str, rows: list[Row], columns: list[str], delimiter: str =
             writer = csv.writer(handle, delimiter=delimiter, lineterminator="\r\n")
             writer.writerow(columns)
             for row in rows:
-                cells = [str(row.iter), _cell(row.seconds), _cell(row.lr)]
+                # NumIters as Caffe's script writes it: a float (its iteration counter is).
+                cells = [_cell(row.iter), _cell(row.seconds), _cell(row.lr)]
                 cells += [_cell(row.values[c]) if c in row.values else ""
                           for c in columns[len(FIXED_COLUMNS):]]
                 writer.writerow(cells)

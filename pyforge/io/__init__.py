@@ -1,12 +1,12 @@
-"""Reading and writing data: LMDB/LevelDB readers and writers, Datum decoding, prefetching,
-snapshots (the submodules), and pycaffe's ``caffe.io`` functions.
+"""Reading and writing data: LMDB/LevelDB readers and writers, Datum decoding, prefetching and
+snapshots (the submodules).
 
-``import pyforge as caffe`` makes this package ``caffe.io``, so pycaffe's names
-(``Transformer``, ``load_image``, ``resize_image``, ``oversample`` and the array/proto
-conversions, from :mod:`pyforge.pycaffe.io`) are available here. They load on first use:
-the engine imports this package's submodules and should not pay for them.
+This is pyforge's engine package, not pycaffe's ``caffe.io``: ``Transformer``, ``load_image``
+and the other pycaffe functions are in the ``caffe`` package (``import caffe`` then
+``caffe.io.load_image(...)``).
 """
 
+#: pycaffe's caffe.io names, answered with a pointer to the caffe package.
 _PYCAFFE_NAMES = frozenset({
     "Transformer", "load_image", "resize_image", "oversample", "blobproto_to_array",
     "array_to_blobproto", "arraylist_to_blobprotovector_str",
@@ -17,11 +17,7 @@ _PYCAFFE_NAMES = frozenset({
 
 def __getattr__(name: str):
     if name in _PYCAFFE_NAMES:
-        from ..pycaffe import io as pycaffe_io
-
-        return getattr(pycaffe_io, name)
+        raise AttributeError(f"module 'pyforge.io' has no attribute {name!r}: pycaffe's "
+                             f"caffe.io is the caffe package's (`import caffe`, then "
+                             f"caffe.io.{name})")
     raise AttributeError(f"module 'pyforge.io' has no attribute {name!r}")
-
-
-def __dir__() -> list:
-    return sorted(set(globals()) | _PYCAFFE_NAMES)

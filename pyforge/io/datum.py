@@ -1,28 +1,27 @@
 """Images and ``caffe.Datum`` records: decoding, reading image files, resizing and encoding.
 
-Images are (C, H, W) uint8 arrays with colour channels in BGR order, as OpenCV gives them to
-Caffe. Files are decoded with Pillow; the resize is OpenCV's bilinear ``INTER_LINEAR`` (see
-:func:`pyforge.kernels.transform.resize_linear`), which, unlike Pillow's, does not smooth when
-shrinking.
+Images are (C, H, W) uint8 arrays with colour channels in BGR order. Decoding, grey
+conversion, resizing and encoding are OpenCV's own calls, the ones Caffe makes (cv::imdecode
+with IMREAD_COLOR / IMREAD_GRAYSCALE / -1, cv::resize INTER_LINEAR, cv::imencode), so the pixels
+are Caffe's.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 
+import cv2
 import numpy as np
 
 from ..errors import DataError
-from ..kernels.transform import resize_linear
 from ..log import get_logger
 from ..proto import caffe_pb2
 
 #: decode modes: the file's own channels (OpenCV IMREAD_UNCHANGED, which Caffe uses for
 #: encoded datums without force_color/force_gray), 3-channel BGR, or 1-channel grey.
 NATIVE, COLOR, GRAY = "native", "color", "gray"
-#: OpenCV's default JPEG quality for cv::imencode, which convert_imageset uses.
-JPEG_QUALITY = 95
+_FLAGS = {NATIVE: cv2.IMREAD_UNCHANGED, COLOR: cv2.IMREAD_COLOR, GRAY: cv2.IMREAD_GRAYSCALE}
 
 
 def parse_datum(raw: bytes, where: str) -> caffe_pb2.Datum:
@@ -63,67 +62,68 @@ def datum_array(datum: caffe_pb2.Datum, where: str, force_color: bool = False,
     return np.asarray(datum.float_data, dtype=np.float32).reshape(c, h, w)
 
 
-def _pillow(where: str):
+@contextlib.contextmanager
+def _opencv_quiet():
+    """OpenCV logs its own WARN/ERROR lines for a malformed file before returning no image;
+    pyforge reports the failure in one line of its own instead."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        from PIL import Image
-    except ImportError:
-        raise DataError(f"{where}: decoding and encoding images needs Pillow (pip install "
-                        "Pillow)") from None
-    return Image
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
-def _to_8bit(array: np.ndarray) -> np.ndarray:
-    # OpenCV keeps the top byte of 16-bit samples when it decodes to 8 bits.
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    return (array.astype(np.uint32) >> 8).astype(np.uint8)
+def _imdecode(data: bytes, flag: int, where: str) -> np.ndarray:
+    """cv::imdecode of file bytes as an (H, W) or (H, W, C) array; a file OpenCV cannot read is
+    a one-line error naming ``where`` (the file or the record)."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = None
+    if buffer.size:
+        with _opencv_quiet():
+            try:
+                image = cv2.imdecode(buffer, flag)
+            except cv2.error:
+                image = None
+    if image is None:
+        raise DataError(f"{where}: cannot decode the image ({len(data)} bytes): not a "
+                        "complete image in a format OpenCV reads (JPEG, PNG, BMP, TIFF, PPM, "
+                        f"WebP, ...); the data starts {bytes(data[:8])!r}")
+    return image
+
+
+def _planar(image: np.ndarray) -> np.ndarray:
+    """OpenCV's interleaved (H, W[, C]) as pyforge's planar (C, H, W)."""
+    if image.ndim == 2:
+        return image[None].copy()
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
+def _interleaved(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
 
 
 def decode_image(data: bytes, where: str, mode: str = COLOR) -> np.ndarray:
-    """Decode image file bytes (JPEG, PNG, ...) to (C, H, W) uint8, BGR like OpenCV.
+    """Decode image file bytes (JPEG, PNG, ...) to (C, H, W) uint8 with OpenCV, as Caffe does:
+    COLOR is cv::IMREAD_COLOR (3 channels, BGR), GRAY cv::IMREAD_GRAYSCALE (1 channel; JPEG's
+    luma plane, libpng's conversion for PNG), NATIVE cv::imdecode(..., -1), Caffe's
+    DecodeDatumToCVMatNative: the file's own channels (1, 3, or 4 as BGRA).
 
-    ``mode`` COLOR always gives 3 channels (grey replicated, alpha dropped), GRAY 1 channel,
-    NATIVE the file's own: 1 for grey, 3 for colour, 4 (BGRA) with transparency.
-    """
-    Image = _pillow(where)
-    try:
-        image = Image.open(io.BytesIO(data))
-        if mode == GRAY and image.format == "JPEG":
-            # Let libjpeg decode the luma plane directly, as OpenCV's IMREAD_GRAYSCALE does.
-            image.draft("L", image.size)
-        image.load()
-    except Exception as exc:
-        raise DataError(f"{where}: cannot decode the image ({len(data)} bytes): {exc}") from None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        grey = _to_8bit(np.asarray(image))
-        if mode == COLOR:
-            return np.ascontiguousarray(np.broadcast_to(grey, (3, *grey.shape)))
-        return grey[None].copy()
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
-        image.mode == "P" and "transparency" in image.info)
-    is_grey = image.mode in ("L", "1", "LA")
-    if mode == GRAY or (mode == NATIVE and is_grey and not has_alpha):
-        return np.asarray(image.convert("L"), dtype=np.uint8)[None].copy()
-    if mode == NATIVE and has_alpha:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
-        return np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]].transpose(2, 0, 1))
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))  # BGR, like OpenCV
+    Caffe's CVMatToDatum and DataTransformer take 8-bit images only (a CHECK); a 16-bit file
+    decoded in NATIVE mode is refused here with the way out (COLOR and GRAY give 8 bits)."""
+    image = _imdecode(data, _FLAGS[mode], where)
+    if image.dtype != np.uint8:
+        raise DataError(f"{where}: the image has {image.dtype.itemsize * 8}-bit samples; "
+                        "Caffe's data transformer takes 8-bit images only (convert the file, "
+                        "or set transform_param force_color or force_gray, which decode to 8 "
+                        "bits)")
+    return _planar(image)
 
 
 def native_channels(data: bytes, where: str) -> int:
-    """The channels :func:`decode_image` gives in NATIVE mode, read from the header only."""
-    Image = _pillow(where)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            mode, info = image.mode, image.info
-    except Exception as exc:
-        raise DataError(f"{where}: cannot decode the image ({len(data)} bytes): {exc}") from None
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in info):
-        return 4
-    return 1 if mode in ("L", "1", "I", "I;16", "I;16B", "I;16L") else 3
+    """The channels :func:`decode_image` gives in NATIVE mode (1, 3 or 4)."""
+    image = _imdecode(data, cv2.IMREAD_UNCHANGED, where)
+    return 1 if image.ndim == 2 else image.shape[2]
 
 
 def read_file(path: str, where: str) -> bytes:
@@ -140,8 +140,8 @@ def read_file(path: str, where: str) -> bytes:
 
 def read_image(path: str, where: str, height: int = 0, width: int = 0,
                is_color: bool = True) -> np.ndarray:
-    """Caffe's ReadImageToCVMat: decode ``path`` as colour or grey, resized when both
-    ``height`` and ``width`` are positive."""
+    """Caffe's ReadImageToCVMat: cv::imread ``path`` as colour or grey, resized (cv::resize,
+    INTER_LINEAR) when both ``height`` and ``width`` are positive."""
     where = f"{where}: {path}" if where else path
     image = decode_image(read_file(path, where), where, COLOR if is_color else GRAY)
     if height > 0 and width > 0:
@@ -149,59 +149,33 @@ def read_image(path: str, where: str, height: int = 0, width: int = 0,
     return image
 
 
-def linear_resize_tables(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left/top source index and the two weights (scaled by 2048) of each output pixel, as
-    OpenCV computes them for INTER_LINEAR: pixel centres aligned, edges clamped."""
-    scale = 1.0 / (dst / src)  # OpenCV inverts the inverse scale, in double
-    f = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
-    index = np.floor(f).astype(np.int64)
-    frac = f - index.astype(np.float32)
-    low = index < 0
-    index[low], frac[low] = 0, 0
-    high = index >= src - 1
-    index[high], frac[high] = src - 1, 0
-    weights = np.empty((dst, 2), dtype=np.int64)
-    weights[:, 0] = np.rint((np.float32(1) - frac) * np.float32(2048))
-    weights[:, 1] = np.rint(frac * np.float32(2048))
-    return index, weights
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(C, H, W) uint8 resized to (C, height, width) as OpenCV's INTER_LINEAR does."""
-    c, h, w = image.shape
-    if (h, w) == (height, width):
+def resize_image(image: np.ndarray, height: int, width: int,
+                 nearest: bool = False) -> np.ndarray:
+    """(C, H, W) uint8 resized to (C, height, width) by ``cv::resize`` with INTER_LINEAR, the
+    call Caffe makes (OpenCV's bilinear does not smooth when it shrinks); INTER_NEAREST with
+    ``nearest`` (the SegNet fork's label images)."""
+    if image.shape[1:] == (height, width):
         return image
-    xofs, alpha = linear_resize_tables(w, width)
-    yofs, beta = linear_resize_tables(h, height)
-    out = np.empty((c, height, width), dtype=np.uint8)
-    resize_linear(np.ascontiguousarray(image), xofs, alpha, yofs, beta, out)
-    return out
+    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    resized = cv2.resize(_interleaved(image), (width, height), interpolation=interpolation)
+    return _planar(resized)
 
 
 def encode_image(image: np.ndarray, fmt: str, where: str = "") -> bytes:
-    """(C, H, W) uint8 BGR (or grey) image as file bytes of format ``fmt`` ('jpg', 'png', ...),
-    as cv::imencode writes it (JPEG quality 95)."""
-    Image = _pillow(where)
-    if image.shape[0] == 1:
-        pil = Image.fromarray(np.ascontiguousarray(image[0]), "L")
-    elif image.shape[0] == 3:
-        pil = Image.fromarray(np.ascontiguousarray(image[::-1].transpose(1, 2, 0)), "RGB")
-    else:
+    """(C, H, W) uint8 BGR (or grey) image as file bytes of format ``fmt`` ('jpg', 'png', ...):
+    ``cv::imencode("." + fmt)`` as convert_imageset calls it (OpenCV's defaults: JPEG quality
+    95)."""
+    if image.shape[0] not in (1, 3, 4):
         raise DataError(f"{where}: cannot encode a {image.shape[0]}-channel image")
     name = fmt.lower().lstrip(".")
-    pillow_format = {"jpg": "JPEG", "jpeg": "JPEG", "jpe": "JPEG", "png": "PNG", "bmp": "BMP",
-                     "tif": "TIFF", "tiff": "TIFF", "ppm": "PPM", "pgm": "PPM",
-                     "webp": "WEBP"}.get(name)
-    if pillow_format is None:
-        raise DataError(f"{where}: unknown encode type {fmt!r}; expected jpg, png, bmp, tif, "
-                        "ppm or webp")
-    options = {"quality": JPEG_QUALITY} if pillow_format == "JPEG" else {}
-    buffer = io.BytesIO()
     try:
-        pil.save(buffer, format=pillow_format, **options)
-    except Exception as exc:
-        raise DataError(f"{where}: cannot encode the image as {fmt}: {exc}") from None
-    return buffer.getvalue()
+        ok, buffer = cv2.imencode("." + name, _interleaved(image))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise DataError(f"{where}: cannot encode the image as {fmt!r}; expected an extension "
+                        "OpenCV writes: jpg, png, bmp, tif, ppm, pgm or webp")
+    return buffer.tobytes()
 
 
 def image_datum(image: np.ndarray, label: int) -> caffe_pb2.Datum:

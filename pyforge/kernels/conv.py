@@ -20,15 +20,62 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import pjit, prange
+from ._jit import jit, pjit, prange
 from .im2col import col2im_one, im2col_one, valid_range
+
+#: Rows of the ``post`` array of an epilogue: BatchNorm's mean and std, Scale's factor and
+#: offset, one value per output channel.
+POST_MEAN, POST_STD, POST_SCALE, POST_SHIFT = range(4)
+
+
+@jit
+def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, has_relu,
+                   slope, kept):
+    """The layers that follow a convolution, from its output rows ``src`` into ``rows``
+    (the same array when the first of them works in place; channels ``first``, ``first + 1``,
+    ...): BatchNorm with stored statistics ``(v - mean) / std``, then (after keeping that in
+    ``kept`` for Scale's backward) Scale ``v * scale + shift``, then ReLU
+    ``v if v > 0 else v * slope``: each rounded where its layer rounds, so the result is the
+    layers' own, bit for bit, from a cache-warm output."""
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        m = first + r
+        if src.ctypes.data != rows.ctypes.data:
+            source = src[r]
+            for i in range(row.shape[0]):
+                row[i] = source[i]
+        if has_bn:
+            mu = post[POST_MEAN, m]
+            sd = post[POST_STD, m]
+            for i in range(row.shape[0]):
+                row[i] = (row[i] - mu) / sd
+        if keep:
+            dst = kept[r]
+            for i in range(row.shape[0]):
+                dst[i] = row[i]
+        if has_scale:
+            g = post[POST_SCALE, m]
+            if has_shift:
+                b = post[POST_SHIFT, m]
+                for i in range(row.shape[0]):
+                    row[i] = row[i] * g + b
+            else:
+                for i in range(row.shape[0]):
+                    row[i] = row[i] * g
+        if has_relu:
+            for i in range(row.shape[0]):
+                v = row[i]
+                row[i] = v if v > 0 else v * slope
 
 
 @pjit
 def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
-                 cols, out):
+                 cols, out, post, has_bn, keep, has_scale, has_shift, has_relu, slope, kept,
+                 final):
     """``out[n]`` (G, M/G, oh*ow) = ``weight`` (G, M/G, K/G) @ im2col(x[n]) (+ bias); with
-    ``pointwise`` the image itself is the column matrix.
+    ``pointwise`` the image itself is the column matrix. Each image's output then goes
+    through :func:`apply_epilogue` into ``final`` while it is in cache (nothing when no flag
+    is set).
 
     Arrays are indexed with integers only (no slices), so Numba knows every operand of
     ``np.dot`` is C-contiguous and hands it to BLAS without a copy."""
@@ -52,6 +99,11 @@ def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, 
                         b = bias[g * m_g + m]
                         for s in range(spatial):
                             out[n, g, m, s] += b
+            if has_bn or has_scale or has_relu:
+                apply_epilogue(out[n].reshape(groups * m_g, spatial),
+                               final[n].reshape(groups * m_g, spatial), 0, post, has_bn, keep,
+                               has_scale, has_shift, has_relu, slope,
+                               kept[n].reshape(kept.shape[1], kept.shape[2] * kept.shape[3]))
 
 
 @pjit
@@ -107,9 +159,11 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
 
 
 @pjit
-def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, out):
+def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, out, post, has_bn,
+                      keep, has_scale, has_shift, has_relu, slope, kept, final):
     """``out[n, m]`` = the kh x kw stencil ``weight[m]`` over ``x[n, m // mult]`` (+ bias),
-    for ``x`` (N, C, H, W), ``weight`` (M, kh, kw), ``out`` (N, M, oh, ow), M = mult * C.
+    for ``x`` (N, C, H, W), ``weight`` (M, kh, kw), ``out`` (N, M, oh, ow), M = mult * C;
+    each plane then goes through :func:`apply_epilogue` while it is in cache.
 
     Row by row, so that the output row being summed stays in the L1 cache; taps in (kernel
     row, kernel column) order and the bias last, as the GEMM convolution adds it after its
@@ -146,6 +200,10 @@ def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, out):
                 b = bias[m]
                 for i in range(ow):
                     dst[i] += b
+        if has_bn or has_scale or has_relu:
+            apply_epilogue(out[n, m].reshape(1, oh * ow), final[n, m].reshape(1, oh * ow), m,
+                           post, has_bn, keep, has_scale, has_shift, has_relu, slope,
+                           kept[n, m].reshape(1, -1))
 
 
 @pjit

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..blob import Blob
 from ..kernels import arithmetic as KA
+from ..kernels.channel_ops import axpy_backward, axpy_forward
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
 
@@ -142,3 +143,51 @@ class ReductionLayer(Layer):
             np.multiply(sign, scale, out=dx)
         else:
             np.multiply(x, scale * np.float32(2), out=dx)
+
+
+@register_layer("Axpy")
+class AxpyLayer(Layer):
+    """Caffe type ``Axpy`` (hujie-frank/SENet): bottoms scale (N, C) or (N, C, 1, 1), x and
+    y (N, C, ...) of one shape -> top ``scale[n, c] * x + y`` (the SE block's rescale and
+    residual sum in one layer). Backward: ``d scale = sum over the spatial axes of
+    dtop * x``, ``dx = scale * dtop``, ``dy = dtop``. May run in place on y, not on x (the
+    gradient of scale needs x).
+    """
+
+    exact_num_bottom_blobs = 3
+    exact_num_top_blobs = 1
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        scale, x, y = bottom
+        if x.num_axes < 2 or scale.num_axes < 2 or scale.shape[:2] != x.shape[:2]:
+            raise self.error(f"bottom 0 (the scale) must be (N, C) or (N, C, 1, 1) for x of "
+                             f"shape {x.shape}, found {scale.shape}")
+        if scale.num_axes == 4 and scale.shape[2:] != (1, 1):
+            raise self.error(f"bottom 0 (the scale) must be (N, C, 1, 1), found {scale.shape}")
+        if x.shape != y.shape:
+            raise self.error(f"bottoms 1 and 2 (x and y) must have one shape, found {x.shape} "
+                             f"and {y.shape}")
+        if top[0] is x:
+            raise self.error("cannot run in place on bottom 1 (x): its gradient of the scale "
+                             "needs x")
+        top[0].reshape(x.shape)
+
+    @staticmethod
+    def _views(scale: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+        n, c = x.shape[:2]
+        return scale.reshape(n, c), (n, c, x.size // (n * c) if n * c else 0)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        scale, dims = self._views(bottom[0].data, bottom[1].data)
+        axpy_forward(scale, bottom[1].data.reshape(dims), bottom[2].data.reshape(dims),
+                     top[0].data.reshape(dims))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        scale, dims = self._views(bottom[0].data, bottom[1].data)
+        dtop = top[0].diff.reshape(dims)
+        if propagate_down[0] or propagate_down[1]:
+            axpy_backward(scale, bottom[1].data.reshape(dims), dtop, bool(propagate_down[0]),
+                          bool(propagate_down[1]), bottom[0].diff.reshape(scale.shape),
+                          bottom[1].diff.reshape(dims))
+        if propagate_down[2] and bottom[2].diff is not top[0].diff:
+            bottom[2].diff[...] = top[0].diff

@@ -1,4 +1,5 @@
-"""The convolution family: Convolution, Deconvolution and Im2col.
+"""The convolution family: Convolution, Deconvolution, Im2col and the mobile forks'
+ConvolutionDepthwise.
 
 All three read their geometry (kernel, pad, stride, dilation) from ``convolution_param`` with
 the same checks (:func:`conv_geometry`); Convolution and Deconvolution share their parameters,
@@ -17,6 +18,10 @@ import numpy as np
 from ..blob import Blob
 from ..config import single_threaded_blas
 from ..kernels.conv import (
+    POST_MEAN,
+    POST_SCALE,
+    POST_SHIFT,
+    POST_STD,
     conv_backward,
     conv_forward,
     depthwise_backward,
@@ -43,6 +48,16 @@ class ConvGeometry:
         h, w = ((size + 2 * p - (d * (k - 1) + 1)) // s + 1 for size, k, p, s, d in
                 zip((height, width), self.kernel, self.pad, self.stride, self.dilation))
         return h, w
+
+    def checked_conv_output(self, layer: Layer, height: int, width: int) -> tuple[int, int]:
+        """:meth:`conv_output`, or ``layer``'s error when the kernel does not fit the input."""
+        oh, ow = self.conv_output(height, width)
+        if oh <= 0 or ow <= 0:
+            raise layer.error(
+                f"kernel {self.kernel} with pad {self.pad} and dilation {self.dilation} is "
+                f"larger than the input {height}x{width}"
+            )
+        return oh, ow
 
     def deconv_output(self, height: int, width: int) -> tuple[int, int]:
         """The input size of the convolution whose output is ``height`` x ``width``."""
@@ -163,6 +178,42 @@ class BaseConvolutionLayer(Layer):
         return first
 
 
+@dataclass
+class Epilogue:
+    """In-place layers run inside the convolution's own pass (see :mod:`pyforge.net.fusion`):
+    BatchNorm with stored statistics (``mean``, ``std``), Scale (``scale``, ``shift``) and
+    ReLU (``slope``), each None when absent; ``kept`` receives the values entering Scale (its
+    backward's input), or None when no backward will need them."""
+
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    slope: float | None = None
+    kept: np.ndarray | None = None
+    #: Where the followers' result goes: the first follower's top when it is a new blob, None
+    #: when they all work in place on the convolution's output.
+    dst: np.ndarray | None = None
+
+    def arguments(self, batch: int, channels: int) -> tuple:
+        """The kernels' epilogue arguments (``post`` rows, flags, slope, kept); the kernels
+        take ``dst`` (or the output itself) after them."""
+        post = np.zeros((4, channels), np.float32)
+        for row, values in ((POST_MEAN, self.mean), (POST_STD, self.std),
+                            (POST_SCALE, self.scale), (POST_SHIFT, self.shift)):
+            if values is not None:
+                post[row] = values
+        keep = self.kept is not None
+        kept = self.kept if keep else np.empty((batch, channels, 0, 1), np.float32)
+        return (post, self.mean is not None, keep, self.scale is not None,
+                self.shift is not None, self.slope is not None,
+                np.float32(self.slope or 0.0), kept)
+
+
+def _no_epilogue(batch: int, layer: BaseConvolutionLayer) -> tuple:
+    return Epilogue().arguments(batch, layer.num_output)
+
+
 @register_layer("Convolution", "CONVOLUTION")
 class ConvolutionLayer(BaseConvolutionLayer):
     """Caffe type ``Convolution``: bottoms (N, C, H, W) -> tops (N, num_output, OH, OW) with
@@ -177,12 +228,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         n, _, h, w = self.check_bottoms(bottom)
         g = self.geometry
-        oh, ow = g.conv_output(h, w)
-        if oh <= 0 or ow <= 0:
-            raise self.error(
-                f"kernel {g.kernel} with pad {g.pad} and dilation {g.dilation} is larger than "
-                f"the input {h}x{w}"
-            )
+        oh, ow = g.checked_conv_output(self, h, w)
         self.out_hw = (oh, ow)
         for t in top:
             t.reshape((n, self.num_output, oh, ow))
@@ -193,23 +239,31 @@ class ConvolutionLayer(BaseConvolutionLayer):
         rows = 0 if self.pointwise or self.depthwise else self.channels * g.kernel[0] * g.kernel[1]
         self._cols = self.scratch("cols", (threads, rows, oh * ow))
 
-    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+    def forward(self, bottom: list[Blob], top: list[Blob],
+                epilogue: Epilogue | None = None) -> None:
+        """The convolution; with an ``epilogue`` also the in-place layers that follow it
+        (see :mod:`pyforge.net.fusion`), applied to each image while it is in cache."""
         bias = self.blobs[1].data if self.bias_term else _NO_BIAS
+        n = bottom[0].shape[0]
+        post = epilogue.arguments(n, self.num_output) if epilogue else _no_epilogue(n, self)
         if self.depthwise:
             g = self.geometry
             weight = self.blobs[0].data.reshape(self.num_output, *g.kernel)
             for b, t in zip(bottom, top):
+                dst = t.data if epilogue is None or epilogue.dst is None else epilogue.dst
                 depthwise_forward(b.data, weight, bias, self.bias_term, *g.pad, *g.stride,
-                                  *g.dilation, t.data)
+                                  *g.dilation, t.data, *post, dst)
             return
         args = self.geometry.kernel_args(*self.out_hw)
         groups = self.group
         weight = self.blobs[0].data.reshape(groups, self.num_output // groups, -1)
         with single_threaded_blas():
             for b, t in zip(bottom, top):
+                dst = t.data if epilogue is None or epilogue.dst is None else epilogue.dst
                 conv_forward(b.data, weight, bias, self.bias_term, *args, self.pointwise,
                              self._cols,
-                             t.data.reshape(t.shape[0], groups, self.num_output // groups, -1))
+                             t.data.reshape(t.shape[0], groups, self.num_output // groups, -1),
+                             *post, dst)
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         need_weight = bool(self.param_propagate_down[0])
@@ -358,12 +412,7 @@ class Im2colLayer(Layer):
             raise self.error(f"input must have 4 axes (N, C, H, W), found {bottom[0].shape}")
         n, c, h, w = bottom[0].shape
         g = self.geometry
-        oh, ow = g.conv_output(h, w)
-        if oh <= 0 or ow <= 0:
-            raise self.error(
-                f"kernel {g.kernel} with pad {g.pad} and dilation {g.dilation} is larger than "
-                f"the input {h}x{w}"
-            )
+        oh, ow = g.checked_conv_output(self, h, w)
         self.out_hw = (oh, ow)
         self.rows = c * g.kernel[0] * g.kernel[1]
         top[0].reshape((n, self.rows, oh, ow))
@@ -381,3 +430,37 @@ class Im2colLayer(Layer):
         n = bottom[0].shape[0]
         nc_to_cn(top[0].diff.reshape(n, self.rows, -1), self._col)
         col2im_batch(self._col, *self.geometry.kernel_args(*self.out_hw), bottom[0].diff)
+
+
+@register_layer("ConvolutionDepthwise")
+class ConvolutionDepthwiseLayer(ConvolutionLayer):
+    """Caffe type ``ConvolutionDepthwise`` (the ShuffleNet and MobileNet forks' conv_dw_layer):
+    bottom (N, C, H, W) -> top (N, C, OH, OW), each channel convolved with its own
+    kh x kw filter. Params: weight (C, 1, kh, kw), bias (C) when ``bias_term``.
+
+    Reads convolution_param as Convolution does, except that the fork forces the group and
+    the number of outputs to the input's channels: ``group`` and ``num_output`` are ignored
+    (a differing ``num_output`` is logged).
+    """
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if bottom[0].num_axes != 4:
+            raise self.error(f"the bottom must be (N, C, H, W), found {bottom[0].shape}")
+        channels = bottom[0].shape[1]
+        given = self.param.convolution_param
+        if given.HasField("num_output") and given.num_output != channels:
+            self.ctx.logger.warning(
+                "%s: num_output %d ignored: a depthwise convolution has one output per input "
+                "channel (%d)", self.where, given.num_output, channels)
+        # Convolution reads its settings from self.param: give it a copy with the group and
+        # outputs forced, and keep the prototxt's own parameter for everything else.
+        original = self.param
+        forced = caffe_pb2.LayerParameter()
+        forced.CopyFrom(original)
+        forced.convolution_param.group = channels
+        forced.convolution_param.num_output = channels
+        self.param = forced
+        try:
+            super().layer_setup(bottom, top)
+        finally:
+            self.param = original

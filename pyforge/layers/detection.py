@@ -7,6 +7,7 @@ import numpy as np
 
 from ..blob import Blob
 from ..kernels import detection as K
+from ..kernels.proposal import decode_proposals, greedy_nms
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
 
@@ -113,102 +114,6 @@ class PriorBoxLayer(Layer):
                 blob.diff[...] = 0
 
 
-@register_layer("Permute")
-class PermuteLayer(Layer):
-    """SSD type ``Permute``: reorders the axes. permute_param.order lists the new axes
-    (each once, each < the number of axes); the axes it leaves out follow in their order."""
-
-    exact_num_bottom_blobs = 1
-    exact_num_top_blobs = 1
-
-    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
-        num_axes = bottom[0].num_axes
-        order = list(self.param.permute_param.order)
-        for axis in order:
-            if axis >= num_axes:
-                raise self.error(f"order {axis} is not less than the bottom's {num_axes} axes "
-                                 f"{bottom[0].shape}")
-        if len(set(order)) != len(order):
-            raise self.error(f"there are duplicate orders in {order}")
-        self.order = tuple(order + [axis for axis in range(num_axes) if axis not in order])
-        self.inverse = tuple(int(i) for i in np.argsort(self.order))
-
-    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        if top[0] is bottom[0]:
-            raise self.error("cannot run in place (its top must be another blob)")
-        if bottom[0].num_axes != len(self.order):
-            raise self.error(f"the bottom has {bottom[0].num_axes} axes, set up for "
-                             f"{len(self.order)}")
-        top[0].reshape(*(bottom[0].shape[axis] for axis in self.order))
-
-    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        np.copyto(top[0].data, bottom[0].data.transpose(self.order))
-
-    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
-        if propagate_down[0]:
-            np.copyto(bottom[0].diff, top[0].diff.transpose(self.inverse))
-
-
-@register_layer("Normalize")
-class NormalizeLayer(Layer):
-    """SSD type ``Normalize``: ``y = x / sqrt(sum x^2 + eps) * scale``, the sum over each
-    image's C x H x W values (across_spatial, default) or over C at each location.
-
-    Reads norm_param: across_spatial (true), channel_shared (true: one scale), eps (1e-10),
-    scale_filler (default constant 1). Blobs: [scale], a scalar (0 axes) or one per channel.
-    Backward is the fork's: the bottom gradient is that of the unscaled normalisation times
-    each channel's scale (the true gradient when the scale is shared or equal across channels,
-    as training SSD with the fork computes it otherwise); the scale gradient divides by the
-    scale (a zero scale gives NaN); the bottom data is read, so it is not exact in place.
-    """
-
-    exact_num_bottom_blobs = 1
-    exact_num_top_blobs = 1
-
-    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
-        if bottom[0].num_axes < 2:
-            raise self.error(f"the bottom needs at least 2 axes (N, C, ...), found "
-                             f"{bottom[0].shape}")
-        p = self.param.norm_param
-        channels = bottom[0].shape[1]
-        if not self.blobs:
-            shape = () if p.channel_shared else (channels,)
-            filler = (p.scale_filler if p.HasField("scale_filler")
-                      else caffe_pb2.FillerParameter(type="constant", value=1.0))
-            self.blobs = [self.make_param(shape, filler, "scale_filler")]
-        expected = 1 if p.channel_shared else channels
-        if self.blobs[0].count != expected:
-            need = "channel_shared needs 1" if p.channel_shared else "need one per channel"
-            raise self.error(f"the scale blob has {self.blobs[0].count} values; {need} "
-                             f"({expected})")
-        self.param_propagate_down = [True]
-
-    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
-        shape = bottom[0].shape
-        if len(shape) < 2:
-            raise self.error(f"the bottom needs at least 2 axes (N, C, ...), found {shape}")
-        top[0].reshape_like(bottom[0])
-        self.view = (shape[0], shape[1], bottom[0].count_range(2))
-        self.norm = np.zeros((shape[0], self.view[2]), np.float32)
-
-    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
-        p = self.param.norm_param
-        K.normalize_forward(bottom[0].data.reshape(self.view), self.blobs[0].data.reshape(-1),
-                            p.across_spatial, np.float32(p.eps),
-                            top[0].data.reshape(self.view), self.norm)
-
-    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
-        scale = self.blobs[0]
-        dy = top[0].diff.reshape(self.view)
-        if self.param_propagate_down[0]:
-            K.normalize_scale_backward(top[0].data.reshape(self.view), dy,
-                                       scale.data.reshape(-1), scale.diff.reshape(-1))
-        if propagate_down[0]:
-            K.normalize_backward(bottom[0].data.reshape(self.view), dy,
-                                 scale.data.reshape(-1), self.param.norm_param.across_spatial,
-                                 self.norm, bottom[0].diff.reshape(self.view))
-
-
 @register_layer("DetectionOutput")
 class DetectionOutputLayer(Layer):
     """SSD type ``DetectionOutput``: bottoms (loc (N, P*L*4), conf (N, P*C), priors (1, 2,
@@ -308,3 +213,126 @@ class DetectionOutputLayer(Layer):
             raise self.error("has no backward (the SSD fork does not implement one); set "
                              "propagate_down: false on its bottoms")
 
+
+#: py-faster-rcnn's generate_anchors() defaults, used when the prototxt gives none.
+DEFAULT_RATIOS = (0.5, 1.0, 2.0)
+
+
+DEFAULT_SCALES = (8.0, 16.0, 32.0)
+
+
+def generate_anchors(base_size: int, ratios, scales) -> np.ndarray:
+    """py-faster-rcnn's anchors (A, 4), ratios outer and scales inner, around the
+    ``[0, 0, base_size - 1, base_size - 1]`` box: for each ratio the box of about the same
+    area with that height/width ratio (sides rounded half to even, as NumPy rounds), then
+    each scaled about its centre."""
+    base = np.array([0.0, 0.0, base_size - 1.0, base_size - 1.0])
+    w, h = base[2] - base[0] + 1, base[3] - base[1] + 1
+    cx, cy = base[0] + 0.5 * (w - 1), base[1] + 0.5 * (h - 1)
+    ratios = np.asarray(ratios, dtype=np.float64)
+    widths = np.round(np.sqrt(w * h / ratios))
+    heights = np.round(widths * ratios)
+    ws = (widths[:, None] * np.asarray(scales, dtype=np.float64)[None, :]).ravel()
+    hs = (heights[:, None] * np.asarray(scales, dtype=np.float64)[None, :]).ravel()
+    anchors = np.stack([cx - 0.5 * (ws - 1), cy - 0.5 * (hs - 1),
+                        cx + 0.5 * (ws - 1), cy + 0.5 * (hs - 1)], axis=1)
+    return anchors.astype(np.float32)
+
+
+@register_layer("Proposal")
+class ProposalLayer(Layer):
+    """Caffe type ``Proposal`` (OpenCV dnn's schema; py-faster-rcnn's
+    ``rpn.proposal_layer``): bottoms RPN class probabilities (1, 2A, H, W) (background
+    scores first, then foreground), box deltas (1, 4A, H, W) and im_info (1, 3)
+    ``[image height, image width, image scale]`` -> tops rois (R, 5) ``[0, x1, y1, x2, y2]``
+    and, optionally, scores (R, 1).
+
+    Reads proposal_param: feat_stride (16), base_size (16), min_size (16), ratio (0.5, 1, 2
+    when none is given), scale (8, 16, 32 when none is given), pre_nms_topn (6000),
+    post_nms_topn (300), nms_thresh (0.7); the defaults are py-faster-rcnn's TEST settings,
+    and are used in every phase. As py-faster-rcnn: anchors at every cell, the deltas applied,
+    boxes clipped to the image, boxes with a side under ``min_size * scale`` dropped, the
+    rest sorted by score, the best ``pre_nms_topn`` kept, NMS at ``nms_thresh``, the best
+    ``post_nms_topn`` of those returned (R varies). OpenCV's own Proposal skips the min_size
+    filter. One image per batch, as in py-faster-rcnn. Propagates no gradient (its bottoms'
+    diffs are zero, as py-faster-rcnn's backward leaves them).
+    """
+
+    exact_num_bottom_blobs = 3
+    min_top_blobs = 1
+    max_top_blobs = 2
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        p = self.param.proposal_param
+        if p.feat_stride <= 0 or p.base_size <= 0:
+            raise self.error(f"proposal_param.feat_stride and base_size must be > 0, found "
+                             f"{p.feat_stride} and {p.base_size}")
+        if not 0 < p.nms_thresh <= 1:
+            raise self.error(f"proposal_param.nms_thresh must be in (0, 1], found "
+                             f"{p.nms_thresh:g}")
+        ratios = list(p.ratio) or list(DEFAULT_RATIOS)
+        scales = list(p.scale) or list(DEFAULT_SCALES)
+        if min(ratios) <= 0 or min(scales) <= 0:
+            raise self.error(f"proposal_param ratios and scales must be > 0, found ratio "
+                             f"{ratios} and scale {scales}")
+        self.anchors = generate_anchors(int(p.base_size), ratios, scales)
+        self.feat_stride = int(p.feat_stride)
+        self.min_size = float(p.min_size)
+        self.pre_nms_topn = int(p.pre_nms_topn)
+        self.post_nms_topn = int(p.post_nms_topn)
+        self.nms_thresh = np.float32(p.nms_thresh)
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        scores, deltas, im_info = bottom
+        n_anchors = len(self.anchors)
+        if scores.num_axes != 4 or scores.shape[0] != 1 or scores.shape[1] != 2 * n_anchors:
+            raise self.error(f"bottom 0 (the RPN class probabilities) must be (1, {2 * n_anchors}"
+                             f", H, W) for {n_anchors} anchors (one image per batch, as "
+                             f"py-faster-rcnn), found {scores.shape}")
+        expected = (1, 4 * n_anchors, *scores.shape[2:])
+        if deltas.shape != expected:
+            raise self.error(f"bottom 1 (the box deltas) must be {expected}, found "
+                             f"{deltas.shape}")
+        if im_info.count < 3:
+            raise self.error(f"bottom 2 (im_info) must hold [height, width, scale], found "
+                             f"shape {im_info.shape}")
+        # py-faster-rcnn sizes the tops in forward; one row until then.
+        top[0].reshape((1, 5))
+        if len(top) > 1:
+            top[1].reshape((1, 1))
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        n_anchors = len(self.anchors)
+        height, width = bottom[0].shape[2:]
+        im_h, im_w, im_scale = (np.float32(v) for v in bottom[2].data.reshape(-1)[:3])
+        count = height * width * n_anchors
+        boxes = np.empty((count, 4), dtype=np.float32)
+        scores = np.empty(count, dtype=np.float32)
+        keep = np.empty(count, dtype=np.bool_)
+        decode_proposals(self.anchors, bottom[1].data[0], bottom[0].data[0, n_anchors:],
+                         self.feat_stride, im_h, im_w, np.float32(self.min_size * im_scale),
+                         boxes, scores, keep)
+        kept = np.flatnonzero(keep)
+        # Falling score; equal scores keep py-faster-rcnn's argsort()[::-1] order (the later
+        # box first).
+        order = kept[np.argsort(scores[kept], kind="stable")[::-1]]
+        if self.pre_nms_topn > 0:
+            order = order[:self.pre_nms_topn]
+        boxes = np.ascontiguousarray(boxes[order])
+        chosen = np.empty(len(order), dtype=np.int64)
+        n = greedy_nms(boxes, self.nms_thresh, self.post_nms_topn, chosen)
+        chosen = chosen[:n]
+        top[0].reshape((n, 5))
+        top[0].data[:, 0] = 0
+        top[0].data[:, 1:] = boxes[chosen]
+        if len(top) > 1:
+            top[1].reshape((n, 1))
+            top[1].data[:, 0] = scores[order[chosen]]
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        for down, blob in zip(propagate_down, bottom):
+            if down:
+                blob.diff[...] = 0
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return False

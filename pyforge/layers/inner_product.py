@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.blas import sgemm
 
 from ..blob import Blob
 from ..kernels.scatter import scatter_add_rows
@@ -61,14 +62,23 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         if self.param_propagate_down[0]:
             if self.transpose:
-                self.blobs[0].diff += np.matmul(x.T, dy)
+                _accumulate_product(dy, x, self.blobs[0].diff)  # diff += x.T @ dy
             else:
-                self.blobs[0].diff += np.matmul(dy.T, x)
+                _accumulate_product(x, dy, self.blobs[0].diff)  # diff += dy.T @ x
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0, dtype=np.float32)
         if propagate_down[0]:
             w = self.blobs[0].data
             np.matmul(dy, w.T if self.transpose else w, out=bottom[0].diff.reshape(self.m, self.k))
+
+
+def _accumulate_product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out += b.T @ a`` in place with one BLAS call (beta = 1): no temporary the size of
+    ``out`` (151 MB for CaffeNet's fc6). BLAS sees the C-ordered ``out`` as its transpose, a
+    Fortran-ordered ``a.T @ b``."""
+    result = sgemm(1.0, a, b, beta=1.0, c=out.T, trans_a=True, overwrite_c=True)
+    if not np.shares_memory(result, out):  # a BLAS that copied: keep the values anyway
+        out[...] = result.T
 
 
 @register_layer("Embed")

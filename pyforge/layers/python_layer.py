@@ -14,6 +14,11 @@ holds learnable parameters: ``self.blobs.add_blob(*shape)`` in ``setup`` adds on
 then trains it like any layer parameter (``param { lr_mult ... }`` apply; backward must *add*
 into ``self.blobs[i].diff``). A Python layer is not a loss layer unless the prototxt gives it a
 ``loss_weight``.
+
+An exception raised by the user's code (importing the module, the constructor, ``setup``,
+``reshape``, ``forward``, ``backward``) reaches the caller as itself, as in pycaffe: ``except
+ValueError`` around ``net.forward()`` catches the user's ValueError. A PEP 678 note names the
+layer, and the CLI prints that as its one line (:func:`pyforge.errors.note_user_code_error`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import sys
 import traceback
 
 from ..blob import Blob
-from ..errors import NetError, PyforgeError
+from ..errors import NetError, PyforgeError, note_user_code_error
 from .base import Layer, register_layer
 
 _FASTER_RCNN_LIB = ("py-faster-rcnn's lib folder (rbgirshick/py-faster-rcnn) must be on "
@@ -43,6 +48,11 @@ _KNOWN_MODULES = {
     "nyud_layers": _FCN_LAYERS,
     "pascalcontext_layers": _FCN_LAYERS,
 }
+
+
+class PythonModuleNotFound(NetError, ModuleNotFoundError):
+    """The module of a Python layer is neither on sys.path nor in the net's folder (pycaffe
+    raises the ImportError; this is one, with where pyforge looked)."""
 
 
 def _module_hint(name: str) -> str:
@@ -145,7 +155,8 @@ class PythonLayer(Layer):
             else:
                 impl = cls()
         except Exception as exc:
-            raise self._user_error("__init__", exc) from exc
+            self._note_user_error("__init__", exc)
+            raise
         missing = [m for m in ("setup", "reshape", "forward", "backward")
                    if not callable(getattr(impl, m, None))]
         if missing:
@@ -159,28 +170,34 @@ class PythonLayer(Layer):
             return importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if not _is_missing(exc, name):
-                raise self._user_error("import", exc, _module_hint(name)) from exc
+                self._note_user_error("import", exc, _module_hint(name))
+                raise
             first = exc
         except Exception as exc:
-            raise self._user_error("import", exc, _module_hint(name)) from exc
+            self._note_user_error("import", exc, _module_hint(name))
+            raise
         # Not on sys.path: try the folder of the net prototxt, where users of `caffe train` keep
         # their layer modules (with PYTHONPATH pointing there).
         source = self.ctx.source_file
         if not source:
-            raise self.error(f"cannot import module '{name}' for class '{self.class_name}': "
-                             f"{first} (not on sys.path){_module_hint(name)}")
+            raise PythonModuleNotFound(
+                f"{self.where}: cannot import module '{name}' for class '{self.class_name}': "
+                f"{first} (not on sys.path){_module_hint(name)}")
         folder = os.path.dirname(os.path.abspath(source))
         sys.path.insert(0, folder)
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if not _is_missing(exc, name):
-                raise self._user_error("import", exc, _module_hint(name)) from exc
-            raise self.error(f"cannot import module '{name}' for class '{self.class_name}': "
-                             f"{first} (not on sys.path nor in the net's folder {folder})"
-                             f"{_module_hint(name)}") from None
+                self._note_user_error("import", exc, _module_hint(name))
+                raise
+            raise PythonModuleNotFound(
+                f"{self.where}: cannot import module '{name}' for class '{self.class_name}': "
+                f"{first} (not on sys.path nor in the net's folder {folder})"
+                f"{_module_hint(name)}") from None
         except Exception as exc:
-            raise self._user_error("import", exc, _module_hint(name)) from exc
+            self._note_user_error("import", exc, _module_hint(name))
+            raise
         finally:
             try:
                 sys.path.remove(folder)
@@ -190,8 +207,9 @@ class PythonLayer(Layer):
                              name, folder)
         return module
 
-    def _user_error(self, stage: str, exc: BaseException, hint: str = "") -> NetError:
-        """One line naming the layer, the module and class, and the user's exception."""
+    def _note_user_error(self, stage: str, exc: BaseException, hint: str = "") -> None:
+        """The user's own exception, noted with the layer, module and class (and the line
+        the CLI prints: the stage, the exception and where in the user's file it came from)."""
         frames = traceback.extract_tb(exc.__traceback__)
         site = ""
         if frames:
@@ -199,7 +217,8 @@ class PythonLayer(Layer):
             site = f" at {os.path.basename(last.filename)}:{last.lineno}"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-        return self.error(f"{stage} raised {what}{site}{hint}")
+        note_user_code_error(exc, f"raised in {stage} of {self.where}{hint}",
+                             f"{self.where}: {stage} raised {what}{site}{hint}")
 
     def _call(self, stage: str, *args) -> None:
         try:
@@ -207,7 +226,8 @@ class PythonLayer(Layer):
         except PyforgeError:
             raise
         except Exception as exc:
-            raise self._user_error(stage, exc) from exc
+            self._note_user_error(stage, exc)
+            raise
 
     # --- the Layer contract ----------------------------------------------------------------
     def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:

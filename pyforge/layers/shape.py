@@ -1,5 +1,5 @@
 """Layers that move data without arithmetic on it: Split, Flatten, Reshape, Concat, Slice,
-Silence, Crop and Tile.
+Silence, Crop, Tile, and the forks' Permute (SSD) and ShuffleChannel (ShuffleNet).
 """
 
 from __future__ import annotations
@@ -356,3 +356,81 @@ class TileLayer(Layer):
         dx[...] = dy[:, 0]
         for t in range(1, self.tiles):
             dx += dy[:, t]
+
+
+@register_layer("Permute")
+class PermuteLayer(Layer):
+    """SSD type ``Permute``: reorders the axes. permute_param.order lists the new axes
+    (each once, each < the number of axes); the axes it leaves out follow in their order."""
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        num_axes = bottom[0].num_axes
+        order = list(self.param.permute_param.order)
+        for axis in order:
+            if axis >= num_axes:
+                raise self.error(f"order {axis} is not less than the bottom's {num_axes} axes "
+                                 f"{bottom[0].shape}")
+        if len(set(order)) != len(order):
+            raise self.error(f"there are duplicate orders in {order}")
+        self.order = tuple(order + [axis for axis in range(num_axes) if axis not in order])
+        self.inverse = tuple(int(i) for i in np.argsort(self.order))
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if top[0] is bottom[0]:
+            raise self.error("cannot run in place (its top must be another blob)")
+        if bottom[0].num_axes != len(self.order):
+            raise self.error(f"the bottom has {bottom[0].num_axes} axes, set up for "
+                             f"{len(self.order)}")
+        top[0].reshape(*(bottom[0].shape[axis] for axis in self.order))
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        np.copyto(top[0].data, bottom[0].data.transpose(self.order))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if propagate_down[0]:
+            np.copyto(bottom[0].diff, top[0].diff.transpose(self.inverse))
+
+
+@register_layer("ShuffleChannel")
+class ShuffleChannelLayer(Layer):
+    """Caffe type ``ShuffleChannel`` (farmingyard/ShuffleNet): bottom (N, C, ...) -> top of
+    the same shape with the channels of ``group`` groups interleaved: output channel
+    ``j * group + i`` is input channel ``i * (C / group) + j``. Reads shuffle_channel_param:
+    group (default 1; must divide C). Backward applies the inverse permutation.
+    """
+
+    exact_num_bottom_blobs = 1
+    exact_num_top_blobs = 1
+
+    def layer_setup(self, bottom: list[Blob], top: list[Blob]) -> None:
+        self.group = int(self.param.shuffle_channel_param.group)
+        if self.group <= 0:
+            raise self.error(f"shuffle_channel_param.group must be > 0, found {self.group}")
+
+    def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
+        if bottom[0].num_axes < 2 or bottom[0].shape[1] % self.group:
+            raise self.error(f"group {self.group} must divide the channels (axis 1) of the "
+                             f"bottom {bottom[0].shape}")
+        if top[0] is bottom[0]:
+            raise self.error("cannot run in place: the output is a permutation of the input")
+        top[0].reshape(bottom[0].shape)
+
+    def _grouped(self, array: np.ndarray) -> np.ndarray:
+        """(N, C, S) viewed as (N, group, C / group, S)."""
+        n, c = array.shape[:2]
+        return array.reshape(n, self.group, c // self.group, -1)
+
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        # (N, g, C/g, S) -> (N, C/g, g, S): one strided copy.
+        grouped = self._grouped(bottom[0].data)
+        out = top[0].data.reshape(grouped.shape[0], grouped.shape[2], self.group, -1)
+        np.copyto(out, grouped.transpose(0, 2, 1, 3))
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        if propagate_down[0]:
+            grouped = self._grouped(bottom[0].diff)
+            dy = top[0].diff.reshape(grouped.shape[0], grouped.shape[2], self.group, -1)
+            np.copyto(grouped, dy.transpose(0, 2, 1, 3))

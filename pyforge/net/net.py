@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..blob import Blob, mean_abs
-from ..errors import NetError, WeightsError
+from ..errors import NetError, WeightsError, user_code_error_line
 from ..layers import LAYERS
 from ..layers.base import Layer, NetContext
 from ..log import fmt, get_logger
@@ -20,6 +20,7 @@ from ..proto.numbers import layer_settings_error
 from ..proto.wire import net_chunks
 from ..registry import UnknownNameError
 from ..rng import make_rng
+from .fusion import Chain, epilogue, plan_chains
 from .graph import filter_net, insert_splits
 from .sharing import sharing_problem
 from .weights import copy_params
@@ -84,6 +85,7 @@ class Net:
         for blob_id in self.output_ids:
             self.logger.info("This network produces output %s", self.blob_names[blob_id])
         self._share_weights()
+        self.chains = plan_chains(self)
         self.debug_info = built.debug_info
         self.param_proto = built
         self.logger.info("Network initialization done.")
@@ -125,6 +127,10 @@ class Net:
         if problem is not None:
             raise NetError(f"{self.source_file}: {problem}" if self.source_file else problem)
         log("Creating layer %s", lp.name)
+        # Caffe's Net::Init decides which parameters need backward from the net's copy of the
+        # LayerParameter, read before the layer's own LayerSetUp may add param specs to its
+        # copy (BatchNorm adds lr_mult 0 for its statistics); AppendParam reads the layer's copy.
+        net_lr_mults = [spec.lr_mult for spec in lp.param]
         try:
             cls = LAYERS.get(lp.type, f"layer '{lp.name}'")
         except UnknownNameError as exc:
@@ -150,7 +156,7 @@ class Net:
                 log("    with loss weight %s", fmt(weight))
             wiring.memory += self.blob_list[blob_id].count
         log("Memory required for data: %d", wiring.memory * 4)
-        need_backward |= self._register_params(layer_id, wiring)
+        need_backward |= self._register_params(layer_id, net_lr_mults, wiring)
         self.layer_need_backward.append(need_backward)
         if need_backward:
             for blob_id in tops:
@@ -204,18 +210,24 @@ class Net:
                 tops.append(self._new_blob("(automatic)"))
         return tops
 
-    def _register_params(self, layer_id: int, wiring: _Wiring) -> bool:
-        """Set which parameters get gradients (lr_mult != 0) and append each to the net's
-        parameter tables; returns whether any parameter needs backward."""
+    def _register_params(self, layer_id: int, net_lr_mults: list[float],
+                         wiring: _Wiring) -> bool:
+        """Set which parameters get gradients and append each to the net's parameter tables;
+        returns whether any parameter needs backward.
+
+        As Caffe 1.0's Net::Init, a parameter needs backward when the *net's* param spec (the
+        prototxt's, ``net_lr_mults``) has a non-zero lr_mult, default 1; the learning-rate and
+        decay multipliers the solver uses come from the *layer's* copy (``_append_param``). So
+        a BatchNorm written without ``param { lr_mult: 0 }`` has its statistics marked as
+        needing backward (debug_info prints their zero diffs, and the layer makes its tops
+        need backward) while the solver steps them with lr_mult 0."""
         layer = self.layers[layer_id]
-        # The layer's own parameter (it may have added param specs or loss weights).
-        lp = layer.param
         n_params = len(layer.blobs)
-        if len(lp.param) > n_params:
-            raise NetError(f"layer '{lp.name}': too many param specs ({len(lp.param)}) for "
-                           f"its {n_params} parameter blob(s)")
+        if len(net_lr_mults) > n_params:
+            raise NetError(f"layer '{layer.param.name}': too many param specs "
+                           f"({len(net_lr_mults)}) for its {n_params} parameter blob(s)")
         layer.param_propagate_down = [
-            (lp.param[i].lr_mult if i < len(lp.param) else 1.0) != 0 for i in range(n_params)
+            (net_lr_mults[i] if i < len(net_lr_mults) else 1.0) != 0 for i in range(n_params)
         ]
         self.param_ids_of_layer.append([])
         for i in range(n_params):
@@ -229,6 +241,8 @@ class Net:
         return len(self.blob_list) - 1
 
     def _append_param(self, layer_id: int, param_id: int, name_index: dict[str, int]) -> None:
+        """Register one parameter blob (Caffe's AppendParam), reading the layer's own copy of
+        its LayerParameter: the specs a layer added in its setup count here."""
         layer = self.layers[layer_id]
         lp = layer.param
         spec = lp.param[param_id] if param_id < len(lp.param) else caffe_pb2.ParamSpec()
@@ -351,22 +365,40 @@ class Net:
         return [self.blob_list[i] for i in self.top_ids[layer_id]]
 
     def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
+        """Run layers ``start`` to ``end``; return their weighted loss. A convolution whose
+        in-place followers are all in the range runs them in its own pass
+        (:mod:`pyforge.net.fusion`), unless ``debug_info`` prints every layer."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
-        for layer_id in range(start, end + 1):
+        layer_id = start
+        while layer_id <= end:
+            chain = None if self.debug_info else self.chains.get(layer_id)
+            if chain is not None and chain.last <= end:
+                self._forward_chain(chain)
+                layer_id = chain.last + 1
+                continue
             layer = self.layers[layer_id]
             bottom, top = self.bottoms(layer_id), self.tops(layer_id)
             layer.reshape(bottom, top)
-            if bottom and all(b.count == 0 for b in bottom):
-                continue  # an empty batch (e.g. after Filter) gives empty outputs
-            layer.forward(bottom, top)
-            for j, weight in enumerate(layer.loss_weights):
-                if weight:
-                    t = top[j]
-                    loss += float(np.dot(t.data.ravel(), t.diff.ravel()))
-            if self.debug_info:
-                self._forward_debug(layer_id)
+            if not (bottom and all(b.count == 0 for b in bottom)):
+                # (an empty batch, e.g. after Filter, gives empty outputs)
+                layer.forward(bottom, top)
+                for j, weight in enumerate(layer.loss_weights):
+                    if weight:
+                        t = top[j]
+                        loss += float(np.dot(t.data.ravel(), t.diff.ravel()))
+                if self.debug_info:
+                    self._forward_debug(layer_id)
+            layer_id += 1
         return loss
+
+    def _forward_chain(self, chain: Chain) -> None:
+        """A convolution and its in-place followers in one pass (none of them has a loss)."""
+        bottom, top = self.bottoms(chain.conv), self.tops(chain.conv)
+        for layer_id in (chain.conv, *chain.members):
+            self.layers[layer_id].reshape(self.bottoms(layer_id), self.tops(layer_id))
+        if bottom[0].count:
+            self.layers[chain.conv].forward(bottom, top, epilogue(self, chain))
 
     def forward_loss(self) -> float:
         """Run every layer; return the weighted loss (Caffe's Forward(&loss)).
@@ -557,6 +589,8 @@ def _resource_errors(layer_name: str):
                        "shapes and num_output)") from None
     except ValueError as exc:
         text = str(exc)
+        if user_code_error_line(exc):  # a Python layer's own ValueError stays the user's
+            raise
         if "too big" in text or "negative dimensions" in text or "maximum supported" in text:
             raise NetError(f"layer '{layer_name}': impossible blob shape ({text})") from None
         raise

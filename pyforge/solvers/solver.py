@@ -18,13 +18,14 @@ import numpy as np
 
 from ..blob import Blob
 from ..errors import SolverError
-from ..log import fmt, get_logger
+from ..log import fmt, get_logger, glog_microseconds
 from ..net.net import Net
 from ..parallel.strategy import SingleProcessTraining, TrainingStrategy
 from ..proto import caffe_pb2
 from ..proto.io import debug_string
 from ..proto.numbers import nonfinite_message
 from ..signals import NONE, SNAPSHOT, SNAPSHOT_STOP, STOP
+from .compile_watch import CompileWatch
 from .data_layers import batch_size
 from .divergence import DivergenceCheck
 from .lr_policy import LrState, get_policy
@@ -112,6 +113,13 @@ class Solver(abc.ABC):
         self.metrics_override: str | None = None
         self._metrics: MetricsFile | None = None
         self._start_time = time.time()
+        #: When the "Solving" line was logged: Caffe's parse_log.py counts Seconds from it.
+        self._solving_time = self._start_time
+        #: Kernel compilation: announced once, and left out of the speed figures.
+        self.compile_watch = CompileWatch(self.logger)
+        #: The clock of the speed figures (seconds).
+        self.clock: Callable[[], float] = time.perf_counter
+        self._compile_mark = 0.0
         self._pending_record: dict | None = None
         self.pre_solve()
 
@@ -151,7 +159,8 @@ class Solver(abc.ABC):
     # --- the loop --------------------------------------------------------------------------
     def solve(self, resume_file: str | None = None) -> None:
         log = self.logger.info
-        log("Solving %s", self.net.name)
+        self._solving_time = time.time()
+        log("Solving %s", self.net.name, extra={"glog_time": self._solving_time})
         log("Learning Rate Policy: %s", self.param.lr_policy)
         self.requested_early_exit = False
         if resume_file:
@@ -184,10 +193,15 @@ class Solver(abc.ABC):
             self._metrics = None
 
     def step(self, iters: int) -> None:
-        p = self.param
         stop_iter = self.iter + iters
         start_iter = self._start_smoothing()
-        timer = time.perf_counter()
+        with self.compile_watch:
+            self._steps(stop_iter, start_iter)
+
+    def _steps(self, stop_iter: int, start_iter: int) -> None:
+        p = self.param
+        timer = self.clock()
+        self._compile_mark = self.compile_watch.seconds
         while self.iter < stop_iter:
             self.parallel.heartbeat(self.iter)
             self.net.clear_param_diffs()
@@ -288,18 +302,22 @@ class Solver(abc.ABC):
     def _display(self, loss: np.float32, timer: float) -> float:
         """The display lines of this iteration; returns the new start of the speed timer."""
         p = self.param
-        lapse = time.perf_counter() - timer
+        # The lapse since the last display, less the seconds Numba spent compiling kernels.
+        compiling = self.compile_watch.seconds - self._compile_mark
+        lapse = max(0.0, self.clock() - timer - compiling)
         per_s = (self.iter - self.iterations_last) / (lapse if lapse else 1)
         self.logger.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s%s", self.iter,
                          fmt(per_s), fmt(round(lapse, 3)), p.display, fmt(self.smoothed_loss),
                          self._eta(per_s))
-        restart = time.perf_counter()
+        restart = self.clock()
+        self._compile_mark = self.compile_watch.seconds
         self.iterations_last = self.iter
-        self._log_outputs("Train", self.net)
+        first_line = self._log_outputs("Train", self.net)
         self._pending_record = {
             "kind": "train", "iter": self.iter, "loss": float(loss),
             "smoothed_loss": float(self.smoothed_loss), "outputs": net_outputs(self.net),
-            "wall_time": self._wall_time(), "iter_per_s": per_s}
+            "wall_time": self._wall_time(), "seconds": self._seconds(first_line),
+            "iter_per_s": per_s}
         return restart
 
     def _eta(self, per_s: float) -> str:
@@ -310,13 +328,17 @@ class Solver(abc.ABC):
         left = int((self.param.max_iter - self.iter) / per_s)
         return f", ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
 
-    def _log_outputs(self, kind: str, net: Net) -> None:
+    def _log_outputs(self, kind: str, net: Net) -> float:
+        """Log the net's output lines; returns the time stamped on the first."""
         index = 0
+        first_line = time.time()
         for name, blob, weight in net.output_blobs():
             for value in blob.data.reshape(-1):
                 self.logger.info("    %s net output #%d: %s = %s%s", kind, index, name,
-                                 fmt(value), loss_note(weight, value))
+                                 fmt(value), loss_note(weight, value),
+                                 extra={"glog_time": first_line} if index == 0 else None)
                 index += 1
+        return first_line
 
     def _record(self, record: dict) -> None:
         if self._metrics is not None:
@@ -324,6 +346,11 @@ class Solver(abc.ABC):
 
     def _wall_time(self) -> float:
         return round(time.time() - self._start_time, 3)
+
+    def _seconds(self, stamp: float) -> float:
+        """Caffe's parse_log.py Seconds for a row whose first output line was stamped
+        ``stamp``: from the "Solving" line, in the microseconds the two log lines print."""
+        return (glog_microseconds(stamp) - glog_microseconds(self._solving_time)) / 1e6
 
     # --- testing -----------------------------------------------------------------------------
     def test_all(self) -> None:
@@ -339,19 +366,22 @@ class Solver(abc.ABC):
         for test_id in range(len(self.test_nets)):
             if self.requested_early_exit:
                 break
-            means = self.test(test_id)
-            if means is None:
+            result = self.test(test_id)
+            if result is None:
                 continue
+            means, first_line = result
             self._record({"kind": "test", "iter": self.iter, "test_net": test_id,
-                          "outputs": means, "wall_time": self._wall_time()})
+                          "outputs": means, "wall_time": self._wall_time(),
+                          "seconds": self._seconds(first_line)})
             if test_id == 0 and self.watchers.after_pass(means, self.iter, self.net,
                                                          self.lr_state, self.learning_rate):
                 self.requested_early_exit = True
         return self.requested_early_exit, self.lr_state.current_step, self.watchers.state()
 
-    def test(self, test_id: int) -> dict | None:
-        """One test pass of test net ``test_id`` on the train net's weights; the mean of each
-        output, or None when a stop was requested during the pass."""
+    def test(self, test_id: int) -> tuple[dict, float] | None:
+        """One test pass of test net ``test_id`` on the train net's weights: the mean of each
+        output and the time stamped on its first output line, or None when a stop was
+        requested during the pass."""
         self.logger.info("Iteration %d, Testing net (#%d)", self.iter, test_id)
         test_net = self.test_nets[test_id]
         test_net.share_trained_layers_with(self.net)

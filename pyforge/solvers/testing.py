@@ -4,6 +4,7 @@ plateau lr policy, pyforge's additions, each watching one output of test net #0.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -20,10 +21,11 @@ f32 = np.float32
 
 
 def run_test_pass(net: Net, iterations: int, compute_loss: bool, logger: logging.Logger,
-                  stop_requested: Callable[[], bool]) -> dict | None:
+                  stop_requested: Callable[[], bool]) -> tuple[dict, float] | None:
     """``iterations`` forward passes of the test ``net``; logs and returns the mean of each
-    output (a list for outputs of several elements), or None when ``stop_requested()`` (asked
-    before each pass) ends it early.
+    output (a list for outputs of several elements) and the time stamped on the first output
+    line (the metrics file's Seconds), or None when ``stop_requested()`` (asked before each
+    pass) ends it early.
 
     As in Caffe, the scores are summed in float32 output by output, element by element, and
     divided by the number of passes at the end."""
@@ -45,16 +47,18 @@ def run_test_pass(net: Net, iterations: int, compute_loss: bool, logger: logging
         logger.info("Test loss: %s", fmt(loss / f32(iterations)))
     index = 0
     means: dict[str, float | list[float]] = {}
+    first_line = time.time()
     for name, blob, weight in net.output_blobs():
         values = []
         for _ in range(blob.count):
             mean = f32(scores[index] / f32(iterations))
             logger.info("    Test net output #%d: %s = %s%s", index, name, fmt(mean),
-                        loss_note(weight, mean))
+                        loss_note(weight, mean),
+                        extra={"glog_time": first_line} if index == 0 else None)
             values.append(float(mean))
             index += 1
         means[name] = values[0] if len(values) == 1 else values
-    return means
+    return means, first_line
 
 
 class OutputWatchers:

@@ -8,7 +8,9 @@ committed every 1000, with Caffe's ``Processed N files.`` log lines.
 
 A record holds the decoded pixels (C x H x W bytes, BGR) or, with ``encoded`` (or an
 ``encode_type``), the image file: the original bytes when nothing changes them (no resize,
-colour as asked, the same format), else the image re-encoded (JPEG at OpenCV's quality 95).
+colour as asked, the same format), else the image re-encoded by cv::imencode (JPEG at OpenCV's
+quality 95). Decoding, grey conversion and resizing are OpenCV's (cv::imread with IMREAD_COLOR
+or IMREAD_GRAYSCALE, cv::resize INTER_LINEAR), as in Caffe's ReadImageToDatum.
 Unlike Caffe, which logs an unreadable image and skips it, an unreadable image is an error
 naming the list line, so a dataset never silently lacks images; the partly written database
 is removed.
@@ -45,11 +47,12 @@ COMMIT_EVERY = 1000
 
 Progress = Callable[[int, int], object]
 
-_SAME_FORMAT = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}
-
-
-def _same_format(a: str, b: str) -> bool:
-    return _SAME_FORMAT.get(a, a) == _SAME_FORMAT.get(b, b)
+def _extension_matches(path: str, encoding: str) -> bool:
+    """Caffe's matchExt: the text after the path's last '.', lower-cased, is the encoding, or
+    the encoding is "jpg" and the extension "jpeg" (only that way round)."""
+    ext = path[path.rfind(".") + 1:].lower()
+    encoding = encoding.lower()
+    return ext == encoding or (encoding == "jpg" and ext == "jpeg")
 
 
 def convert_imageset(
@@ -118,7 +121,7 @@ def convert_imageset(
                     raise DataError(f"{where}: cannot guess the encoding from the file name; "
                                     "give --encode_type")
                 datum = caffe_pb2.Datum(label=label, encoded=True)
-                original = _original_fits(raw, is_color, resize, name, fmt, where)
+                original = _original_fits(raw, is_color, resize, path, fmt, where)
                 datum.data = raw if original else encode_image(image, fmt, where)
             else:
                 datum = image_datum(image, label)
@@ -143,12 +146,12 @@ def convert_imageset(
     return total
 
 
-def _original_fits(raw: bytes, is_color: bool, resize: bool, name: str, fmt: str,
+def _original_fits(raw: bytes, is_color: bool, resize: bool, path: str, fmt: str,
                    where: str) -> bool:
-    """Caffe stores the file's own bytes when the file name's extension is the encoding asked
-    for and nothing was resized. Beyond Caffe, the file's own channels must also be what was
-    asked (3 for colour, 1 for --gray): Caffe would store a colour file under --gray, and the
-    records would decode to different shapes."""
-    if resize or not _same_format(file_extension(name), fmt):
+    """Caffe stores the file's own bytes when nothing was resized and the file's extension is
+    the encoding asked for (matchExt). Beyond Caffe, the file's own channels must also be what
+    was asked (3 for colour, 1 for --gray): Caffe would store a colour file under --gray, and
+    the records would decode to different shapes."""
+    if resize or not _extension_matches(path, fmt):
         return False
     return native_channels(raw, where) == (3 if is_color else 1)

@@ -588,12 +588,15 @@ def test_learned_net_with_newline_gives_a_one_line_message(inline_solver):
 
 
 # --- datum-pillow-message ------------------------------------------------------------------
-# pyforge/io/datum.py _pillow: without Pillow, an encoded Datum gives "decoding and encoding
-# images needs Pillow (pip install Pillow)", naming neither the database nor the record.
-def test_encoded_datum_without_pillow_names_the_record(monkeypatch):
+# pyforge/io/datum.py once decoded with Pillow: without it, an encoded Datum gave "decoding and
+# encoding images needs Pillow (pip install Pillow)", naming neither the database nor the
+# record; with it, a bad file gave "cannot identify image file <_io.BytesIO object at 0x...>".
+# Decoding is OpenCV's now, and a record that does not decode is named in one line.
+def test_encoded_datum_that_does_not_decode_names_the_record():
     from pyforge.io.datum import datum_array
 
-    monkeypatch.setitem(sys.modules, "PIL", None)  # as if Pillow were not installed
     datum = caffe_pb2.Datum(encoded=True, data=b"\x89PNG")
-    expect_pyforge_error(lambda: datum_array(datum, "train_lmdb record '00000001'"),
-                         "00000001")
+    error = expect_pyforge_error(lambda: datum_array(datum, "train_lmdb record '00000001'"),
+                                 "00000001")
+    assert "cannot decode the image (4 bytes)" in error.message
+    assert "BytesIO" not in error.message

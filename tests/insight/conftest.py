@@ -12,11 +12,13 @@ from pyforge import api
 from pyforge.log import GlogFormatter, get_logger
 
 
-def train_with_glog_file(solver: str, log_file: Path, weights: str = "") -> None:
+def train_with_glog_file(solver: str, log_file: Path, weights: str = "", year: bool = True,
+                         metrics: Path | None = None) -> None:
     """Run ``pyforge train`` in-process and write its log lines, glog prefix included, to
-    ``log_file``: what ``pyforge train ... 2> log_file`` writes."""
+    ``log_file``: what ``pyforge train ... 2> log_file`` writes (with
+    ``GLOG_log_year_in_prefix=false`` when not ``year``); the metrics JSONL to ``metrics``."""
     handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(GlogFormatter())
+    handler.setFormatter(GlogFormatter(year=year))
     logger = get_logger()
     old_level = logger.level
     logger.addHandler(handler)
@@ -27,6 +29,8 @@ def train_with_glog_file(solver: str, log_file: Path, weights: str = "") -> None
         # writable snapshot folder.
         param.snapshot = 0
         param.snapshot_after_train = False
+        if metrics is not None:
+            param.metrics_file = str(metrics)
 
     try:
         api.train(solver, weights=weights, overrides=no_snapshots)
@@ -47,3 +51,16 @@ def pyforge_sgd_inv_log(caffe_ref, tmp_path_factory) -> Path:
                              weights="init/snap_iter_0.caffemodel")
     assert os.path.getsize(log_file) > 0
     return log_file
+
+
+@pytest.fixture(scope="session")
+def pyforge_sgd_inv_yearless(caffe_ref, tmp_path_factory) -> tuple[Path, Path]:
+    """pyforge's log of ``sgd_inv`` with GLOG_log_year_in_prefix=false, and its metrics
+    JSONL."""
+    folder = tmp_path_factory.mktemp("pyforge_yearless")
+    log_file, metrics = folder / "pyforge_sgd_inv.log", folder / "metrics.jsonl"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(caffe_ref)
+        train_with_glog_file("runs/sgd_inv/solver.prototxt", log_file,
+                             weights="init/snap_iter_0.caffemodel", year=False, metrics=metrics)
+    return log_file, metrics

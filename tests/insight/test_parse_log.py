@@ -43,7 +43,10 @@ def test_caffe_1_0_log_gives_caffes_tables():
     # average_loss is 1, so the "Train net output" loss is the displayed loss.
     assert {r.iter: r.values["loss"] for r in log.train} == {
         i: v for i, v in reference.loss.items() if i < 60}
-    assert {r.iter: r.lr for r in log.train} == reference.lr
+    # Caffe's script's LearningRate: the rate logged before the row's outputs (the previous
+    # iteration's here, display 1); the first row takes the second's.
+    rates = [reference.lr[0]] + [reference.lr[i - 1] for i in range(1, 60)]
+    assert [r.lr for r in log.train] == rates
     assert [(r.iter, r.values) for r in log.test] == reference.tests
     # The smoothed loss as displayed includes Solve()'s extra display after the last update.
     assert dict(log.loss) == reference.loss
@@ -51,17 +54,17 @@ def test_caffe_1_0_log_gives_caffes_tables():
     assert log.test_losses == {"loss"} and log.train_losses == {"loss"}
 
 
-def test_seconds_count_from_the_solving_line_and_rates_are_those_of_the_row():
+def test_seconds_count_from_the_solving_line_and_rates_are_the_previous_lines():
     log = load_log(CAFFE_LOG)
     # "Solving LeNet" at 14:26:53.994474; the first train output at 14:26:54.101766.
     assert log.train[0].seconds == pytest.approx(0.107292, abs=1e-9)
     assert log.test[0].seconds == pytest.approx(0.084369, abs=1e-9)
     seconds = [r.seconds for r in log.train]
     assert seconds == sorted(seconds)
-    # Caffe prints "Iteration 1, lr = 0.00999925" after iteration 1's outputs; the row of
-    # iteration 1 gets that rate (Caffe's script gave it iteration 0's).
-    assert log.train[1].lr == 0.00999925
-    # No rate is logged at iteration 60 (training is over); the last one logged is used.
+    # Caffe prints "Iteration 1, lr = 0.00999925" after iteration 1's outputs: as in Caffe's
+    # script, the row of iteration 1 gets the rate logged before it, iteration 0's.
+    assert log.train[1].lr == 0.01 and log.train[2].lr == 0.00999925
+    # The test at 60 comes after iteration 59's rate.
     assert log.test[-1].lr == 0.00995598
 
 
@@ -71,10 +74,11 @@ def test_written_tables_match_caffes_layout(tmp_path):
     assert train_path.endswith("caffe.log.train") and test_path.endswith("caffe.log.test")
     train_lines = Path(train_path).read_bytes().decode().split("\r\n")
     assert train_lines[0] == "NumIters,Seconds,LearningRate,loss"
-    assert train_lines[1] == "0,0.107292,0.01,2.35731"
+    assert train_lines[1] == "0.0,0.107292,0.01,2.35731"
     test_lines = Path(test_path).read_bytes().decode().split("\r\n")
     assert test_lines[0] == "NumIters,Seconds,LearningRate,accuracy,loss"
-    assert test_lines[1] == "0,0.084369,0.01,0.074,2.35924"
+    # The test row of iteration 0 takes the next test row's rate (iteration 19's).
+    assert test_lines[1] == "0.0,0.084369,0.00998577,0.074,2.35924"
     header, rows = read_table(test_path)
     assert header == ["NumIters", "Seconds", "LearningRate", "accuracy", "loss"]
     assert [r["NumIters"] for r in rows] == [0, 20, 40, 60]
@@ -108,13 +112,13 @@ def test_pyforge_log_of_the_same_run_gives_the_same_tables(pyforge_sgd_inv_log, 
             == [r["NumIters"] for r in read_table(caffe_train)[1]])
 
 
-def test_step_policy_rates_change_on_the_rows_of_their_iteration():
+def test_step_policy_rates_show_one_row_late_as_in_caffes_script():
     log = load_log(STEP_LOG)
     reference, _, _ = reference_traces(REFERENCE / "runs" / "sgd_step")
     rates = {r.iter: r.lr for r in log.train}
-    assert rates == reference.lr
-    assert (rates[19], rates[20], rates[40]) == (0.02, 0.01, 0.005)
-    assert [(r.iter, r.lr) for r in log.test] == [(0, 0.02), (20, 0.01), (40, 0.005),
+    assert rates == {i: reference.lr[max(i - 1, 0)] for i in range(60)}
+    assert (rates[20], rates[21], rates[40], rates[41]) == (0.02, 0.01, 0.01, 0.005)
+    assert [(r.iter, r.lr) for r in log.test] == [(0, 0.02), (20, 0.02), (40, 0.01),
                                                    (60, 0.005)]
 
 
@@ -168,7 +172,7 @@ def test_yearless_prefix_rolls_over_new_year_and_leap_day():
     assert [r.seconds for r in log.train] == pytest.approx([0.2, 1.0, 1.0 + 59 * 86400])
 
 
-def test_learning_rate_is_that_of_the_row_or_the_last_before_it():
+def test_learning_rate_is_the_last_logged_before_the_row():
     # display 10, test_interval 25: the test at 25 has no rate of its own.
     lines = []
     for it in (0, 10, 20, 30):
@@ -179,8 +183,9 @@ def test_learning_rate_is_that_of_the_row_or_the_last_before_it():
                   "    Train net output #0: loss = 1 (* 1 = 1 loss)",
                   f"Iteration {it}, lr = {0.1 if it < 20 else 0.01}"]
     log = parse_lines(lines)
-    assert [(r.iter, r.lr) for r in log.train] == [(0, 0.1), (10, 0.1), (20, 0.01), (30, 0.01)]
+    assert [(r.iter, r.lr) for r in log.train] == [(0, 0.1), (10, 0.1), (20, 0.1), (30, 0.01)]
     assert [(r.iter, r.lr) for r in log.test] == [(25, 0.01)]
+    assert log.lr == [(0, 0.1), (10, 0.1), (20, 0.01), (30, 0.01)]
     assert all(math.isnan(r.seconds) for r in log.train)  # no glog prefix, no time
 
 
@@ -213,7 +218,7 @@ def test_several_test_nets_and_multi_element_outputs_get_their_own_columns():
     assert len(log.test) == 1
     assert log.test[0].values == {"accuracy": 0.5, "loss": 2, "net1/accuracy": 0.25,
                                   "net1/prob": 0.1, "net1/prob[1]": 0.9}
-    assert log.test[0].lr == 0.1
+    assert math.isnan(log.test[0].lr)  # logged before any rate, and no second row to copy
     assert log.test_losses == {"loss"}
 
 
@@ -246,18 +251,28 @@ def test_metrics_jsonl_gives_the_same_tables(tmp_path):
     write_metrics(path)
     log = load_log(path)
     assert log.train_columns == ["NumIters", "Seconds", "LearningRate", "loss"]
+    # Rates as a log of the run gives them: the last train record's before the row, the first
+    # row the second's. Seconds from wall_time (a file written before "seconds" existed).
     assert [(r.iter, r.seconds, r.lr, r.values) for r in log.train] == [
-        (0, 0.0, 0.01, {"loss": 2.3}), (1, 1.0, 0.005, {"loss": 1.9})]
+        (0, 0.0, 0.01, {"loss": 2.3}), (1, 1.0, 0.01, {"loss": 1.9})]
     assert log.test_columns == ["NumIters", "Seconds", "LearningRate", "accuracy", "loss",
                                 "net1/accuracy"]
     assert [(r.iter, r.lr, r.values) for r in log.test] == [
-        (0, 0.01, {"accuracy": 0.1, "loss": 2.31, "net1/accuracy": 0.2}),
+        (0, 0.005, {"accuracy": 0.1, "loss": 2.31, "net1/accuracy": 0.2}),
         (2, 0.005, {"accuracy": 0.6, "loss": 1.2})]
     assert log.loss == [(0, 2.3), (1, 2.1)]  # the smoothed loss, as a glog log displays it
     assert log.lr == [(0, 0.01), (1, 0.005)]
     assert log.test_losses == {"loss"}
     train_path, _, _ = write_tables(str(path), str(tmp_path))
     assert train_path.endswith("metrics.jsonl.train")
+
+
+def test_metrics_seconds_field_is_the_seconds_column(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    write_metrics(path, [dict(r, seconds=0.25 * i) for i, r in enumerate(METRICS)])
+    log = load_log(path)
+    assert [r.seconds for r in log.train] == [0.0, 1.0]
+    assert [r.seconds for r in log.test] == [0.25, 1.25]
 
 
 @pytest.mark.parametrize("line,expected", [

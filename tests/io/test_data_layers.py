@@ -368,15 +368,12 @@ def test_encoded_record_that_does_not_decode(tmp_path):
 
 
 def test_encoded_rgba_png_keeps_its_alpha_natively(tmp_path):
-    import io
-
-    from PIL import Image
+    import cv2
 
     rgba = np.random.default_rng(1).integers(0, 256, size=(3, 4, 4), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]]))
     writer = LMDBWriter(str(tmp_path / "db"))
-    writer.put(b"k", caffe_pb2.Datum(data=buffer.getvalue(), encoded=True).SerializeToString())
+    writer.put(b"k", caffe_pb2.Datum(data=buffer.tobytes(), encoded=True).SerializeToString())
     writer.close()
     # OpenCV's IMREAD_UNCHANGED (Caffe's native decode) keeps 4 channels: B, G, R, A.
     (data, _), = run(data_layer(str(tmp_path / "db"), batch=1))

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
-from pyforge.io.datum import resize_image
-from tests.io.util import TEST, bgr_planar, make_layer, random_images, run
+from tests.io.util import (
+    TEST,
+    bgr_planar,
+    cv_read,
+    cv_resize,
+    make_layer,
+    random_images,
+    run,
+    write_rgb,
+)
 from tests.logcapture import capture_log
 
 
@@ -21,7 +28,7 @@ def image_dir(tmp_path):
     names = [f"im{i}.png" if i != 2 else "my im 2.png" for i in range(6)]
     (tmp_path / "imgs").mkdir()
     for name, image in zip(names, images):
-        Image.fromarray(image).save(tmp_path / "imgs" / name)
+        write_rgb(tmp_path / "imgs" / name, image)
     (tmp_path / "list.txt").write_text("".join(f"{n} {10 + i}\n" for i, n in enumerate(names)))
     return tmp_path, [bgr_planar(im) for im in images]
 
@@ -65,8 +72,10 @@ def test_resize_and_grey(image_dir):
     (data, _), = run(layer)
     layer.close()
     assert data.shape == (2, 1, 7, 3)
-    grey = np.asarray(Image.open(tmp_path / "imgs" / "im0.png").convert("L"))[None]
-    np.testing.assert_array_equal(data[0], resize_image(grey, 7, 3))
+    # cv::imread IMREAD_GRAYSCALE then cv::resize INTER_LINEAR, as Caffe's ReadImageToCVMat.
+    for i in range(2):
+        grey = cv_read(tmp_path / "imgs" / f"im{i}.png", gray=True)
+        np.testing.assert_array_equal(data[i], cv_resize(grey, 7, 3))
 
 
 def test_root_folder_is_concatenated(image_dir, tmp_path):
@@ -184,7 +193,7 @@ def test_missing_and_corrupt_images(image_dir):
 
 def test_images_of_different_sizes_in_one_batch(image_dir):
     tmp_path, _ = image_dir
-    Image.fromarray(random_images(1, 6, 6)[0]).save(tmp_path / "imgs" / "big.png")
+    write_rgb(tmp_path / "imgs" / "big.png", random_images(1, 6, 6)[0])
     (tmp_path / "mixed.txt").write_text("im0.png 0\nbig.png 1\n")
     layer = image_layer(tmp_path, "batch_size: 2", source="mixed.txt")
     with pytest.raises(PyforgeError, match=r"big\.png \(line 2 of the list\): shape \(3, 6, 6\) "
@@ -204,7 +213,7 @@ def test_crop_size_takes_images_of_different_sizes_in_one_batch(image_dir):
     each image cropped on its own (centred in TEST)."""
     tmp_path, images = image_dir
     big = random_images(1, 6, 7)[0]
-    Image.fromarray(big).save(tmp_path / "imgs" / "big.png")
+    write_rgb(tmp_path / "imgs" / "big.png", big)
     (tmp_path / "mixed.txt").write_text("im0.png 0\nbig.png 1\n")
     layer = image_layer(tmp_path, "batch_size: 2", "crop_size: 3", phase=TEST,
                         source="mixed.txt")

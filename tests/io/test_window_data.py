@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
-from pyforge.io.datum import resize_image
 from pyforge.proto import caffe_pb2, write_binary_proto
-from tests.io.util import bgr_planar, make_layer, random_images, run
+from tests.io.util import bgr_planar, cv_resize, make_layer, random_images, run, write_rgb
 from tests.logcapture import capture_log
 
 
@@ -22,7 +20,7 @@ def scene(tmp_path):
     with bg_threshold 0.2) and a foreground window of class 1."""
     images = random_images(2, 10, 12, seed=4)
     for i, image in enumerate(images):
-        Image.fromarray(image).save(tmp_path / f"im{i}.png")
+        write_rgb(tmp_path / f"im{i}.png", image)
     (tmp_path / "windows.txt").write_text(
         "# 0\nim0.png\n3\n10\n12\n2\n3 0.9 2 1 6 7\n5 0.1 0 0 11 9\n"
         "# 1\nim1.png\n3\n10\n12\n2\n2 0.3 1 1 2 2\n1 0.8 4 2 11 9\n")
@@ -47,9 +45,9 @@ def test_setup_logs_and_sampling(scene):
                  "class 3 has 1 samples", "Amount of context padding: 0", "Crop mode: warp",
                  "output data size: 4,3,4,4"):
         assert line in log.messages
-    fg = {3: resize_image(images[0][:, 1:8, 2:7], 4, 4), 1: resize_image(images[1][:, 2:10, 4:12],
+    fg = {3: cv_resize(images[0][:, 1:8, 2:7], 4, 4), 1: cv_resize(images[1][:, 2:10, 4:12],
                                                                            4, 4)}
-    bg = resize_image(images[0][:, 0:10, 0:12], 4, 4)
+    bg = cv_resize(images[0][:, 0:10, 0:12], 4, 4)
     for data, label in batches:
         # Background windows first, then int(4 * 0.5) = 2 foreground ones.
         assert list(label[:2]) == [0, 0] and set(label[2:]) <= {1, 3}
@@ -61,7 +59,7 @@ def test_setup_logs_and_sampling(scene):
 
 def test_context_pad_at_the_border_pads_with_zeros(tmp_path):
     image = random_images(1, 10, 10, seed=2)[0]
-    Image.fromarray(image).save(tmp_path / "im.png")
+    write_rgb(tmp_path / "im.png", image)
     (tmp_path / "w.txt").write_text("# 0\nim.png\n3 10 10\n1\n1 1.0 0 0 4 4\n")
     bgr = bgr_planar(image)
     # crop 8, context_pad 2: the 5x5 window grows to x,y in [-3, 8] (C rounds -2.5 to -3),
@@ -74,7 +72,7 @@ def test_context_pad_at_the_border_pads_with_zeros(tmp_path):
         (data, label), = run(layer)
         layer.close()
         assert list(label) == [1, 1, 1, 1]
-        warped = resize_image(bgr[:, 0:9, 0:9], 6, 6).astype(np.float32)
+        warped = cv_resize(bgr[:, 0:9, 0:9], 6, 6).astype(np.float32)
         for item in data:
             plain = np.zeros((3, 8, 8), np.float32)
             plain[:, 2:8, 2:8] = warped
@@ -88,7 +86,7 @@ def test_context_pad_at_the_border_pads_with_zeros(tmp_path):
 
 def test_square_mode_and_mean_file_and_scale(tmp_path):
     image = random_images(1, 12, 12, seed=5)[0]
-    Image.fromarray(image).save(tmp_path / "im.png")
+    write_rgb(tmp_path / "im.png", image)
     (tmp_path / "w.txt").write_text("# 0\nim.png\n3 12 12\n1\n1 1.0 4 2 7 9\n")
     mean = np.arange(3 * 6 * 6, dtype=np.float32).reshape(1, 3, 6, 6) / 10
     proto = caffe_pb2.BlobProto(num=1, channels=3, height=6, width=6)
@@ -102,7 +100,7 @@ def test_square_mode_and_mean_file_and_scale(tmp_path):
     # The 4x8 window (x 4..7, y 2..9), centred on (6, 6), becomes the square x, y in [2, 10]:
     # 9x9 pixels warped to round(9 * 4/9) = 4.
     bgr = bgr_planar(image)
-    warped = resize_image(bgr[:, 2:11, 2:11], 4, 4).astype(np.float32)
+    warped = cv_resize(bgr[:, 2:11, 2:11], 4, 4).astype(np.float32)
     mean_off = (6 - 4) // 2
     expect = (warped - mean[0, :, mean_off : mean_off + 4, mean_off : mean_off + 4])
     np.testing.assert_allclose(data[0], expect * np.float32(0.5), rtol=1e-6)

@@ -3,6 +3,7 @@ small images."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from pyforge.blob import Blob
@@ -54,3 +55,27 @@ def smooth_image(height, width, seed=0):
 def bgr_planar(rgb):
     """(H, W, 3) RGB -> (3, H, W) BGR, the layout Caffe's records and layers use."""
     return np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
+
+
+def planar(image):
+    """OpenCV's (H, W) or (H, W, C) as Caffe's planar (C, H, W)."""
+    return image[None] if image.ndim == 2 else np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
+def write_rgb(path, rgb, **params):
+    """Save an (H, W, 3) RGB image with OpenCV (which takes BGR); ``params`` e.g. jpeg=90."""
+    flags = []
+    if "jpeg" in params:
+        flags = [cv2.IMWRITE_JPEG_QUALITY, params["jpeg"]]
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1]), flags)
+
+
+def cv_read(path, gray=False):
+    """cv::imread with IMREAD_COLOR or IMREAD_GRAYSCALE, as Caffe reads, planar."""
+    return planar(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR))
+
+
+def cv_resize(image, height, width):
+    """cv::resize INTER_LINEAR of a planar image, as Caffe resizes."""
+    hwc = image[0] if image.shape[0] == 1 else np.ascontiguousarray(image.transpose(1, 2, 0))
+    return planar(cv2.resize(hwc, (width, height), interpolation=cv2.INTER_LINEAR))

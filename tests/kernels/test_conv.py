@@ -21,6 +21,7 @@ from pyforge.kernels.conv import (
     depthwise_backward,
     depthwise_forward,
 )
+from pyforge.layers.conv import Epilogue
 from tests.reference import naive
 from tests.reference.float32 import assert_close
 
@@ -94,8 +95,13 @@ def _forward(case: Case, x, weight, bias) -> np.ndarray:
     out = np.full((case.n, g, case.m // g, oh * ow), np.nan, dtype=np.float32)  # overwritten
     conv_forward(x, weight.reshape(g, case.m // g, -1),
                  bias if case.bias else np.zeros(1, np.float32), case.bias, *case.kernel_args,
-                 case.pointwise, cols, out)
+                 case.pointwise, cols, out, *_no_epilogue(case), out)
     return out.reshape(case.n, case.m, oh, ow)
+
+
+def _no_epilogue(case: Case) -> tuple:
+    """The epilogue arguments of a convolution with no followers run in its pass."""
+    return Epilogue().arguments(case.n, case.m)
 
 
 def _backward(case: Case, x, weight, dy, need=(True, True, True)):
@@ -219,7 +225,7 @@ def _depthwise(case: Case, x, weight, bias, dy, need=(True, True, True)):
     w3 = weight.reshape(case.m, *case.kernel)
     out = np.full((case.n, case.m, *case.out_hw), np.nan, dtype=np.float32)  # overwritten
     depthwise_forward(x, w3, bias if case.bias else np.zeros(1, np.float32), case.bias,
-                      *case.pad, *case.stride, *case.dilation, out)
+                      *case.pad, *case.stride, *case.dilation, out, *_no_epilogue(case), out)
     dw_planes = np.full((case.n, *w3.shape), np.nan, dtype=np.float32)
     db_planes = np.full((case.n, case.m), np.nan, dtype=np.float32)
     dx = np.full(x.shape, 7.0, dtype=np.float32)
@@ -263,3 +269,40 @@ def test_depthwise_backward_computes_only_what_is_asked(need):
     else:
         assert np.isnan(d_bias).all()
     assert (dx == 7.0).all() != need[2]
+
+
+# --- epilogue: the followers run in the convolution's pass ---------------------------------------
+@pytest.mark.parametrize("depthwise", [False, True], ids=["gemm", "depthwise"])
+@pytest.mark.parametrize("in_place", [True, False], ids=["in_place", "new_top"])
+def test_epilogue_is_bitwise_the_followers_after_the_convolution(depthwise, in_place):
+    """BatchNorm ``(v - mean) / std``, the value Scale keeps, Scale ``v * g + b`` and ReLU
+    ``v if v > 0 else v * slope``, each rounded as its own layer rounds: the same bits."""
+    case = (Case(3, 4, 5, 6, 4, (3, 3), pad=(1, 1), group=4) if depthwise
+            else Case(3, 3, 5, 6, 4, (3, 3), pad=(1, 1), stride=(1, 2)))
+    x, weight, bias, _ = _data(case, 9)
+    rng = np.random.default_rng(10)
+    mean, g, b = (rng.standard_normal(case.m).astype(np.float32) for _ in range(3))
+    std = (np.abs(rng.standard_normal(case.m)) + 0.5).astype(np.float32)
+    slope = np.float32(0.2)
+    plain = _forward(case, x, weight, bias) if not depthwise else _depthwise(
+        case, x, weight, bias, np.zeros((case.n, case.m, *case.out_hw), np.float32))[0]
+    normalized = (plain - mean[:, None, None]) / std[:, None, None]
+    scaled = normalized * g[:, None, None] + b[:, None, None]
+    expected = np.where(scaled > 0, scaled, scaled * slope).astype(np.float32)
+    out = np.full((case.n, case.m, *case.out_hw), np.nan, np.float32)
+    final = out if in_place else np.full_like(out, np.nan)
+    kept = np.full_like(out, np.nan)
+    post = Epilogue(mean=mean, std=std, scale=g, shift=b, slope=float(slope),
+                    kept=kept).arguments(case.n, case.m)
+    if depthwise:
+        depthwise_forward(x, weight.reshape(case.m, *case.kernel), bias, True, *case.pad,
+                          *case.stride, *case.dilation, out, *post, final)
+    else:
+        oh, ow = case.out_hw
+        cols = np.empty((case.threads, case.c * 9, oh * ow), np.float32)
+        conv_forward(x, weight.reshape(1, case.m, -1), bias, True, *case.kernel_args, False,
+                     cols, out.reshape(case.n, 1, case.m, -1), *post, final)
+    np.testing.assert_array_equal(final, expected)
+    np.testing.assert_array_equal(kept, normalized)
+    if not in_place:
+        np.testing.assert_array_equal(out, plain)  # the convolution's own top keeps its value

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pyforge.kernels import proposal, resample, roi
-from pyforge.layers.detection_rpn import generate_anchors
+from pyforge.layers.detection import generate_anchors
 from tests.reference import forks as ref
 
 F = np.float32

@@ -9,6 +9,9 @@ def _reduction(extra: str) -> str:
     return f'name: "r" type: "Reduction" bottom: "x" top: "y" reduction_param {{ {extra} }}'
 
 
+AXPY = 'type: "Axpy" bottom: "scale" bottom: "x" bottom: "y" top: "out"'
+
+
 CASES: dict[str, list[Case] | NoGradient] = {
     "Eltwise": [
         Case("sum", 'type: "Eltwise" bottom: "a" bottom: "b" top: "c"',
@@ -35,5 +38,13 @@ CASES: dict[str, list[Case] | NoGradient] = {
         Case("asum", _reduction("operation: ASUM axis: 1"), ((2, 3, 2),), data="away"),
         Case("sumsq", _reduction("operation: SUMSQ axis: 2 coeff: 0.5"), ((2, 2, 3),)),
         Case("mean", _reduction("operation: MEAN axis: -1 coeff: 2"), ((2, 3, 4),)),
+    ],
+    "Axpy": [
+        Case("scale_nc11", AXPY, ((2, 3, 1, 1), (2, 3, 2, 3), (2, 3, 2, 3))),
+        Case("scale_nc", AXPY, ((2, 3), (2, 3, 4), (2, 3, 4))),
+        Case("in_place_on_y", AXPY.replace('top: "out"', 'top: "y"'),
+             ((2, 2, 1, 1), (2, 2, 3, 2), (2, 2, 3, 2))),
+        Case("only_scale", AXPY, ((2, 3, 1, 1), (2, 3, 2, 2), (2, 3, 2, 2)),
+             check_bottom=(0,)),
     ],
 }

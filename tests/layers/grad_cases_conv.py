@@ -31,6 +31,15 @@ def _im2col(extra: str) -> str:
     return f'name: "im2col" type: "Im2col" bottom: "b" top: "t" convolution_param {{ {extra} }}'
 
 
+FILLERS = ('weight_filler { type: "gaussian" std: 0.5 } '
+           'bias_filler { type: "gaussian" std: 0.5 }')
+
+
+def _depthwise(extra: str) -> str:
+    return (f'type: "ConvolutionDepthwise" bottom: "x" top: "y" '
+            f"convolution_param {{ {extra} {FILLERS} }}")
+
+
 CASES: dict[str, list[Case] | NoGradient] = {
     "Convolution": [
         Case("small_exhaustive", _conv("num_output: 2 kernel_size: 2"), ((1, 2, 3, 3),)),
@@ -81,5 +90,15 @@ CASES: dict[str, list[Case] | NoGradient] = {
         Case("rect_dilation",
              _im2col("kernel_h: 2 kernel_w: 3 dilation: 2 stride_h: 1 stride_w: 2"),
              ((1, 2, 5, 6),), mode="total"),
+    ],
+    "ConvolutionDepthwise": [
+        Case("k3_pad1", _depthwise("num_output: 3 kernel_size: 3 pad: 1"), ((2, 3, 4, 5),),
+             mode="total"),
+        Case("k3_stride2", _depthwise("num_output: 4 kernel_size: 3 stride: 2"),
+             ((2, 4, 7, 6),), mode="total"),
+        Case("no_bias_dilation", _depthwise("num_output: 2 kernel_size: 2 dilation: 2 "
+                                            "bias_term: false"), ((1, 2, 5, 5),), mode="total"),
+        Case("num_output_ignored", _depthwise("kernel_h: 3 kernel_w: 1 pad_h: 1"),
+             ((2, 3, 4, 4),), mode="total"),
     ],
 }

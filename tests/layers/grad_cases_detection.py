@@ -12,16 +12,22 @@ from tests.gradient_check import TEST, build_layer, setup_forward
 from tests.layers.grad_case import Case, NoGradient
 
 
-def _normalize(across: bool, shared: bool, filler: str = 'type: "uniform" min: 0.5 max: 2') -> str:
-    return (f'type: "Normalize" bottom: "x" top: "y" norm_param {{ across_spatial: '
-            f"{str(across).lower()} channel_shared: {str(shared).lower()} "
-            f"scale_filler {{ {filler} }} }}")
-
-
-#: Per-channel scales all equal: the fork's bottom gradient is exact only then (it scales the
-#: gradient of the unscaled normalisation per channel; test_detection.py checks that formula
-#: with distinct scales). The scale gradient is exact either way.
-EQUAL_SCALES = 'type: "constant" value: 1.7'
+def _proposal_propagates_nothing() -> None:
+    layer = build_layer('type: "Proposal" bottom: "cls" bottom: "bbox" bottom: "info" '
+                        'top: "rois" top: "scores" proposal_param { min_size: 0 }', TEST)
+    rng = np.random.default_rng(0)
+    bottom = [Blob((1, 18, 3, 4)), Blob((1, 36, 3, 4)), Blob((1, 3))]
+    bottom[0].data[...] = rng.uniform(0, 1, bottom[0].shape)
+    bottom[1].data[...] = rng.normal(0, 0.2, bottom[1].shape)
+    bottom[2].data[...] = [60, 70, 1]
+    top = [Blob(), Blob()]
+    setup_forward(layer, bottom, top)
+    assert top[0].shape[0] > 0
+    for blob in bottom:
+        blob.diff[...] = 7
+    layer.backward(top, [True, True, False], bottom)
+    assert not bottom[0].diff.any() and not bottom[1].diff.any()
+    assert not any(layer.allow_force_backward(i) for i in range(3))
 
 
 def _detection_output_refuses_backward() -> None:
@@ -40,24 +46,14 @@ def _detection_output_refuses_backward() -> None:
 
 
 CASES: dict[str, list[Case] | NoGradient] = {
+    "Proposal": NoGradient("py-faster-rcnn's proposal layer propagates no gradient (its "
+                           "backward is empty); pyforge writes zero diffs when asked and never "
+                           "asks for them under force_backward", _proposal_propagates_nothing),
     # The boxes depend on the bottoms' shapes only: the checked gradient is zero.
     "PriorBox": [
         Case("feature_map", 'type: "PriorBox" bottom: "f" bottom: "im" top: "p" '
              "prior_box_param { min_size: 4 max_size: 9 aspect_ratio: 2 clip: true }",
              ((1, 2, 3, 3), (1, 3, 12, 12)), check_bottom=(0,)),
-    ],
-    "Permute": [
-        Case("nhwc", 'type: "Permute" bottom: "x" top: "y" permute_param { order: 0 order: 2 '
-             "order: 3 order: 1 }", ((2, 3, 4, 5),)),
-        Case("partial_order", 'type: "Permute" bottom: "x" top: "y" permute_param '
-             "{ order: 2 order: 0 }", ((2, 3, 4),)),
-    ],
-    "Normalize": [
-        Case("across_shared", _normalize(True, True), ((2, 3, 2, 3),)),
-        Case("across_per_channel", _normalize(True, False, EQUAL_SCALES), ((2, 3, 2, 3),)),
-        Case("spatial_shared", _normalize(False, True), ((2, 3, 2, 3),)),
-        Case("spatial_per_channel", _normalize(False, False, EQUAL_SCALES), ((2, 3, 2, 3),)),
-        Case("two_axes", _normalize(False, True), ((3, 4),)),
     ],
     "DetectionOutput": NoGradient(
         "selects and sorts boxes (piecewise constant in the scores); the SSD fork's Backward "

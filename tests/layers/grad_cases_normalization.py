@@ -23,6 +23,32 @@ def _mvn(extra: str = "", in_place: bool = False) -> str:
 LRN_TOL = {"threshold": 1e-2}
 
 
+PSP_FILLERS = ('slope_filler { type: "gaussian" std: 0.8 mean: 1 } '
+               'bias_filler { type: "gaussian" std: 0.8 }')
+
+
+SEG_FILLERS = ('scale_filler { type: "gaussian" std: 0.8 mean: 1 } '
+               'shift_filler { type: "gaussian" std: 0.8 }')
+
+
+def _fork_bn(extra: str, in_place: bool = False, tops: int = 1) -> str:
+    names = ["x" if in_place else "y", "batch_mean", "batch_var"][:tops]
+    top = " ".join(f'top: "{name}"' for name in names)
+    return f'type: "BN" bottom: "x" {top} bn_param {{ {extra} }}'
+
+
+def _normalize(across: bool, shared: bool, filler: str = 'type: "uniform" min: 0.5 max: 2') -> str:
+    return (f'type: "Normalize" bottom: "x" top: "y" norm_param {{ across_spatial: '
+            f"{str(across).lower()} channel_shared: {str(shared).lower()} "
+            f"scale_filler {{ {filler} }} }}")
+
+
+#: Per-channel scales all equal: the fork's bottom gradient is exact only then (it scales the
+#: gradient of the unscaled normalisation per channel; test_detection.py checks that formula
+#: with distinct scales). The scale gradient is exact either way.
+EQUAL_SCALES = 'type: "constant" value: 1.7'
+
+
 CASES: dict[str, list[Case] | NoGradient] = {
     "BatchNorm": [
         Case("train", _bn(), ((2, 3, 2, 3),)),
@@ -62,5 +88,33 @@ CASES: dict[str, list[Case] | NoGradient] = {
         # (A large eps is not checked here: Caffe's gradient treats std + eps as the standard
         # deviation, which is only close to the true gradient for a tiny eps; test_normalization
         # compares it with Caffe's formula instead.)
+    ],
+    "BN": [
+        # PSPNet: batch statistics in TRAIN, the slope and bias learned.
+        Case("pspnet_train", _fork_bn(f"{PSP_FILLERS} momentum: 0.9"), ((2, 3, 2, 3),)),
+        Case("pspnet_train_in_place", _fork_bn(f"{PSP_FILLERS} eps: 0.01", True), ((3, 2, 2, 2),)),
+        Case("pspnet_train_2_axes", _fork_bn(PSP_FILLERS), ((6, 3),)),
+        # Frozen: stored statistics (mean 0, variance 1 at first); the fork gives the
+        # parameters no gradient, on purpose.
+        Case("pspnet_frozen", _fork_bn(f"{PSP_FILLERS} frozen: true"), ((2, 3, 2, 2),),
+             check_params=False),
+        Case("pspnet_frozen_test_in_place", _fork_bn(f"{PSP_FILLERS} frozen: true", True),
+             ((2, 2, 3, 2),), check_params=False, phase=TEST),
+        # SegNet LEARN: batch statistics in every phase; the mean and variance tops carry no
+        # gradient in the fork.
+        Case("segnet_learn", _fork_bn(SEG_FILLERS), ((2, 3, 2, 3),)),
+        Case("segnet_learn_test_phase", _fork_bn(f"{SEG_FILLERS} bn_mode: LEARN"), ((3, 2, 2, 2),),
+             phase=TEST),
+        Case("segnet_learn_stat_tops", _fork_bn(SEG_FILLERS, tops=3), ((2, 2, 3, 2),),
+             top_ids=(0,)),
+        # SegNet INFERENCE: scale * x + shift.
+        Case("segnet_inference", _fork_bn(f"{SEG_FILLERS} bn_mode: INFERENCE"), ((2, 3, 2, 2),)),
+    ],
+    "Normalize": [
+        Case("across_shared", _normalize(True, True), ((2, 3, 2, 3),)),
+        Case("across_per_channel", _normalize(True, False, EQUAL_SCALES), ((2, 3, 2, 3),)),
+        Case("spatial_shared", _normalize(False, True), ((2, 3, 2, 3),)),
+        Case("spatial_per_channel", _normalize(False, False, EQUAL_SCALES), ((2, 3, 2, 3),)),
+        Case("two_axes", _normalize(False, True), ((3, 4),)),
     ],
 }

@@ -9,6 +9,11 @@ def _crop(extra: str = "") -> str:
     return f'name: "crop" type: "Crop" bottom: "x" bottom: "ref" top: "y" crop_param {{ {extra} }}'
 
 
+def _shuffle(group: int) -> str:
+    return (f'type: "ShuffleChannel" bottom: "x" top: "y" '
+            f"shuffle_channel_param {{ group: {group} }}")
+
+
 CASES: dict[str, list[Case] | NoGradient] = {
     # --- structural ----------------------------------------------------------------------------
     "Split": [
@@ -74,5 +79,16 @@ CASES: dict[str, list[Case] | NoGradient] = {
              ((2, 3),)),
         Case("axis-1", 'type: "Tile" bottom: "x" top: "y" tile_param { axis: -1 tiles: 4 }',
              ((2, 2, 2),)),
+    ],
+    "ShuffleChannel": [
+        Case("group2", _shuffle(2), ((2, 4, 2, 3),)),
+        Case("group3_of_6", _shuffle(3), ((1, 6, 2, 2),)),
+        Case("group1", _shuffle(1), ((2, 3, 2),)),
+    ],
+    "Permute": [
+        Case("nhwc", 'type: "Permute" bottom: "x" top: "y" permute_param { order: 0 order: 2 '
+             "order: 3 order: 1 }", ((2, 3, 4, 5),)),
+        Case("partial_order", 'type: "Permute" bottom: "x" top: "y" permute_param '
+             "{ order: 2 order: 0 }", ((2, 3, 4),)),
     ],
 }

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
+from tests.gradient_check import blob_from, build_layer, setup_forward
 from tests.layers.util import backward, rand, run
+from tests.reference import forks as ref
 
 # --- Eltwise --------------------------------------------------------------------------------------
 A = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]], np.float32)
@@ -16,6 +19,12 @@ B = np.array([[2.0, -2.0, -3.0], [0.5, 1.0, -4.0]], np.float32)
 
 
 C = np.array([[-1.0, 5.0, 3.0], [0.25, 1.0, -0.5]], np.float32)
+
+
+F = np.float32
+
+
+AXPY = 'type: "Axpy" bottom: "s" bottom: "x" bottom: "y" top: "out"'
 
 
 def test_eltwise_sum_default_and_coeff():
@@ -122,3 +131,33 @@ def test_reduction_matches_numpy(params, shape, axis, op, coeff):
 def test_reduction_scalar_top_shape_string():
     _, _, top = run('type: "Reduction"', rand(2, 3))
     assert top[0].shape == () and top[0].shape_string() == "(1)"
+
+
+@pytest.mark.parametrize("scale_shape", [(2, 3, 1, 1), (2, 3)])
+def test_axpy_is_scale_times_x_plus_y(scale_shape):
+    scale, x, y = rand(*scale_shape, seed=1), rand(2, 3, 4, 5, seed=2), rand(2, 3, 4, 5, seed=3)
+    layer = build_layer(AXPY)
+    bottom, top = [blob_from(scale), blob_from(x), blob_from(y)], [Blob()]
+    setup_forward(layer, bottom, top)
+    np.testing.assert_allclose(top[0].data, ref.axpy(scale, x, y), rtol=1e-6, atol=1e-6)
+    top[0].diff[...] = rand(2, 3, 4, 5, seed=4)
+    layer.backward(top, [True, True, True], bottom)
+    np.testing.assert_allclose(bottom[0].diff.reshape(2, 3),
+                               (top[0].diff * x).sum(axis=(2, 3)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(bottom[1].diff, top[0].diff * scale.reshape(2, 3, 1, 1),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(bottom[2].diff, top[0].diff)
+
+
+@pytest.mark.parametrize(("shapes", "top", "message"), [
+    (((2, 3, 2, 1), (2, 3, 4, 4), (2, 3, 4, 4)), "out", r"must be \(N, C, 1, 1\)"),
+    (((2, 4), (2, 3, 4, 4), (2, 3, 4, 4)), "out", r"bottom 0 \(the scale\) must be \(N, C\)"),
+    (((2, 3), (2, 3, 4, 4), (2, 3, 4, 5)), "out", "x and y.* must have one shape"),
+    (((2, 3), (2, 3, 4, 4), (2, 3, 4, 4)), "x", "cannot run in place on bottom 1"),
+])
+def test_axpy_errors(shapes, top, message):
+    layer = build_layer(AXPY.replace('top: "out"', f'top: "{top}"'))
+    bottom = [blob_from(np.zeros(shape, F)) for shape in shapes]
+    tops = [bottom[1]] if top == "x" else [Blob()]
+    with pytest.raises(PyforgeError, match=message):
+        setup_forward(layer, bottom, tops)

@@ -127,6 +127,16 @@ layer { name: "loss" type: "SigmoidCrossEntropyLoss" bottom: "cropped" bottom: "
 """
 
 
+F = np.float32
+
+
+def rand_channel_ops(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(F)
+
+
+FILLERS = 'weight_filler { type: "gaussian" std: 1 } bias_filler { type: "gaussian" std: 1 }'
+
+
 # --- Convolution ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("params", "shape", "pad", "stride", "dilation", "group"),
@@ -585,3 +595,38 @@ def test_depthwise_and_pointwise_gradients_are_the_same_bits_for_any_thread_coun
     else:
         for a, b in zip(*results):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_depthwise_is_convolution_with_one_group_per_channel(caplog):
+    x = rand_channel_ops(2, 4, 7, 6)
+    conv = 'kernel_size: 3 pad: 1 stride: 2 dilation: 1'
+    depthwise = build_layer(f'name: "dw" type: "ConvolutionDepthwise" bottom: "x" top: "y" '
+                            f"convolution_param {{ num_output: 8 {conv} {FILLERS} }}")
+    bottom, top = [blob_from(x)], [Blob()]
+    with caplog.at_level(logging.WARNING):
+        setup_forward(depthwise, bottom, top)
+    assert "num_output 8 ignored" in caplog.text
+    assert [b.shape for b in depthwise.blobs] == [(4, 1, 3, 3), (4,)]
+    assert top[0].shape == (2, 4, 4, 3)
+    # The prototxt's own parameter is left as written (what a snapshot stores).
+    assert depthwise.param.convolution_param.num_output == 8
+    assert not depthwise.param.convolution_param.HasField("group")
+    grouped = build_layer(f'type: "Convolution" bottom: "x" top: "y" convolution_param {{ '
+                          f"num_output: 4 group: 4 {conv} }}")
+    reference = [Blob()]
+    grouped.setup([blob_from(x)], reference)
+    for mine, theirs in zip(depthwise.blobs, grouped.blobs):
+        theirs.data[...] = mine.data
+    grouped.forward([blob_from(x)], reference)
+    np.testing.assert_allclose(top[0].data, reference[0].data, rtol=1e-5, atol=1e-5)
+    # Channel 1 only sees input channel 1 through its own 3x3 filter.
+    w, b = depthwise.blobs[0].data[1, 0], depthwise.blobs[1].data[1]
+    padded = np.pad(x[0, 1], 1)
+    assert np.isclose(top[0].data[0, 1, 1, 1], (padded[2:5, 2:5] * w).sum() + b, rtol=1e-5)
+
+
+def test_depthwise_needs_an_image_bottom():
+    layer = build_layer('type: "ConvolutionDepthwise" bottom: "x" top: "y" '
+                        "convolution_param { kernel_size: 3 }")
+    with pytest.raises(PyforgeError, match=r"must be \(N, C, H, W\)"):
+        setup_forward(layer, [blob_from(np.zeros((2, 3, 4), F))], [Blob()])

@@ -1,8 +1,4 @@
-"""The SSD fork's layers: PriorBox, Permute, Normalize, DetectionOutput.
-
-The references below are written from the fork's definitions (weiliu89/caffe, branch ssd) one
-box at a time, independently of the Numba kernels they check.
-"""
+"""The SSD and Faster R-CNN detection layers: PriorBox, DetectionOutput and Proposal."""
 
 from __future__ import annotations
 
@@ -12,9 +8,30 @@ import numpy as np
 import pytest
 
 from pyforge.blob import Blob
-from pyforge.errors import NetError
+from pyforge.errors import NetError, PyforgeError
 from tests.gradient_check import TEST, blob_from, build_layer, setup_forward
 from tests.layers.util import priors_blob, rand, run, softmax_conf
+from tests.reference import forks as ref
+
+F = np.float32
+
+
+def rpn_inputs(seed: int, height: int = 7, width: int = 9, anchors: int = 9):
+    rng = np.random.default_rng(seed)
+    cls_prob = rng.uniform(0, 1, (1, 2 * anchors, height, width)).astype(F)
+    deltas = (rng.standard_normal((1, 4 * anchors, height, width)) * 0.25).astype(F)
+    return cls_prob, deltas
+
+
+def proposal(params: str, cls_prob, deltas, im_info, tops: int = 2):
+    names = " ".join(f'top: "{n}"' for n in ("rois", "scores")[:tops])
+    layer = build_layer(f'name: "proposal" type: "Proposal" bottom: "cls" bottom: "bbox" '
+                        f'bottom: "im_info" {names} proposal_param {{ {params} }}', TEST)
+    bottom = [blob_from(cls_prob), blob_from(deltas), blob_from(im_info)]
+    top = [Blob() for _ in range(tops)]
+    setup_forward(layer, bottom, top)
+    return top
+
 
 VAR4 = "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2"
 
@@ -62,6 +79,134 @@ def prior_box(params: str, feature=(1, 4, 3, 5), image=(1, 3, 30, 50)):
                              f"prior_box_param {{ {params} }}", np.zeros(feature),
                              np.zeros(image))
     return layer, top[0].data
+
+
+# --- DetectionOutput ----------------------------------------------------------------------------
+def decode(prior, var, t, code, in_target):
+    """One box, as the fork's DecodeBBox."""
+    v = np.ones(4) if in_target else var
+    if code == "CORNER":
+        return prior + v * t
+    pw, ph = prior[2] - prior[0], prior[3] - prior[1]
+    if code == "CORNER_SIZE":
+        return prior + v * t * np.array([pw, ph, pw, ph])
+    cx = v[0] * t[0] * pw + (prior[0] + prior[2]) / 2
+    cy = v[1] * t[1] * ph + (prior[1] + prior[3]) / 2
+    w, h = math.exp(v[2] * t[2]) * pw, math.exp(v[3] * t[3]) * ph
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def iou(a, b):
+    def size(box):
+        return 0.0 if box[2] < box[0] or box[3] < box[1] else (box[2] - box[0]) * (box[3] - box[1])
+    if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
+        return 0.0
+    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    return w * h / (size(a) + size(b) - w * h) if w > 0 and h > 0 else 0.0
+
+
+def reference_detections(loc, conf, priors, num_classes, share=True, background=0,
+                         threshold=-np.inf, nms=0.3, top_k=-1, eta=1.0, keep_top_k=-1,
+                         code="CORNER", in_target=False):
+    """The fork's DetectionOutput, one image, class and box at a time."""
+    num, n_priors = conf.shape[0], priors.shape[2] // 4
+    boxes_p, vars_p = priors[0, 0].reshape(-1, 4), priors[0, 1].reshape(-1, 4)
+    loc = loc.reshape(num, n_priors, 1 if share else num_classes, 4)
+    conf = conf.reshape(num, n_priors, num_classes)
+    rows = []
+    for n in range(num):
+        kept = {}
+        for c in range(num_classes):
+            if c == background:
+                continue
+            label = 0 if share else c
+            boxes = [decode(boxes_p[p], vars_p[p], loc[n, p, label], code, in_target)
+                     for p in range(n_priors)]
+            order = sorted((p for p in range(n_priors) if conf[n, p, c] > threshold),
+                           key=lambda p: -conf[n, p, c])
+            if top_k > -1:
+                order = order[:top_k]
+            chosen, limit = [], nms
+            for p in order:
+                if all(iou(boxes[p], boxes[q]) <= limit for q in chosen):
+                    chosen.append(p)
+                    if eta < 1 and limit > 0.5:
+                        limit *= eta
+            kept[c] = [(p, boxes[p]) for p in chosen]
+        pairs = [(conf[n, p, c], c, p, box) for c in sorted(kept) for p, box in kept[c]]
+        if keep_top_k > -1 and len(pairs) > keep_top_k:
+            pairs = sorted(pairs, key=lambda item: -item[0])[:keep_top_k]
+            pairs = sorted(pairs, key=lambda item: item[1])  # stable: score order within class
+        rows += [[n, c, score, *box] for score, c, p, box in pairs]
+    return np.array(rows).reshape(-1, 7)
+
+
+def detection_output(loc, conf, priors, params):
+    layer, _, top = run(f'type: "DetectionOutput" bottom: "l" bottom: "c" bottom: "p" '
+                        f'top: "d" detection_output_param {{ {params} }}', loc, conf, priors,
+                        phase=TEST)
+    return layer, top[0].data
+
+
+@pytest.mark.parametrize(("params", "im_info", "settings"), [
+    ("", [[112, 144, 1.0]], {}),
+    ("min_size: 40 nms_thresh: 0.5", [[112, 144, 1.0]], {"min_size": 40, "thresh": 0.5}),
+    # im_info's scale multiplies min_size, as in py-faster-rcnn.
+    ("min_size: 16", [[112, 144, 2.5]], {}),
+    ("pre_nms_topn: 60 post_nms_topn: 12", [[112, 144, 1.0]], {"pre_nms": 60, "post_nms": 12}),
+])
+def test_proposals_are_py_faster_rcnns(params, im_info, settings):
+    cls_prob, deltas = rpn_inputs(1)
+    info = np.asarray(im_info, F)
+    rois, scores = proposal(params, cls_prob, deltas, info)
+    want_rois, want_scores = ref.proposals(cls_prob, deltas, info[0], ref.anchors(), **settings)
+    assert rois.shape == (len(want_rois), 5) and scores.shape == (len(want_rois), 1)
+    assert len(want_rois) > 3
+    np.testing.assert_allclose(rois.data, want_rois, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(scores.data, want_scores)
+    assert not rois.data[:, 0].any()  # one image: batch index 0
+    assert (np.diff(scores.data[:, 0]) <= 0).all()  # best first
+
+
+def test_custom_anchors_stride_and_one_top():
+    ratios, scales = (0.5, 2.0), (4.0, 8.0)
+    cls_prob, deltas = rpn_inputs(2, 5, 6, anchors=4)
+    info = np.array([[80, 96, 1.0]], F)
+    (rois,) = proposal("feat_stride: 8 base_size: 12 ratio: 0.5 ratio: 2 scale: 4 scale: 8 "
+                       "min_size: 4", cls_prob, deltas, info, tops=1)
+    want, _ = ref.proposals(cls_prob, deltas, info[0], ref.anchors(12, ratios, scales),
+                            feat_stride=8, min_size=4)
+    np.testing.assert_allclose(rois.data, want, rtol=1e-5, atol=1e-3)
+
+
+def test_boxes_are_clipped_to_the_image():
+    cls_prob, deltas = rpn_inputs(3)
+    deltas[:, 2::4] += 3  # very wide boxes
+    rois, _ = proposal("min_size: 0", cls_prob, deltas, np.array([[50, 60, 1]], F))
+    assert rois.data[:, 1].min() >= 0 and rois.data[:, 3].max() <= 59
+    assert rois.data[:, 2].min() >= 0 and rois.data[:, 4].max() <= 49
+
+
+def test_nothing_survives_gives_an_empty_rois_blob():
+    cls_prob, deltas = rpn_inputs(4)
+    rois, scores = proposal("min_size: 1000", cls_prob, deltas, np.array([[112, 144, 1]], F))
+    assert rois.shape == (0, 5) and scores.shape == (0, 1)
+
+
+@pytest.mark.parametrize(("params", "shapes", "message"), [
+    ("", ((2, 18, 3, 3), (2, 36, 3, 3), (2, 3)), r"\(1, 18, H, W\) for 9 anchors \(one image"),
+    ("", ((1, 10, 3, 3), (1, 20, 3, 3), (1, 3)), r"\(1, 18, H, W\) for 9 anchors"),
+    ("", ((1, 18, 3, 3), (1, 36, 3, 4), (1, 3)), r"bottom 1 \(the box deltas\) must be "
+     r"\(1, 36, 3, 3\)"),
+    ("", ((1, 18, 3, 3), (1, 36, 3, 3), (1, 2)), r"bottom 2 \(im_info\) must hold"),
+    ("nms_thresh: 0", ((1, 18, 3, 3), (1, 36, 3, 3), (1, 3)), r"nms_thresh must be in"),
+    ("ratio: -1", ((1, 6, 3, 3), (1, 12, 3, 3), (1, 3)), "ratios and scales must be > 0"),
+    ("feat_stride: 0", ((1, 18, 3, 3), (1, 36, 3, 3), (1, 3)), "feat_stride and base_size"),
+])
+def test_proposal_errors(params, shapes, message):
+    arrays = [np.ones(shape, F) for shape in shapes]
+    with pytest.raises(PyforgeError, match=message):
+        proposal(params, *arrays)
 
 
 def test_prior_box_one_cell_by_hand():
@@ -136,152 +281,6 @@ def test_prior_box_backward_gives_zero_and_values_do_not_matter():
 def test_prior_box_errors(params, message):
     with pytest.raises(NetError, match=f"layer 'priorbox' \\(PriorBox\\): .*{message}"):
         prior_box(params)
-
-
-# --- Permute ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("order, full", [((0, 2, 3, 1), (0, 2, 3, 1)), ((3, 1), (3, 1, 0, 2)),
-                                         ((), (0, 1, 2, 3)), ((1, 0), (1, 0, 2, 3))])
-def test_permute_forward_backward(order, full):
-    x = rand(2, 3, 4, 5)
-    orders = " ".join(f"order: {o}" for o in order)
-    layer, bottom, top = run(f'type: "Permute" bottom: "x" top: "y" permute_param {{ {orders} }}',
-                             x)
-    np.testing.assert_array_equal(top[0].data, x.transpose(full))
-    dy = rand(*top[0].shape, seed=3)
-    top[0].diff[...] = dy
-    layer.backward(top, [True], bottom)
-    np.testing.assert_array_equal(bottom[0].diff.transpose(full), dy)
-
-
-@pytest.mark.parametrize("params, message", [
-    ("order: 0 order: 4", "order 4 is not less than the bottom's 4 axes"),
-    ("order: 1 order: 1", r"duplicate orders in \[1, 1\]"),
-])
-def test_permute_errors(params, message):
-    with pytest.raises(NetError, match=message):
-        run(f'type: "Permute" bottom: "x" top: "y" permute_param {{ {params} }}', rand(1, 2, 3, 4))
-
-
-# --- Normalize ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("across, shared", [(True, True), (True, False), (False, True),
-                                            (False, False)])
-def test_normalize_forward(across, shared):
-    x = rand(2, 3, 4, 5)
-    text = (f'type: "Normalize" bottom: "x" top: "y" norm_param {{ across_spatial: '
-            f'{str(across).lower()} channel_shared: {str(shared).lower()} eps: 0.01 '
-            f'scale_filler {{ type: "gaussian" std: 3 }} }}')
-    layer, _, top = run(text, x)
-    scale = layer.blobs[0].data
-    assert scale.shape == (() if shared else (3,))
-    x64 = x.astype(np.float64)
-    axes = (1, 2, 3) if across else (1,)
-    norm = np.sqrt((x64 ** 2).sum(axis=axes, keepdims=True) + 0.01)
-    k = scale if shared else scale.reshape(1, 3, 1, 1)
-    np.testing.assert_allclose(top[0].data, x64 / norm * k, rtol=2e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("across", [True, False])
-def test_normalize_backward_is_the_forks(across):
-    """The fork scales the gradient of the unscaled normalisation by each channel's scale: the
-    true gradient when the scale is shared or equal, the fork's own otherwise."""
-    x = rand(2, 3, 4, 5)
-    layer, bottom, top = run(f'type: "Normalize" bottom: "x" top: "y" norm_param {{ '
-                             f"across_spatial: {str(across).lower()} channel_shared: false "
-                             f'scale_filler {{ type: "uniform" min: 0.5 max: 2 }} }}', x)
-    dy = rand(2, 3, 4, 5, seed=9)
-    top[0].diff[...] = dy
-    layer.backward(top, [True], bottom)
-    x64, g = x.astype(np.float64), dy.astype(np.float64)
-    scale = layer.blobs[0].data.astype(np.float64).reshape(1, 3, 1, 1)
-    axes = (1, 2, 3) if across else (1,)
-    norm = np.sqrt((x64 ** 2).sum(axis=axes, keepdims=True) + 1e-10)
-    dot = (x64 * g).sum(axis=axes, keepdims=True)
-    np.testing.assert_allclose(bottom[0].diff, (g - x64 * dot / norm ** 2) / norm * scale,
-                               rtol=1e-4, atol=1e-6)
-    # The scale gradient is exact: sum of (x / norm) * dy per channel.
-    np.testing.assert_allclose(layer.blobs[0].diff, (x64 / norm * g).sum(axis=(0, 2, 3)),
-                               rtol=1e-4)
-
-
-def test_normalize_defaults_and_two_axis_bottom():
-    layer, _, top = run('type: "Normalize" bottom: "x" top: "y"', np.array([[3.0, 4.0]]))
-    assert layer.blobs[0].data.shape == () and layer.blobs[0].data == 1.0
-    np.testing.assert_allclose(top[0].data, [[0.6, 0.8]], rtol=1e-6)
-
-
-def test_normalize_scale_blob_must_fit():
-    layer = build_layer('type: "Normalize" bottom: "x" top: "y" '
-                        'norm_param { channel_shared: false }')
-    layer.blobs = [blob_from(np.ones(2))]
-    with pytest.raises(NetError, match="scale blob has 2 values; need one per channel"):
-        setup_forward(layer, [blob_from(rand(1, 3, 2, 2))], [Blob()])
-
-
-# --- DetectionOutput ----------------------------------------------------------------------------
-def decode(prior, var, t, code, in_target):
-    """One box, as the fork's DecodeBBox."""
-    v = np.ones(4) if in_target else var
-    if code == "CORNER":
-        return prior + v * t
-    pw, ph = prior[2] - prior[0], prior[3] - prior[1]
-    if code == "CORNER_SIZE":
-        return prior + v * t * np.array([pw, ph, pw, ph])
-    cx = v[0] * t[0] * pw + (prior[0] + prior[2]) / 2
-    cy = v[1] * t[1] * ph + (prior[1] + prior[3]) / 2
-    w, h = math.exp(v[2] * t[2]) * pw, math.exp(v[3] * t[3]) * ph
-    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-
-
-def iou(a, b):
-    def size(box):
-        return 0.0 if box[2] < box[0] or box[3] < box[1] else (box[2] - box[0]) * (box[3] - box[1])
-    if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
-        return 0.0
-    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    return w * h / (size(a) + size(b) - w * h) if w > 0 and h > 0 else 0.0
-
-
-def reference_detections(loc, conf, priors, num_classes, share=True, background=0,
-                         threshold=-np.inf, nms=0.3, top_k=-1, eta=1.0, keep_top_k=-1,
-                         code="CORNER", in_target=False):
-    """The fork's DetectionOutput, one image, class and box at a time."""
-    num, n_priors = conf.shape[0], priors.shape[2] // 4
-    boxes_p, vars_p = priors[0, 0].reshape(-1, 4), priors[0, 1].reshape(-1, 4)
-    loc = loc.reshape(num, n_priors, 1 if share else num_classes, 4)
-    conf = conf.reshape(num, n_priors, num_classes)
-    rows = []
-    for n in range(num):
-        kept = {}
-        for c in range(num_classes):
-            if c == background:
-                continue
-            label = 0 if share else c
-            boxes = [decode(boxes_p[p], vars_p[p], loc[n, p, label], code, in_target)
-                     for p in range(n_priors)]
-            order = sorted((p for p in range(n_priors) if conf[n, p, c] > threshold),
-                           key=lambda p: -conf[n, p, c])
-            if top_k > -1:
-                order = order[:top_k]
-            chosen, limit = [], nms
-            for p in order:
-                if all(iou(boxes[p], boxes[q]) <= limit for q in chosen):
-                    chosen.append(p)
-                    if eta < 1 and limit > 0.5:
-                        limit *= eta
-            kept[c] = [(p, boxes[p]) for p in chosen]
-        pairs = [(conf[n, p, c], c, p, box) for c in sorted(kept) for p, box in kept[c]]
-        if keep_top_k > -1 and len(pairs) > keep_top_k:
-            pairs = sorted(pairs, key=lambda item: -item[0])[:keep_top_k]
-            pairs = sorted(pairs, key=lambda item: item[1])  # stable: score order within class
-        rows += [[n, c, score, *box] for score, c, p, box in pairs]
-    return np.array(rows).reshape(-1, 7)
-
-
-def detection_output(loc, conf, priors, params):
-    layer, _, top = run(f'type: "DetectionOutput" bottom: "l" bottom: "c" bottom: "p" '
-                        f'top: "d" detection_output_param {{ {params} }}', loc, conf, priors,
-                        phase=TEST)
-    return layer, top[0].data
 
 
 @pytest.mark.parametrize("params, kwargs", [

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyforge.errors import PyforgeError
-from tests.gradient_check import blob_from, build_layer
+from pyforge.blob import Blob
+from pyforge.errors import NetError, PyforgeError
+from tests.gradient_check import blob_from, build_layer, setup_forward
 from tests.layers.util import backward, rand, run
+from tests.reference import forks as ref
 
 
 def arange(*shape, start=0):
@@ -25,6 +27,9 @@ B = np.array([[2.0, -2.0, -3.0], [0.5, 1.0, -4.0]], np.float32)
 def crop(params: str, x, ref):
     return run(f'type: "Crop" bottom: "x" bottom: "r" top: "y" crop_param {{ {params} }}',
                x, ref)
+
+
+F = np.float32
 
 
 # --- Split ----------------------------------------------------------------------------------------
@@ -301,3 +306,61 @@ def test_tile_errors():
         run('type: "Tile"', rand(2, 3))
     with pytest.raises(PyforgeError, match="positive"):
         run('type: "Tile" tile_param { tiles: 0 }', rand(2, 3))
+
+
+@pytest.mark.parametrize(("shape", "group"), [((2, 6, 3, 2), 2), ((1, 6, 2, 2), 3),
+                                              ((2, 8, 5), 4), ((1, 3, 2, 2), 1)])
+def test_shuffle_channel_interleaves_the_groups(shape, group):
+    x = rand(*shape)
+    layer = build_layer(f'type: "ShuffleChannel" bottom: "x" top: "y" '
+                        f"shuffle_channel_param {{ group: {group} }}")
+    bottom, top = [blob_from(x)], [Blob()]
+    setup_forward(layer, bottom, top)
+    np.testing.assert_array_equal(top[0].data, ref.shuffle_channel(x, group))
+    top[0].diff[...] = top[0].data
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff, x)  # the inverse permutation
+
+
+@pytest.mark.parametrize(("text", "shape", "message"), [
+    ('bottom: "x" top: "y" shuffle_channel_param { group: 4 }', (1, 6, 2, 2),
+     "group 4 must divide the channels"),
+    ('bottom: "x" top: "y" shuffle_channel_param { group: 0 }', (1, 6, 2, 2),
+     "group must be > 0"),
+])
+def test_shuffle_channel_errors(text, shape, message):
+    layer = build_layer(f'type: "ShuffleChannel" {text}')
+    with pytest.raises(PyforgeError, match=message):
+        setup_forward(layer, [blob_from(np.zeros(shape, F))], [Blob()])
+
+
+def test_shuffle_channel_refuses_to_run_in_place():
+    layer = build_layer('type: "ShuffleChannel" bottom: "x" top: "x" '
+                        "shuffle_channel_param { group: 2 }")
+    blob = blob_from(np.zeros((1, 4, 2, 2), F))
+    with pytest.raises(PyforgeError, match="cannot run in place"):
+        setup_forward(layer, [blob], [blob])
+
+
+# --- Permute ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("order, full", [((0, 2, 3, 1), (0, 2, 3, 1)), ((3, 1), (3, 1, 0, 2)),
+                                         ((), (0, 1, 2, 3)), ((1, 0), (1, 0, 2, 3))])
+def test_permute_forward_backward(order, full):
+    x = rand(2, 3, 4, 5)
+    orders = " ".join(f"order: {o}" for o in order)
+    layer, bottom, top = run(f'type: "Permute" bottom: "x" top: "y" permute_param {{ {orders} }}',
+                             x)
+    np.testing.assert_array_equal(top[0].data, x.transpose(full))
+    dy = rand(*top[0].shape, seed=3)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    np.testing.assert_array_equal(bottom[0].diff.transpose(full), dy)
+
+
+@pytest.mark.parametrize("params, message", [
+    ("order: 0 order: 4", "order 4 is not less than the bottom's 4 axes"),
+    ("order: 1 order: 1", r"duplicate orders in \[1, 1\]"),
+])
+def test_permute_errors(params, message):
+    with pytest.raises(NetError, match=message):
+        run(f'type: "Permute" bottom: "x" top: "y" permute_param {{ {params} }}', rand(1, 2, 3, 4))

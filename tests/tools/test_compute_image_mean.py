@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pyforge.cli import main
 from pyforge.errors import DataError
@@ -13,7 +12,7 @@ from pyforge.io.db import open_writer
 from pyforge.io.db_lmdb import LMDBWriter
 from pyforge.proto import caffe_pb2, read_binary_proto
 from pyforge.tools import compute_image_mean, convert_imageset
-from tests.io.util import bgr_planar, make_layer, random_images, run
+from tests.io.util import bgr_planar, make_layer, random_images, run, write_rgb
 from tests.logcapture import capture_log
 
 
@@ -73,7 +72,7 @@ def test_mean_file_subtracted_by_the_data_layer(tmp_path):
     (tmp_path / "imgs").mkdir()
     pictures = random_images(4, 5, 6, seed=2)
     for i, picture in enumerate(pictures):
-        Image.fromarray(picture).save(tmp_path / "imgs" / f"{i}.png")
+        write_rgb(tmp_path / "imgs" / f"{i}.png", picture)
     (tmp_path / "list.txt").write_text("".join(f"{i}.png {i}\n" for i in range(4)))
     convert_imageset(f"{tmp_path}/imgs/", tmp_path / "list.txt", tmp_path / "db", encoded=True)
     # Encoded records are decoded to their own channels ("Decoding Datum").

@@ -1,0 +1,101 @@
+"""Convolutions that run the in-place layers after them in their own pass.
+
+Deploy nets follow most convolutions with BatchNorm (stored statistics), Scale and ReLU, in
+place on the convolution's output (or the first of them writing a new blob, the others in place
+on it): three more passes over a blob that has left the cache.
+When such a chain follows a convolution immediately, :class:`Net` runs it inside the
+convolution (:class:`pyforge.layers.conv.Epilogue`), image by image (or plane by plane) while
+the output is still in cache, with each layer's own arithmetic in its order: the blobs hold
+the same bits as when the layers run one after the other. Nothing can tell the difference:
+the chain works in place, so its intermediate values never stand in a blob after the pass.
+
+A chain runs fused only when the whole of it is inside the forward range asked for and
+``debug_info`` (which prints every layer's output) is off; ``pyforge time`` times the layers
+one by one, unfused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..layers.conv import ConvolutionLayer, Epilogue
+from ..layers.neuron import ReLULayer
+from ..layers.normalization import BatchNormLayer
+from ..layers.scale import ScaleLayer
+
+#: Layer types a chain may hold, in the order they may follow each other.
+_ORDER = (BatchNormLayer, ScaleLayer, ReLULayer)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A convolution (``conv``) and the ids of the layers it runs in its pass, in order."""
+
+    conv: int
+    members: tuple[int, ...]
+
+    @property
+    def last(self) -> int:
+        return self.members[-1]
+
+
+def plan_chains(net) -> dict[int, Chain]:
+    """The fusable chains of ``net``, by the layer id of their convolution."""
+    chains = {}
+    for conv_id, conv in enumerate(net.layers):
+        if type(conv) is not ConvolutionLayer or len(net.top_ids[conv_id]) != 1:
+            continue
+        if len(net.bottom_ids[conv_id]) != 1 or any(conv.loss_weights):
+            continue
+        blob = net.top_ids[conv_id][0]
+        members: list[int] = []
+        kinds = list(_ORDER)
+        for layer_id in range(conv_id + 1, len(net.layers)):
+            layer = net.layers[layer_id]
+            kind = next((k for k in kinds if type(layer) is k), None)
+            tops = net.top_ids[layer_id]
+            # The first follower may write a new blob (MobileNet's BatchNorm does), which the
+            # others then work on in place; the convolution's output keeps its own values.
+            if (kind is None or net.bottom_ids[layer_id] != [blob] or len(tops) != 1
+                    or (members and tops != [blob]) or any(layer.loss_weights)
+                    or not _fusable(layer, conv.num_output)):
+                break
+            members.append(layer_id)
+            blob = tops[0]
+            kinds = kinds[kinds.index(kind) + 1:]
+        if members:
+            chains[conv_id] = Chain(conv_id, tuple(members))
+    return chains
+
+
+def _fusable(layer, channels: int) -> bool:
+    if isinstance(layer, BatchNormLayer):
+        return layer.use_global_stats and layer.channels == channels
+    if isinstance(layer, ScaleLayer):
+        # One learned factor (and offset) per channel (axis 1) of the (N, C, H, W) output.
+        return (len(layer.blobs) == 1 + layer.bias_term
+                and all(blob.shape == (channels,) for blob in layer.blobs)
+                and layer.param.scale_param.axis in (1, -3))
+    return True
+
+
+def epilogue(net, chain: Chain) -> Epilogue:
+    """The parameters of ``chain``'s layers as they stand now (statistics and weights may have
+    changed since the last pass)."""
+    result = Epilogue()
+    first = chain.members[0]
+    if net.top_ids[first] != net.top_ids[chain.conv]:
+        result.dst = net.blob_list[net.top_ids[first][0]].data
+    for layer_id in chain.members:
+        layer = net.layers[layer_id]
+        if isinstance(layer, BatchNormLayer):
+            result.mean, result.std = layer.stored_statistics()
+        elif isinstance(layer, ScaleLayer):
+            result.scale = layer.blobs[0].data
+            if layer.bias_term:
+                result.shift = layer.blobs[1].data
+            if net.layer_need_backward[layer_id]:
+                result.kept = layer.temp  # the input its backward reads, as its forward keeps
+        else:
+            result.slope = float(layer.param.relu_param.negative_slope)
+    return result

@@ -1,0 +1,138 @@
+"""Convolutions running their in-place BatchNorm / Scale / ReLU followers in their own pass
+(pyforge.net.fusion): the same bits in every blob as the layers one after the other."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyforge.net.net import Net
+from pyforge.proto import caffe_pb2, parse_text_proto, read_net_param
+from tests.net_weights import seed_weights
+
+ZOO = Path(__file__).resolve().parents[2] / "prototxt_examples" / "zoo"
+QUIET = logging.getLogger("pyforge.tests.quiet")
+
+
+def _zoo(name: str, batch: int) -> Net:
+    param = read_net_param(ZOO / f"{name}_deploy.prototxt")
+    param.state.phase = caffe_pb2.TEST
+    layer = next(lp for lp in param.layer if lp.type == "Input")
+    layer.input_param.shape[0].dim[0] = batch
+    net = Net(param, rng=np.random.default_rng(3), logger=QUIET)
+    seed_weights(net, np.random.default_rng(4))
+    return net
+
+
+def _one_by_one(net: Net) -> None:
+    for layer_id, layer in enumerate(net.layers):
+        bottom, top = net.bottoms(layer_id), net.tops(layer_id)
+        layer.reshape(bottom, top)
+        layer.forward(bottom, top)
+
+
+@pytest.mark.parametrize(("name", "batch"), [("mobilenet_v2", 2), ("resnet50", 1),
+                                             ("squeezenet1_1", 2)])
+def test_fused_forward_is_bitwise_the_layers_one_by_one(name, batch):
+    net = _zoo(name, batch)
+    # Every convolution whose output goes straight into BatchNorm, Scale or ReLU runs them.
+    followed = [i for i, layer in enumerate(net.layers[:-1]) if layer.type == "Convolution"
+                and net.layers[i + 1].type in ("BatchNorm", "Scale", "ReLU")
+                and net.bottom_ids[i + 1] == net.top_ids[i]]
+    assert sorted(net.chains) == followed and len(followed) > 20
+    x = np.random.default_rng(5).standard_normal(net.blobs["data"].shape).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    _one_by_one(net)
+    expected = {k: b.data.copy() for k, b in net.blobs.items()}
+    for blob in net.blobs.values():
+        blob.data[...] = np.nan
+    net.blobs["data"].data[...] = x
+    net.forward_loss()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(net.blobs[key].data, value, err_msg=key)
+
+
+CHAIN = """
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 3 dim: 2 dim: 5 dim: 4 } shape { dim: 3 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.5 }
+                            bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv"
+        batch_norm_param { use_global_stats: true } }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv"
+        scale_param { bias_term: true filler { type: "gaussian" std: 0.5 }
+                      bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: 0.1 } }
+layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def _chain_net(extra: str = "") -> Net:
+    param = parse_text_proto(extra + CHAIN, caffe_pb2.NetParameter(), "chain.prototxt")
+    net = Net(param, rng=np.random.default_rng(7), logger=QUIET)
+    bn = net.layer_by_name("bn")
+    bn.blobs[0].data[...] = [0.5, -1.0, 2.0, 0.0]
+    bn.blobs[1].data[...] = [1.0, 4.0, 0.25, 2.0]
+    bn.blobs[2].data[...] = 2.0
+    rng = np.random.default_rng(8)
+    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+    net.blobs["label"].data[...] = [0, 2, 1]
+    return net
+
+
+def test_a_training_net_fuses_and_backward_reads_what_scale_kept():
+    """In a net with a loss, Scale's backward needs its input: the fused pass keeps it, so
+    the gradients equal those after the layers ran one by one."""
+    fused, plain = _chain_net(), _chain_net()
+    assert list(fused.chains) == [1] and fused.chains[1].members == (2, 3, 4)
+    for net, forward in ((fused, fused.forward_loss), (plain, lambda: _one_by_one(plain))):
+        forward()
+        for layer in net.layers:
+            for blob in layer.blobs:
+                blob.diff[...] = 0
+        net.backward_all()
+    for key in plain.blobs:
+        np.testing.assert_array_equal(fused.blobs[key].data, plain.blobs[key].data)
+        np.testing.assert_array_equal(fused.blobs[key].diff, plain.blobs[key].diff)
+    for mine, theirs in zip(fused.layers, plain.layers):
+        for a, b in zip(mine.blobs, theirs.blobs):
+            np.testing.assert_array_equal(a.diff, b.diff)
+
+
+def test_no_fusion_where_the_chain_could_be_seen_or_is_not_in_place():
+    net = _chain_net()
+    calls = []
+    conv = net.layers[1]
+    original = type(conv).forward
+
+    def spy(self, bottom, top, epilogue=None):
+        calls.append(epilogue is not None)
+        return original(self, bottom, top, epilogue)
+
+    type(conv).forward = spy
+    try:
+        net.forward_from_to(0, 3)  # ends inside the chain: layer by layer
+        net.forward_from_to(0, 4)  # the whole chain: fused
+        net.debug_info = True  # every layer's output is printed: layer by layer
+        net.forward_from_to(0, 4)
+    finally:
+        type(conv).forward = original
+    assert calls == [False, True, False]
+    # A chain that leaves the blob (ReLU writes a new top) stops before that layer.
+    text = CHAIN.replace('name: "relu" type: "ReLU" bottom: "conv" top: "conv"',
+                         'name: "relu" type: "ReLU" bottom: "conv" top: "relu"').replace(
+        'bottom: "conv" top: "ip"', 'bottom: "relu" top: "ip"')
+    param = parse_text_proto(text, caffe_pb2.NetParameter(), "chain.prototxt")
+    net = Net(param, rng=np.random.default_rng(7), logger=QUIET)
+    assert net.chains[1].members == (2, 3)
+    # BatchNorm with batch statistics is not fused (its forward updates its statistics).
+    param = parse_text_proto(CHAIN.replace("use_global_stats: true", "use_global_stats: false"),
+                             caffe_pb2.NetParameter(), "chain.prototxt")
+    assert not Net(param, rng=np.random.default_rng(7), logger=QUIET).chains
