@@ -82,7 +82,11 @@ def write_atomically(path: str | os.PathLike, fill: Callable[[str], None]) -> No
         except (OSError, ValueError):  # never created (ValueError: a NUL byte in the path)
             pass
         if isinstance(exc, OSError):
-            raise PyforgeError(f"{target}: cannot write: {_reason(exc)}") from None
+            folder = os.path.dirname(target) or "."
+            reason = (f"its folder {folder} does not exist (was it removed?)"
+                      if exc.errno == errno.ENOENT and not os.path.isdir(folder)
+                      else _reason(exc))
+            raise PyforgeError(f"{target}: cannot write: {reason}") from None
         raise
     try:
         _fsync_folder(os.path.dirname(target) or ".")

@@ -149,3 +149,11 @@ def test_only_abandoned_temporaries_of_the_targets_are_removed(tmp_path):
     assert sorted(removed) == sorted(name for name, gone in names.items() if gone)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         name for name, gone in names.items() if not gone)
+
+
+def test_a_folder_removed_under_a_run_is_named(tmp_path):
+    target = tmp_path / "gone" / "snap_iter_6.solverstate"
+    with pytest.raises(PyforgeError, match=rf"^{target}: cannot write: its folder "
+                                           rf"{tmp_path / 'gone'} does not exist \(was it "
+                                           r"removed\?\)$"):
+        write_bytes_atomically(target, b"state")

@@ -87,9 +87,9 @@ def _check(fd: int, name: str, size: int) -> None:
     pages = meta["last_page"] + 1
     if size < pages * psize:
         raise DataError(
-            f"LMDB '{name}' is truncated: its header says data.mdb holds {pages} pages of "
-            f"{psize} bytes ({pages * psize} bytes) but the file has {size} bytes "
-            f"({100 * size / (pages * psize):.0f}%); copy or convert it again")
+            f"LMDB '{name}' is truncated: data.mdb has {size} of the {pages * psize} bytes "
+            f"its header gives ({pages} pages of {psize}; "
+            f"{100 * size / (pages * psize):.0f}%); copy or convert it again")
     if meta["main_root"] != _NO_PAGE:
         _walk(fd, name, psize, pages, meta["main_root"], meta["main_depth"],
               leaves=meta["main_overflow"] > 0)

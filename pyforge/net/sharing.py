@@ -17,15 +17,15 @@ if TYPE_CHECKING:
     from .net import Net
 
 
-def sharing_problem(test_net: Net, train_net: Net) -> str | None:
-    """A one-line explanation of why ``test_net`` cannot share ``train_net``'s parameters,
-    or None when every layer it has by name fits."""
-    for net, which in ((train_net, "train"), (test_net, "test")):
+def sharing_problem(test_net: Net, train_net: Net, test_name: str = "the test net"
+                    ) -> str | None:
+    """A one-line explanation of why ``test_net`` (called ``test_name``, as "test net #1")
+    cannot share ``train_net``'s parameters, or None when every layer it has by name fits."""
+    for net, which in ((train_net, "the train net"), (test_net, test_name)):
         duplicate = _duplicate_name(net)
         if duplicate:
-            return (f"the {which} net has {duplicate}: the train and test nets share weights "
-                    "by layer name (as weights files are copied), so each layer with "
-                    "parameters needs a name of its own")
+            return (f"{which} has {duplicate}; weights are shared with the test nets (and "
+                    "copied from files) by layer name, so give each its own name")
     for name, theirs in zip(train_net.layer_names, train_net.layers):
         layer_id = _index(test_net, name)
         if layer_id is None:
@@ -33,10 +33,10 @@ def sharing_problem(test_net: Net, train_net: Net) -> str | None:
         mine = test_net.layers[layer_id]
         if len(mine.blobs) != len(theirs.blobs):
             return (f"layer '{name}' has {len(theirs.blobs)} parameter blobs in the train net "
-                    f"and {len(mine.blobs)} in the test net; define it alike in both")
+                    f"and {len(mine.blobs)} in {test_name}; define it alike in both")
         for j, (a, b) in enumerate(zip(mine.blobs, theirs.blobs)):
             if a.shape != b.shape:
-                return (f"layer '{name}' cannot share its weights with the test net: "
+                return (f"layer '{name}' cannot share weights with {test_name}: "
                         + _cause(test_net, train_net, name, layer_id,
                                  f"its param {j} is {_dims(b)} in the train net and {_dims(a)} "
                                  "in the test net"))
@@ -68,11 +68,11 @@ def _cause(test_net: Net, train_net: Net, name: str, test_id: int, symptom: str)
     theirs = [b.shape[1:] for b in train_net.bottoms(train_id)]
     if mine == theirs:
         return f"{symptom} while its inputs match: the layer is defined differently in the two nets"
-    inputs = [f"data '{top}' is {_dims(a)} in the train net ({_origin(la)}) but {_dims(b)} "
-              f"in the test net ({_origin(lb)})"
+    inputs = [f"data '{top}' is {_dims(a)} in training ({_origin(la)}) but {_dims(b)} in "
+              f"testing ({_origin(lb)})"
               for top, (a, la), (b, lb) in _input_pairs(train_net, test_net) if a != b]
-    if inputs:
-        return "; ".join(inputs) + "; only the batch size may differ"
+    if inputs:  # (the batch sizes may differ: axis 0 is left out)
+        return "; ".join(inputs)
     return (f"{symptom}; its input is {' '.join(_dims(s) for s in theirs)} in the train net but "
             f"{' '.join(_dims(s) for s in mine)} in the test net: the layers before it differ")
 

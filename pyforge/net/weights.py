@@ -70,19 +70,19 @@ def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> 
     nonfinite = [(name, j, blob.data) for name, j, blob, _ in plan
                  if not np.isfinite(blob.data).all()]
     if nonfinite:
-        raise WeightsError(f"{filename}: " + nonfinite_note(nonfinite) + "; these weights "
-                           "come from a run that diverged or from a damaged file")
+        raise WeightsError(f"{filename}: " + nonfinite_note(nonfinite) + "; a diverged run or "
+                           "a damaged file")
 
 
 def nonfinite_note(arrays: list[tuple[str, int, np.ndarray]]) -> str:
-    """"layer 'ip1' param 0 holds 3 NaN and 0 infinite values of 400000 (the first at [1, 7])",
+    """"layer 'ip1' param 0 has 3 NaN among its 400000 values (the first at [1, 7])",
     for the first of ``(layer name, param index, array)``, and how many more arrays do."""
     name, j, array = arrays[0]
-    nans = int(np.isnan(array).sum())
-    infs = int(np.isinf(array).sum())
+    counts = [(int(np.isnan(array).sum()), "NaN"), (int(np.isinf(array).sum()), "infinite")]
+    found = " and ".join(f"{n} {what}" for n, what in counts if n)
     first = np.unravel_index(int(np.flatnonzero(~np.isfinite(array))[0]), array.shape)
     where = ", ".join(str(int(i)) for i in first)
     more = f" (and {len(arrays) - 1} more blob(s))" if len(arrays) > 1 else ""
-    return (f"layer '{name}' param {j} holds {nans} NaN and {infs} infinite values of "
-            f"{array.size} (the first at [{where}]){more}")
+    return (f"layer '{name}' param {j} has {found} among its {array.size} values (the first "
+            f"at [{where}]){more}")
 

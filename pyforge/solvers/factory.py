@@ -83,10 +83,9 @@ def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
         test_nets = reader.test_nets()
         for i, test_net in enumerate(test_nets):
             # Checked now rather than at the first test pass, which may come hours later.
-            problem = sharing_problem(test_net, net)
+            problem = sharing_problem(test_net, net, f"test net #{i}")
             if problem is not None:
-                raise NetError(f"{solver_file + ': ' if solver_file else ''}test net #{i}: "
-                               f"{problem}")
+                raise NetError(f"{solver_file}: {problem}" if solver_file else problem)
     except SolverError as exc:
         reader.close()
         raise _in_file(exc, solver_file) from None

@@ -144,8 +144,8 @@ def _restore_here(solver: Solver, path: str, force: bool) -> None:
                   array) for i, array in enumerate(state.history)
                  if not np.isfinite(array).all()]
     if nonfinite:
-        raise WeightsError(f"{path}: the solver history of " + nonfinite_note(nonfinite)
-                           + "; the run that wrote it had diverged, or the file is damaged")
+        raise WeightsError(f"{path}: the history of " + nonfinite_note(nonfinite)
+                           + "; a diverged run or a damaged file")
     solver.iter = state.iteration
     if state.learned_net:
         load_weights(solver.net, learned_net_path(state.learned_net, path, solver.logger))

@@ -207,7 +207,7 @@ def sharing_error(tmp_path, net_text: str, test_net_text: str | None = None) -> 
     with pytest.raises(NetError) as info:
         create_solver(read_solver_param(solver), solver_file=solver)
     message = info.value.message
-    assert message.startswith(f"{solver}: test net #0: ")
+    assert message.startswith(f"{solver}: ")
     return message
 
 
@@ -215,16 +215,15 @@ def test_sharing_names_data_of_another_size_with_both_sources(tmp_path):
     train, test = lmdb(tmp_path / "train_db", 3, 8), lmdb(tmp_path / "test_db", 1, 8)
     message = sharing_error(tmp_path, DATA_NET.format(train=train, test=test,
                                                       train_transform=""))
-    assert message.endswith(f"layer 'ip' cannot share its weights with the test net: data "
-                            f"'data' is 3x8x8 in the train net ({train}) but 1x8x8 in the test "
-                            f"net ({test}); only the batch size may differ")
+    assert message.endswith(f"layer 'ip' cannot share weights with test net #0: data 'data' "
+                            f"is 3x8x8 in training ({train}) but 1x8x8 in testing ({test})")
 
 
 def test_sharing_names_a_crop_that_only_one_net_makes(tmp_path):
     train, test = lmdb(tmp_path / "train_db", 1, 8), lmdb(tmp_path / "test_db", 1, 8)
     message = sharing_error(tmp_path, DATA_NET.format(train=train, test=test,
                                                       train_transform="crop_size: 6"))
-    assert f"data 'data' is 1x6x6 in the train net ({train}, crop_size 6) but 1x8x8" in message
+    assert f"data 'data' is 1x6x6 in training ({train}, crop_size 6) but 1x8x8" in message
 
 
 TWO_IP = """name: "two"
@@ -240,18 +239,18 @@ layer { name: "loss" type: "EuclideanLoss" bottom: "z" bottom: "y" top: "loss" }
 
 def test_sharing_names_two_layers_with_one_name(tmp_path):
     message = sharing_error(tmp_path, TWO_IP % ("", "ip"))
-    assert message.endswith("the train net has 2 layers named 'ip' (#1 and #2): the train and "
-                            "test nets share weights by layer name (as weights files are "
-                            "copied), so each layer with parameters needs a name of its own")
+    assert message.endswith("the train net has 2 layers named 'ip' (#1 and #2); weights are "
+                            "shared with the test nets (and copied from files) by layer name, "
+                            "so give each its own name")
 
 
 def test_sharing_names_a_layer_defined_differently(tmp_path):
     net = TWO_IP % ("", "ip2")
     message = sharing_error(tmp_path, net, test_net_text=net.replace("num_output: 4",
                                                                      "num_output: 5"))
-    assert message.endswith("layer 'ip' cannot share its weights with the test net: its param 0 "
+    assert message.endswith("layer 'ip' cannot share weights with test net #0: its param 0 "
                             "is 4x3 in the train net and 5x3 in the test net while its inputs "
                             "match: the layer is defined differently in the two nets")
     message = sharing_error(tmp_path, net, test_net_text=TWO_IP % ("bias_term: false", "ip2"))
-    assert message.endswith("layer 'ip' has 2 parameter blobs in the train net and 1 in the "
-                            "test net; define it alike in both")
+    assert message.endswith("layer 'ip' has 2 parameter blobs in the train net and 1 in test "
+                            "net #0; define it alike in both")

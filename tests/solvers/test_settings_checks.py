@@ -168,12 +168,13 @@ def test_nan_in_a_weights_file_is_bad_input_for_train_and_test(trained, capsys):
     bad = folder / "bad.caffemodel"
     write_binary_proto(bad, model)
     code, err = run(["train", solver, f"--weights={bad}"], capsys)
-    assert_one_error(code, err, f"{bad}: layer 'ip' param 0 holds 1 NaN and 0 infinite values "
-                                "of 3 (the first at [0, 2]) (and 1 more blob(s))")
+    assert_one_error(code, err, f"{bad}: layer 'ip' param 0 has 1 NaN among its 3 values (the "
+                                "first at [0, 2]) (and 1 more blob(s)); a diverged run or a "
+                                "damaged file")
     assert code == 1 and "training diverged" not in err
     code, err = run(["test", f"--model={folder / 'net.prototxt'}", f"--weights={bad}",
                      "--iterations=1"], capsys)
-    assert_one_error(code, err, f"{bad}: layer 'ip' param 0 holds 1 NaN")
+    assert_one_error(code, err, f"{bad}: layer 'ip' param 0 has 1 NaN")
     assert code == 1
 
 
@@ -186,8 +187,8 @@ def test_nan_in_a_resumed_history_is_bad_input(trained, capsys):
     write_solver_state(str(folder / "snap_iter_1.solverstate"), state)
     code, err = run(["train", solver, f"--snapshot={folder / 'snap_iter_1.solverstate'}"],
                     capsys)
-    assert_one_error(code, err, "snap_iter_1.solverstate: the solver history of layer 'ip' "
-                                "param 1 holds 0 NaN and 1 infinite values of 1")
+    assert_one_error(code, err, "snap_iter_1.solverstate: the history of layer 'ip' param 1 "
+                                "has 1 infinite among its 1 values (the first at [0])")
     assert code == 1
 
 
