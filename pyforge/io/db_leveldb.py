@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import DataError
 from ..kernels.snappy import snappy_decompress
 from ..log import get_logger
+from ..proto.wire import WireError, read_varint
 from .db import BatchedWriter, is_leveldb
 
 # --- LevelDB ----------------------------------------------------------------------------------
@@ -60,16 +61,11 @@ class _Corrupt(Exception):
 
 
 def _varint(buf, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise _Corrupt("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
+    """LevelDB's varints are protobuf's; a truncated one means a corrupt block."""
+    try:
+        return read_varint(buf, pos, len(buf))
+    except WireError:
+        raise _Corrupt("truncated varint") from None
 
 
 def _length_prefixed(buf, pos: int) -> tuple[bytes, int]:

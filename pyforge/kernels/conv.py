@@ -36,27 +36,36 @@ def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, h
     ...): BatchNorm with stored statistics ``(v - mean) / std``, then (after keeping that in
     ``kept`` for Scale's backward) Scale ``v * scale + shift``, then ReLU
     ``v if v > 0 else v * slope``: each rounded where its layer rounds, so the result is the
-    layers' own, bit for bit, from a cache-warm output."""
+    layers' own, bit for bit, from one pass over a cache-warm output."""
+    in_place = src.ctypes.data == rows.ctypes.data
     for r in range(rows.shape[0]):
         row = rows[r]
+        if not in_place:
+            row[:] = src[r]
+        # NOTE: every loop below reads and writes ``row`` alone: with a second array that may
+        # alias it, LLVM's runtime overlap check fails in place and it runs the scalar loop.
         m = first + r
-        if src.ctypes.data != rows.ctypes.data:
-            source = src[r]
-            for i in range(row.shape[0]):
-                row[i] = source[i]
+        mu = post[POST_MEAN, m] if has_bn else np.float32(0.0)
+        sd = post[POST_STD, m] if has_bn else np.float32(1.0)
+        g = post[POST_SCALE, m] if has_scale else np.float32(1.0)
+        b = post[POST_SHIFT, m] if has_shift else np.float32(0.0)
+        if has_bn and has_scale and has_shift and not keep:
+            # Deploy nets' BatchNorm + Scale (+ ReLU): one loop.
+            if has_relu:
+                for i in range(row.shape[0]):
+                    v = ((row[i] - mu) / sd) * g + b
+                    row[i] = v if v > 0 else v * slope
+            else:
+                for i in range(row.shape[0]):
+                    row[i] = ((row[i] - mu) / sd) * g + b
+            continue
         if has_bn:
-            mu = post[POST_MEAN, m]
-            sd = post[POST_STD, m]
             for i in range(row.shape[0]):
                 row[i] = (row[i] - mu) / sd
         if keep:
-            dst = kept[r]
-            for i in range(row.shape[0]):
-                dst[i] = row[i]
+            kept[r, :] = row
         if has_scale:
-            g = post[POST_SCALE, m]
             if has_shift:
-                b = post[POST_SHIFT, m]
                 for i in range(row.shape[0]):
                     row[i] = row[i] * g + b
             else:
@@ -158,52 +167,130 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
                     col2im_one(dcol, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
 
 
+@jit
+def _pad_plane(src, ph, pw, pad):
+    """``pad`` = ``src`` with ``ph`` zero rows above and below, ``pw`` zero columns each side
+    (and any extra rows or columns of ``pad`` zero)."""
+    height, width = src.shape
+    pad[:ph, :] = 0.0
+    pad[ph + height:, :] = 0.0
+    for y in range(height):
+        row = pad[ph + y]
+        row[:pw] = 0.0
+        row[pw + width:] = 0.0
+        row[pw : pw + width] = src[y]
+
+
+@jit
+def _stencil_flat(flat, wm, wp, dh, dw, acc):
+    """``acc[i] = sum over taps (ki, kj), in that order, of w[ki, kj] * flat[i + ki*dh*wp +
+    kj*dw]``: a stride-1 stencil over a padded plane of width ``wp`` laid out flat, so one
+    long loop covers every output row (the columns past each row's end are computed and
+    dropped). The 3x3 case is written out so that a whole tap set is one vectorised loop."""
+    length = acc.shape[0]
+    kh, kw = wm.shape
+    if kh == 3 and kw == 3:
+        o1 = dw
+        o2 = 2 * dw
+        r1 = dh * wp
+        r2 = 2 * dh * wp
+        w00, w01, w02 = wm[0, 0], wm[0, 1], wm[0, 2]
+        w10, w11, w12 = wm[1, 0], wm[1, 1], wm[1, 2]
+        w20, w21, w22 = wm[2, 0], wm[2, 1], wm[2, 2]
+        a0, a1, a2 = flat[:length], flat[o1 : o1 + length], flat[o2 : o2 + length]
+        b0, b1, b2 = (flat[r1 : r1 + length], flat[r1 + o1 : r1 + o1 + length],
+                      flat[r1 + o2 : r1 + o2 + length])
+        c0, c1, c2 = (flat[r2 : r2 + length], flat[r2 + o1 : r2 + o1 + length],
+                      flat[r2 + o2 : r2 + o2 + length])
+        for i in range(length):
+            total = np.float32(0.0)
+            total += w00 * a0[i]
+            total += w01 * a1[i]
+            total += w02 * a2[i]
+            total += w10 * b0[i]
+            total += w11 * b1[i]
+            total += w12 * b2[i]
+            total += w20 * c0[i]
+            total += w21 * c1[i]
+            total += w22 * c2[i]
+            acc[i] = total
+        return
+    acc[:] = 0.0
+    for ki in range(kh):
+        for kj in range(kw):
+            offset = ki * dh * wp + kj * dw
+            src = flat[offset : offset + length]
+            w = wm[ki, kj]
+            for i in range(length):
+                acc[i] += w * src[i]
+
+
 @pjit
-def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, out, post, has_bn,
-                      keep, has_scale, has_shift, has_relu, slope, kept, final):
+def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, pads, out, post,
+                      has_bn, keep, has_scale, has_shift, has_relu, slope, kept, final):
     """``out[n, m]`` = the kh x kw stencil ``weight[m]`` over ``x[n, m // mult]`` (+ bias),
     for ``x`` (N, C, H, W), ``weight`` (M, kh, kw), ``out`` (N, M, oh, ow), M = mult * C;
     each plane then goes through :func:`apply_epilogue` while it is in cache.
 
-    Row by row, so that the output row being summed stays in the L1 cache; taps in (kernel
-    row, kernel column) order and the bias last, as the GEMM convolution adds it after its
-    product."""
+    Each thread takes a share of the planes. With stride 1 a plane is copied into the
+    thread's zero-padded buffer (``pads[t]``: the padded plane, then room for the flat
+    result) and convolved as one flat loop (:func:`_stencil_flat`); padding taps add
+    ``w * 0``, as Caffe's im2col columns do. Other strides go row by row over the taps inside
+    the image. Taps in (kernel row, kernel column) order, the bias last, as the GEMM
+    convolution adds it after its product."""
     n_img, channels, height, width = x.shape
     outputs, kh, kw = weight.shape
     oh, ow = out.shape[2], out.shape[3]
     mult = outputs // channels
-    for p in prange(n_img * outputs):
-        n = p // outputs
-        m = p % outputs
-        c = m // mult
-        for oy in range(oh):
-            dst = out[n, m, oy]
-            dst[:] = 0.0
-            for ki in range(kh):
-                iy = oy * sh - ph + ki * dh
-                if iy < 0 or iy >= height:
-                    continue
-                for kj in range(kw):
-                    x0, x1 = valid_range(ow, width, pw, sw, kj * dw)
-                    if x1 <= x0:
-                        continue
-                    w = weight[m, ki, kj]
-                    start = x0 * sw - pw + kj * dw
-                    d = dst[x0:x1]
-                    if sw == 1:
-                        row = x[n, c, iy, start : start + x1 - x0]
-                    else:
-                        row = x[n, c, iy, start : start + (x1 - x0 - 1) * sw + 1 : sw]
-                    for i in range(x1 - x0):
-                        d[i] += w * row[i]
+    threads = pads.shape[0]
+    planes = n_img * outputs
+    hp = height + 2 * ph
+    wp = width + 2 * pw
+    length = (oh - 1) * wp + ow
+    for t in prange(threads):
+        buffer = pads[t]
+        pad = buffer[: hp * wp].reshape(hp, wp)
+        acc = buffer[hp * wp : hp * wp + length]
+        for p in range(t * planes // threads, (t + 1) * planes // threads):
+            n = p // outputs
+            m = p % outputs
+            c = m // mult
+            if sh == 1 and sw == 1:
+                _pad_plane(x[n, c], ph, pw, pad)
+                _stencil_flat(buffer[: hp * wp], weight[m], wp, dh, dw, acc)
+                for oy in range(oh):
+                    out[n, m, oy, :] = acc[oy * wp : oy * wp + ow]
+            else:
+                for oy in range(oh):
+                    dst = out[n, m, oy]
+                    dst[:] = 0.0
+                    for ki in range(kh):
+                        iy = oy * sh - ph + ki * dh
+                        if iy < 0 or iy >= height:
+                            continue
+                        for kj in range(kw):
+                            x0, x1 = valid_range(ow, width, pw, sw, kj * dw)
+                            if x1 <= x0:
+                                continue
+                            w = weight[m, ki, kj]
+                            start = x0 * sw - pw + kj * dw
+                            d = dst[x0:x1]
+                            if sw == 1:
+                                row = x[n, c, iy, start : start + x1 - x0]
+                            else:
+                                row = x[n, c, iy, start : start + (x1 - x0 - 1) * sw + 1 : sw]
+                            for i in range(x1 - x0):
+                                d[i] += w * row[i]
             if use_bias:
                 b = bias[m]
-                for i in range(ow):
-                    dst[i] += b
-        if has_bn or has_scale or has_relu:
-            apply_epilogue(out[n, m].reshape(1, oh * ow), final[n, m].reshape(1, oh * ow), m,
-                           post, has_bn, keep, has_scale, has_shift, has_relu, slope,
-                           kept[n, m].reshape(1, -1))
+                for oy in range(oh):
+                    row_out = out[n, m, oy]
+                    for i in range(ow):
+                        row_out[i] += b
+            if has_bn or has_scale or has_relu:
+                apply_epilogue(out[n, m].reshape(1, oh * ow), final[n, m].reshape(1, oh * ow),
+                               m, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
+                               kept[n, m].reshape(1, -1))
 
 
 @pjit

@@ -21,23 +21,25 @@ def scale_forward(x, scale, bias, use_bias, keep, saved, y):
     ``saved = x`` first (``y`` may be ``x``). The product is rounded before the bias is added,
     as Caffe multiplies, then adds."""
     outer, dim, inner = x.shape
+    in_place = x.ctypes.data == y.ctypes.data
     for p in prange(outer * dim):
         o = p // dim
         d = p % dim
-        src = x[o, d]
         dst = y[o, d]
         s = scale[d]
         if keep:
-            kept = saved[o, d]
-            for i in range(inner):
-                kept[i] = src[i]
+            saved[o, d, :] = x[o, d]
+        if not in_place:
+            dst[:] = x[o, d]
+        # One array in the loops: with two that may alias, LLVM's runtime overlap check
+        # fails in place and the loop runs unvectorised.
         if use_bias:
             b = bias[d]
             for i in range(inner):
-                dst[i] = src[i] * s + b
+                dst[i] = dst[i] * s + b
         else:
             for i in range(inner):
-                dst[i] = src[i] * s
+                dst[i] = dst[i] * s
 
 
 @pjit

@@ -249,10 +249,11 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if self.depthwise:
             g = self.geometry
             weight = self.blobs[0].data.reshape(self.num_output, *g.kernel)
+            pads = self._depthwise_buffers(bottom[0].shape)
             for b, t in zip(bottom, top):
                 dst = t.data if epilogue is None or epilogue.dst is None else epilogue.dst
                 depthwise_forward(b.data, weight, bias, self.bias_term, *g.pad, *g.stride,
-                                  *g.dilation, t.data, *post, dst)
+                                  *g.dilation, pads, t.data, *post, dst)
             return
         args = self.geometry.kernel_args(*self.out_hw)
         groups = self.group
@@ -264,6 +265,14 @@ class ConvolutionLayer(BaseConvolutionLayer):
                              self._cols,
                              t.data.reshape(t.shape[0], groups, self.num_output // groups, -1),
                              *post, dst)
+
+    def _depthwise_buffers(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Per-thread room for a zero-padded plane and its flat result (depthwise_forward)."""
+        n, _, h, w = shape
+        (ph, pw), (oh, ow) = self.geometry.pad, self.out_hw
+        hp, wp = h + 2 * ph, w + 2 * pw
+        threads = max(1, min(n * self.num_output, numba.get_num_threads()))
+        return self.scratch("pads", (threads, hp * wp + (oh - 1) * wp + ow))
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         need_weight = bool(self.param_propagate_down[0])

@@ -25,6 +25,8 @@ from google.protobuf import message as _message
 
 from ..errors import ParseError
 from . import caffe_pb2
+from .wire import LENGTH, varint
+from .wire import fields as wire_fields
 
 SSD = "SSD (weiliu89/caffe, branch ssd)"
 MOBILENET_SSD = "MobileNet-SSD (chuanqi305/ssd)"
@@ -124,7 +126,6 @@ def _by_layer_type(entries: tuple[ForkNumber, ...]) -> dict[str, tuple[ForkNumbe
 _BY_TYPE = _by_layer_type(FORK_NUMBERS)
 
 _LAYER_FIELD = caffe_pb2.NetParameter.DESCRIPTOR.fields_by_name["layer"].number
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 
 
 def fork_of(message_name: str, field_name: str) -> str | None:
@@ -132,26 +133,6 @@ def fork_of(message_name: str, field_name: str) -> str | None:
     if (message_name, field_name) in FORK_FIELDS:
         return FORK_FIELDS[(message_name, field_name)]
     return None
-
-
-def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _write_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 @dataclass(frozen=True)
@@ -167,25 +148,9 @@ def _fields(data: memoryview) -> Iterator[_Field]:
     """The top-level fields of a serialized message (which protobuf has already accepted).
 
     Groups (wire types 3 and 4) never occur in Caffe's files; meeting one stops the walk with
-    ValueError, and the caller leaves the layer as protobuf parsed it."""
-    pos = 0
-    while pos < len(data):
-        start = pos
-        key, pos = _read_varint(data, pos)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == _VARINT:
-            value_start = pos
-            _, pos = _read_varint(data, pos)
-        elif wire_type == _LEN:
-            length, pos = _read_varint(data, pos)
-            value_start = pos
-            pos += length
-        elif wire_type in (_FIXED64, _FIXED32):
-            value_start = pos
-            pos += 8 if wire_type == _FIXED64 else 4
-        else:
-            raise ValueError(f"wire type {wire_type}")
-        yield _Field(number, wire_type, start, value_start, pos)
+    ValueError (WireError), and the caller leaves the layer as protobuf parsed it."""
+    for number, wire_type, start, value_start, end in wire_fields(data):
+        yield _Field(number, wire_type, start, value_start, end)
 
 
 def _renumber(payload: memoryview, renumber: dict[int, int]) -> bytes:
@@ -193,8 +158,8 @@ def _renumber(payload: memoryview, renumber: dict[int, int]) -> bytes:
     out = bytearray()
     for item in _fields(payload):
         if item.number in renumber:
-            out += _write_varint(renumber[item.number] << 3 | item.wire_type)
-            key_end = item.start + len(_write_varint(item.number << 3 | item.wire_type))
+            out += varint(renumber[item.number] << 3 | item.wire_type)
+            key_end = item.start + len(varint(item.number << 3 | item.wire_type))
             out += payload[key_end : item.end]
         else:
             out += payload[item.start : item.end]
@@ -213,7 +178,8 @@ def adopt_fork_numbers(net: caffe_pb2.NetParameter, data: bytes, filename: str) 
         return 0
     view = memoryview(data)
     try:
-        layer_spans = [f for f in _fields(view) if f.number == _LAYER_FIELD and f.wire_type == _LEN]
+        layer_spans = [f for f in _fields(view)
+                       if f.number == _LAYER_FIELD and f.wire_type == LENGTH]
     except (ValueError, IndexError):
         return 0
     if len(layer_spans) != len(net.layer):
@@ -228,7 +194,7 @@ def adopt_fork_numbers(net: caffe_pb2.NetParameter, data: bytes, filename: str) 
             fields = list(_fields(raw))
         except (ValueError, IndexError):
             continue
-        found = [f for f in fields if f.number in entries and f.wire_type == _LEN]
+        found = [f for f in fields if f.number in entries and f.wire_type == LENGTH]
         if not found:
             continue
         kept = b"".join(bytes(raw[f.start : f.end]) for f in fields if f.number not in entries)

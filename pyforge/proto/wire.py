@@ -119,21 +119,21 @@ def net_chunks(net_param: caffe_pb2.NetParameter,
 def fields(buf: memoryview, start: int = 0, end: int | None = None
            ) -> Iterator[tuple[int, int, int, int, int]]:
     """(number, wire type, field start, value start, value end) of each field in
-    ``buf[start:end]``; a varint's value is read with :func:`_read_varint` by the caller."""
+    ``buf[start:end]``; a varint's value is read with :func:`read_varint` by the caller."""
     end = len(buf) if end is None else end
     pos = start
     while pos < end:
         field_start = pos
-        key, pos = _read_varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         number, wire_type = key >> 3, key & 7
         if wire_type == VARINT:
-            _, value_end = _read_varint(buf, pos, end)
+            _, value_end = read_varint(buf, pos, end)
         elif wire_type == FIXED64:
             value_end = pos + 8
         elif wire_type == FIXED32:
             value_end = pos + 4
         elif wire_type == LENGTH:
-            length, pos = _read_varint(buf, pos, end)
+            length, pos = read_varint(buf, pos, end)
             value_end = pos + length
         else:
             raise WireError(f"wire type {wire_type} at byte {field_start}")
@@ -143,7 +143,8 @@ def fields(buf: memoryview, start: int = 0, end: int | None = None
         pos = value_end
 
 
-def _read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+def read_varint(buf, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``buf[pos]`` (not past ``end``) and the position after it."""
     value = shift = 0
     while True:
         if pos >= end or shift > 63:

@@ -216,7 +216,19 @@ DEPTHWISE = [
     pytest.param(Case(2, 2, 3, 2, 2, (5, 5), pad=(3, 3), group=2), id="kernel_wider_than_image"),
     pytest.param(Case(2, 2, 4, 4, 2, (3, 3), pad=(0, 0), stride=(3, 3), group=2),
                  id="stride_wider_than_kernel"),
+    pytest.param(Case(3, 3, 7, 6, 3, (3, 3), pad=(2, 2), dilation=(2, 2), group=3, threads=2),
+                 id="k3_dilated_stride1_flat"),
+    pytest.param(Case(2, 2, 6, 5, 4, (5, 3), pad=(2, 1), group=2, threads=3),
+                 id="k5x3_multiplier2_stride1_flat"),
 ]
+
+
+def _pads(case: Case) -> np.ndarray:
+    """The per-thread buffers ConvolutionLayer gives depthwise_forward: a padded plane and its
+    flat result (NaN: the kernel must write what it reads)."""
+    hp, wp = case.h + 2 * case.pad[0], case.w + 2 * case.pad[1]
+    oh, ow = case.out_hw
+    return np.full((case.threads, hp * wp + (oh - 1) * wp + ow), np.nan, np.float32)
 
 
 def _depthwise(case: Case, x, weight, bias, dy, need=(True, True, True)):
@@ -225,7 +237,8 @@ def _depthwise(case: Case, x, weight, bias, dy, need=(True, True, True)):
     w3 = weight.reshape(case.m, *case.kernel)
     out = np.full((case.n, case.m, *case.out_hw), np.nan, dtype=np.float32)  # overwritten
     depthwise_forward(x, w3, bias if case.bias else np.zeros(1, np.float32), case.bias,
-                      *case.pad, *case.stride, *case.dilation, out, *_no_epilogue(case), out)
+                      *case.pad, *case.stride, *case.dilation, _pads(case), out,
+                      *_no_epilogue(case), out)
     dw_planes = np.full((case.n, *w3.shape), np.nan, dtype=np.float32)
     db_planes = np.full((case.n, case.m), np.nan, dtype=np.float32)
     dx = np.full(x.shape, 7.0, dtype=np.float32)
@@ -296,7 +309,7 @@ def test_epilogue_is_bitwise_the_followers_after_the_convolution(depthwise, in_p
                     kept=kept).arguments(case.n, case.m)
     if depthwise:
         depthwise_forward(x, weight.reshape(case.m, *case.kernel), bias, True, *case.pad,
-                          *case.stride, *case.dilation, out, *post, final)
+                          *case.stride, *case.dilation, _pads(case), out, *post, final)
     else:
         oh, ow = case.out_hw
         cols = np.empty((case.threads, case.c * 9, oh * ow), np.float32)
