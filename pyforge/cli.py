@@ -23,7 +23,7 @@ from .errors import (
     user_code_error_line,
 )
 from .log import configure, get_logger
-from .signals import terminate_as_interrupt
+from .signals import ignore_interrupts, terminate_as_interrupt
 
 #: Long flags that may also be written with a single dash, as gflags allows.
 SINGLE_DASH_FLAGS = {
@@ -161,6 +161,16 @@ add_alias(cli, device_query_cmd, "device-query")
 register_all(cli)
 
 
+def _interrupted(in_process: bool) -> int:
+    """Report an interrupt. The process then ignores further Ctrl-C presses while it exits;
+    a caller that passed ``argv`` (tests, scripts) gets its handlers back."""
+    restore = ignore_interrupts()
+    sys.stderr.write("pyforge: interrupted\n")
+    if in_process:
+        restore()
+    return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a command; user errors become one line on stderr and a non-zero exit."""
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
@@ -186,8 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"pyforge: error: {exc.format_message().rstrip('.')}{help_hint}\n")
         return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_ERROR
     except click.Abort:  # click's form of KeyboardInterrupt (a second Ctrl-C)
-        sys.stderr.write("pyforge: interrupted\n")
-        return EXIT_INTERRUPTED
+        return _interrupted(in_process=argv is not None)
     except PyforgeError as exc:
         if debug:
             traceback.print_exc()
@@ -196,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(exc.detail.rstrip("\n") + "\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("pyforge: interrupted\n")
-        return EXIT_INTERRUPTED
+        return _interrupted(in_process=argv is not None)
     except Exception as exc:  # an internal error: say so in one line unless --debug
         if debug:
             traceback.print_exc()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import UsageError
 
@@ -97,3 +97,21 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def ignore_interrupts() -> Callable[[], None]:
+    """Ignore SIGINT and SIGTERM from now on; returns what restores the previous handlers.
+
+    Once a command has been interrupted it only has to exit: a user who keeps pressing Ctrl-C
+    would otherwise get Python's own KeyboardInterrupt traceback, or death by SIGINT, from the
+    interpreter's shutdown instead of ``pyforge: interrupted`` and status 130."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {signum: signal.signal(signum, signal.SIG_IGN)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore

@@ -167,3 +167,18 @@ def test_a_signal_while_the_net_is_built_interrupts_at_once(tmp_path, command, s
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert err.strip().splitlines()[-1] == "pyforge: interrupted"
     assert "Traceback" not in err
+
+
+def test_an_interrupt_in_process_gives_the_handlers_back(files, monkeypatch, capsys):
+    """main() called with argv (tests, scripts) restores the handlers it set aside; the
+    command-line process keeps ignoring further presses while it exits."""
+    from pyforge import api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "time_net", interrupted)
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    assert main(["time", f"--model={files['net']}"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.endswith("pyforge: interrupted\n")
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
