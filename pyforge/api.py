@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import PyforgeError
+from .errors import PyforgeError, UsageError
 from .log import fmt, get_logger
 from .net.net import Net
 from .parallel.comm import get_communicator
 from .parallel.strategy import training_strategy
-from .proto import caffe_pb2, read_net_param, read_solver_param
+from .proto import caffe_pb2, read_net_param, read_solver_param, resolve_path
 from .rng import make_rng
 from .signals import SignalActions
 from .solvers import create_solver
@@ -28,6 +28,13 @@ from .solvers import create_solver
 def stages_from_flag(stage: str) -> list[str]:
     """Caffe splits ``--stage`` at commas; an empty flag gives one empty stage, as boost does."""
     return stage.split(",")
+
+
+def named_file(path: str, what: str) -> None:
+    """A file named on the command line must exist: a UsageError (exit 2) when it does not.
+    What a file holds is checked by its reader (exit 1)."""
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such {what} file")
 
 
 def _note_gpu(gpu: str) -> None:
@@ -42,11 +49,18 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
     """``caffe train``: build the solver, optionally resume or fine-tune, and solve."""
     log = get_logger()
     if not solver:
-        raise PyforgeError("need a solver definition to train (pyforge train SOLVER or "
-                           "--solver=SOLVER)")
+        raise UsageError("need a solver definition to train (pyforge train SOLVER or "
+                         "--solver=SOLVER)")
     if snapshot and weights:
-        raise PyforgeError("give a snapshot to resume training or weights to fine-tune, "
-                           "but not both")
+        raise UsageError("give a snapshot to resume training or weights to fine-tune, "
+                         "but not both")
+    actions = SignalActions(sigint_effect, sighup_effect)  # checks the flags' values
+    named_file(solver, "solver")
+    if snapshot:
+        named_file(snapshot, "snapshot")
+    for path in weights.split(","):
+        if path.strip():
+            named_file(resolve_path(path.strip(), solver, "weights"), "weights")
     param = read_solver_param(solver)
     param.train_state.level = level
     for s in stages_from_flag(stage):
@@ -55,7 +69,6 @@ def train(solver: str, weights: str = "", snapshot: str = "", level: int = 0, st
     if param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
         log.warning("solver_mode: GPU ignored: pyforge computes on the CPU")
     log.info("Use CPU.")
-    actions = SignalActions(sigint_effect, sighup_effect)
     if snapshot:
         param.ClearField("weights")
     elif weights:
@@ -110,11 +123,13 @@ def test(model: str, weights: str, iterations: int = 50, level: int = 0, stage: 
     """``caffe test``: score a model for ``iterations`` batches; returns the mean outputs."""
     log = get_logger()
     if not model:
-        raise PyforgeError("need a model definition to score (--model)")
+        raise UsageError("need a model definition to score (--model)")
     if not weights:
-        raise PyforgeError("need model weights to score (--weights)")
+        raise UsageError("need model weights to score (--weights)")
     if iterations <= 0:
-        raise PyforgeError(f"--iterations must be positive, found {iterations}")
+        raise UsageError(f"--iterations must be positive, found {iterations}")
+    named_file(model, "model")
+    named_file(weights, "weights")
     _note_gpu(gpu)
     log.info("Use CPU.")
     net = _load_net(model, caffe_pb2.TEST, level, stage)
@@ -165,12 +180,13 @@ def time_net(model: str, iterations: int = 50, phase: str = "", level: int = 0,
     forward-backward."""
     log = get_logger()
     if not model:
-        raise PyforgeError("need a model definition to time (--model)")
+        raise UsageError("need a model definition to time (--model)")
     if iterations <= 0:
-        raise PyforgeError(f"--iterations must be positive, found {iterations}")
+        raise UsageError(f"--iterations must be positive, found {iterations}")
     phase = phase or "TRAIN"
     if phase not in ("TRAIN", "TEST"):
-        raise PyforgeError(f'--phase must be "TRAIN" or "TEST", found "{phase}"')
+        raise UsageError(f'--phase must be "TRAIN" or "TEST", found "{phase}"')
+    named_file(model, "model")
     _note_gpu(gpu)
     log.info("Use CPU.")
     net = _load_net(model, caffe_pb2.Phase.Value(phase), level, stage)

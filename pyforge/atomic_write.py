@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Callable, Iterable
 
 from .errors import PyforgeError
@@ -21,10 +22,47 @@ _CANNOT_SYNC_FOLDER = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBAD
                        errno.EPERM, errno.EISDIR)
 
 
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.tmp(?P<pid>[0-9]+)", re.S)
+
+
 def temporary_path(path: str | os.PathLike) -> str:
     """``<folder>/.<name>.tmp<pid>``: hidden, beside ``path``, one per process."""
     folder, name = os.path.split(os.fspath(path))
     return os.path.join(folder, f".{name}.tmp{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; a pid out of range
+        return pid <= 0x7FFFFFFF
+    return True
+
+
+def remove_abandoned_temporaries(folder: str, is_target: Callable[[str], bool]) -> list[str]:
+    """Remove the temporary files that processes no longer alive left in ``folder`` (a
+    SIGKILL between writing and renaming leaves one) while writing a file whose name
+    ``is_target`` accepts; returns their names. Nothing else is touched: not another
+    program's files, not the temporaries of a process still running."""
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = _TEMPORARY_NAME.fullmatch(name)
+        if not match or not is_target(match.group("name")) or _alive(int(match.group("pid"))):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:  # gone already, or not ours to remove
+            continue
+        removed.append(name)
+    return removed
 
 
 def write_atomically(path: str | os.PathLike, fill: Callable[[str], None]) -> None:
@@ -44,7 +82,11 @@ def write_atomically(path: str | os.PathLike, fill: Callable[[str], None]) -> No
         except (OSError, ValueError):  # never created (ValueError: a NUL byte in the path)
             pass
         if isinstance(exc, OSError):
-            raise PyforgeError(f"{target}: cannot write: {_reason(exc)}") from None
+            folder = os.path.dirname(target) or "."
+            reason = (f"its folder {folder} does not exist (was it removed?)"
+                      if exc.errno == errno.ENOENT and not os.path.isdir(folder)
+                      else _reason(exc))
+            raise PyforgeError(f"{target}: cannot write: {reason}") from None
         raise
     try:
         _fsync_folder(os.path.dirname(target) or ".")

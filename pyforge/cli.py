@@ -15,8 +15,15 @@ import numpy as np
 
 from . import api, config
 from .commands import add_alias, debug_option, register_all, threads_option
-from .errors import EXIT_ERROR, EXIT_USAGE, PyforgeError, user_code_error_line
-from .log import configure
+from .errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PyforgeError,
+    user_code_error_line,
+)
+from .log import configure, get_logger
+from .signals import ignore_interrupts, terminate_as_interrupt
 
 #: Long flags that may also be written with a single dash, as gflags allows.
 SINGLE_DASH_FLAGS = {
@@ -154,15 +161,28 @@ add_alias(cli, device_query_cmd, "device-query")
 register_all(cli)
 
 
+def _interrupted(in_process: bool) -> int:
+    """Report an interrupt. The process then ignores further Ctrl-C presses while it exits;
+    a caller that passed ``argv`` (tests, scripts) gets its handlers back."""
+    restore = ignore_interrupts()
+    sys.stderr.write("pyforge: interrupted\n")
+    if in_process:
+        restore()
+    return EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a command; user errors become one line on stderr and a non-zero exit."""
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or config.load().debug
     configure()
+    _, threads_note = config.threads_from_env()
+    if threads_note:
+        get_logger().warning("%s", threads_note)
     try:
         # Overflow in a diverging run is reported by pyforge's own divergence check, with the
         # layer it started in; NumPy's per-operation warnings would only add noise.
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), terminate_as_interrupt():
             rv = cli.main(args=args, prog_name="pyforge", standalone_mode=False)
         # Without standalone mode click returns (rather than raises) the code of an Exit.
         if isinstance(rv, int):
@@ -170,11 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        # One line, as for every other error; click's usage block would add three.
+        help_hint = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) \
+            else ""
+        sys.stderr.write(f"pyforge: error: {exc.format_message().rstrip('.')}{help_hint}\n")
         return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_ERROR
     except click.Abort:  # click's form of KeyboardInterrupt (a second Ctrl-C)
-        sys.stderr.write("pyforge: interrupted\n")
-        return 130
+        return _interrupted(in_process=argv is not None)
     except PyforgeError as exc:
         if debug:
             traceback.print_exc()
@@ -183,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(exc.detail.rstrip("\n") + "\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("pyforge: interrupted\n")
-        return 130
+        return _interrupted(in_process=argv is not None)
     except Exception as exc:  # an internal error: say so in one line unless --debug
         if debug:
             traceback.print_exc()

@@ -95,16 +95,54 @@ def load() -> Config:
     return Config(debug=_flag("PYFORGE_DEBUG"), mpi_timeout=timeout, glog=load_glog())
 
 
-def set_threads(count: int) -> None:
-    """Use ``count`` threads for Numba's kernels and for BLAS together (``--threads``).
+#: PYFORGE_THREADS sizes Numba's thread pool when pyforge starts; more than this many threads
+#: per logical CPU only adds switching (64 threads on 2 CPUs made LeNet's forward-backward
+#: several times slower, and 100,000 crashed Numba with a segmentation fault), while a few per
+#: CPU still let a run repeat, bit for bit, one made with more threads.
+THREADS_PER_CPU = 4
+
+
+def _logical_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+def threads_from_env() -> tuple[int | None, str | None]:
+    """The thread count ``PYFORGE_THREADS`` asks for (capped at THREADS_PER_CPU per logical
+    CPU; None when unset or unusable) and a warning to log about it, if any."""
+    raw = os.environ.get("PYFORGE_THREADS", "").strip()
+    if not raw:
+        return None, None
+    if not raw.isdigit() or int(raw) < 1:
+        return None, f"PYFORGE_THREADS={raw!r} ignored: expected a whole number of threads >= 1"
+    limit = THREADS_PER_CPU * _logical_cpus()
+    if int(raw) > limit:
+        return limit, (f"PYFORGE_THREADS={raw} is more than {THREADS_PER_CPU} threads per "
+                       f"logical CPU ({_logical_cpus()} CPUs); using {limit}")
+    return int(raw), None
+
+
+def set_threads(count: int) -> int:
+    """Use ``count`` threads for Numba's kernels and for BLAS together (``--threads``);
+    returns the count used.
 
     Results are deterministic for a given thread count: parallel kernels split the work
-    statically and add partial sums in a fixed order."""
+    statically and add partial sums in a fixed order. Numba's pool is sized when pyforge
+    starts (PYFORGE_THREADS, else the logical CPUs); a larger count is capped there with a
+    warning, so that the kernels and BLAS keep using the same number."""
     import numba
     from threadpoolctl import threadpool_limits
 
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    pool = numba.config.NUMBA_NUM_THREADS
+    if count > pool:
+        from .log import get_logger
+
+        get_logger().warning("--threads=%d is more than the %d threads of Numba's pool (the "
+                             "logical CPUs, or PYFORGE_THREADS when pyforge started); using "
+                             "%d", count, pool, pool)
+        count = pool
+    numba.set_num_threads(count)
     threadpool_limits(limits=count, user_api="blas")
+    return count
 
 
 @functools.lru_cache(maxsize=1)
@@ -163,11 +201,11 @@ def apply_thread_defaults() -> None:
     92 ms -> 47 ms with a short OpenBLAS spin). Both settings are read when the libraries load,
     so this runs on ``import pyforge``, before NumPy; values the user set are kept.
     """
-    threads = os.environ.get("PYFORGE_THREADS", "").strip()
-    if threads.isdigit() and int(threads) > 0:
+    threads, _ = threads_from_env()  # the CLI logs the warning, if any
+    if threads is not None:
         # Numba and OpenBLAS read these when they start.
         for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(name, threads)
+            os.environ.setdefault(name, str(threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # 2^4 cycles of spinning before an idle OpenBLAS thread sleeps (the default is 2^28).
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

@@ -7,11 +7,17 @@ shown only with ``--debug``. Internal bugs stay ordinary exceptions.
 
 from __future__ import annotations
 
-# Exit statuses, documented in the README.
+# Exit statuses, documented in the README. The rule: 2 when the command line alone is wrong
+# (fix the command), 1 when what it names is wrong (fix a file or the data).
 EXIT_OK = 0
-EXIT_ERROR = 1  # bad input: a file, a flag value, a net that does not build
-EXIT_USAGE = 2  # the command line itself is malformed (click's own convention)
+#: Bad input: a file that does not parse, a setting out of range, a net that does not build,
+#: weights that do not fit, data that does not read.
+EXIT_ERROR = 1
+#: A bad command line: an unknown flag, a missing argument, a flag value the flag does not
+#: accept (click's own convention), or a file named on the command line that does not exist.
+EXIT_USAGE = 2
 EXIT_DIVERGED = 3  # training stopped on a non-finite value
+EXIT_INTERRUPTED = 130  # stopped at once by a signal (128 + SIGINT, the shell's convention)
 
 
 class PyforgeError(Exception):
@@ -55,6 +61,13 @@ class WeightsError(PyforgeError):
 class ExportError(PyforgeError):
     """A net that cannot be exported (a layer ONNX cannot express), or an export whose check
     against pyforge's own forward fails."""
+
+
+class UsageError(PyforgeError):
+    """A command line the command cannot run: a flag value it does not accept, a required
+    flag missing, or a file named on the command line that does not exist."""
+
+    exit_code = EXIT_USAGE
 
 
 #: The attribute that holds the CLI's one line about an exception from the user's own code.

@@ -8,6 +8,8 @@ own Python file and line, so that tools which parse Caffe logs read pyforge's un
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
@@ -95,8 +97,15 @@ class GlogFileHandler(logging.Handler):
             handle = self.files.get(severity) or self._open(severity, when)
             if handle is None:
                 return
-            handle.write(line)
-            handle.flush()
+            try:
+                handle.write(line)
+                handle.flush()
+            except OSError as exc:  # a full disk: say so once, as for the file's creation
+                self.failed = True
+                sys.stderr.write(f"pyforge: warning: cannot write the log file {handle.name} "
+                                 f"(GLOG_log_dir): {exc.strerror or exc}; logging to stderr "
+                                 "only\n")
+                return
 
     def _open(self, severity: int, when: float) -> IO[str] | None:
         local = time.localtime(when)
@@ -134,6 +143,51 @@ class GlogFileHandler(logging.Handler):
         super().close()
 
 
+def stream_name(stream) -> str:
+    """The file a stream writes to, for messages: its path when the OS knows it (stderr
+    redirected to a file), else its name (``<stderr>``)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{stream.fileno()}")
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return str(getattr(stream, "name", stream))
+
+
+class GlogHandler(logging.StreamHandler):
+    """pyforge's log handler: glog lines on a stream, by default whatever ``sys.stderr`` is
+    when each line is written.
+
+    Resolving stderr at each line means a handler never writes to a stream that was replaced
+    and closed (as test harnesses and notebooks do), whichever thread logs. A line that cannot
+    be written (a full disk under a redirected stderr, a closed stream) is dropped; the first
+    such failure is reported once on the process's original stderr instead of Python's
+    logging traceback for every line."""
+
+    def __init__(self, stream=None, formatter: logging.Formatter | None = None) -> None:
+        self._fixed_stream = stream
+        self._warned = False
+        super().__init__(stream)
+        self.setFormatter(formatter or GlogFormatter())
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return self._fixed_stream if self._fixed_stream is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        self._fixed_stream = value if value is not sys.stderr else None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        error = sys.exc_info()[1]
+        reason = getattr(error, "strerror", None) or str(error)
+        with contextlib.suppress(Exception):
+            sys.__stderr__.write(f"pyforge: warning: cannot write the log to "
+                                 f"{stream_name(self.stream)}: {reason}; lines that cannot be "
+                                 "written are dropped\n")
+
+
 def get_logger() -> logging.Logger:
     """The package logger; :func:`configure` attaches the stderr handler."""
     return logging.getLogger(LOGGER_NAME)
@@ -141,7 +195,8 @@ def get_logger() -> logging.Logger:
 
 def configure(level: int = logging.INFO, stream=None,
               flags: GlogFlags | None = None) -> logging.Logger:
-    """Send pyforge's log lines to ``stream`` (stderr by default) in glog format, honouring
+    """Send pyforge's log lines to ``stream`` (by default whatever ``sys.stderr`` is at each
+    line, see :class:`GlogHandler`) in glog format, honouring
     glog's flags (``flags``, by default read from the environment, see
     :class:`pyforge.config.GlogFlags`): GLOG_minloglevel drops the lines below it,
     GLOG_log_year_in_prefix=false writes Caffe-era prefixes without the year, GLOG_log_dir
@@ -155,10 +210,7 @@ def configure(level: int = logging.INFO, stream=None,
             if isinstance(handler, GlogFileHandler):
                 handler.close()
     formatter = GlogFormatter(year=flags.log_year_in_prefix)
-    handler: logging.Handler = logging.StreamHandler(stream if stream is not None
-                                                     else sys.stderr)
-    handler.setFormatter(formatter)
-    handlers = [handler]
+    handlers: list[logging.Handler] = [GlogHandler(stream, formatter)]
     if flags.log_dir and not flags.logtostderr:
         handlers.append(GlogFileHandler(flags, formatter))
     for handler in handlers:

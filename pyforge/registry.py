@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from .errors import PyforgeError
 
 T = TypeVar("T")
+
+#: Registries up to this size list every name in an unknown-name error.
+_LIST_ALL = 12
 
 
 class UnknownNameError(PyforgeError):
@@ -41,9 +45,19 @@ class Registry(Generic[T]):
             return self._entries[key]
         except KeyError:
             where = f"{context}: " if context else ""
-            raise UnknownNameError(
-                f"{where}unknown {self.kind} '{name}' (known: {', '.join(self.names())})"
-            ) from None
+            raise UnknownNameError(f"{where}unknown {self.kind} '{name}' {self._hint(name)}"
+                                   ) from None
+
+    def _hint(self, name: str) -> str:
+        """The known names, or for a long list the closest ones (an error stays one line)."""
+        names = self.names()
+        if len(names) <= _LIST_ALL:
+            return f"(known: {', '.join(names)})"
+        by_lower = {n.lower(): n for n in names}
+        close = [by_lower[n] for n in difflib.get_close_matches(name.lower(), by_lower, n=3,
+                                                                  cutoff=0.5)]
+        guess = f"did you mean {' or '.join(repr(n) for n in close)}? " if close else ""
+        return f"({guess}{len(names)} {self.kind}s are known)"
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries or name in self._aliases

@@ -17,9 +17,12 @@ continue".
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
+from collections.abc import Callable, Iterator
 
-from .errors import PyforgeError
+from .errors import UsageError
 
 NONE, STOP, SNAPSHOT, SNAPSHOT_STOP = "none", "stop", "snapshot", "snapshot_stop"
 #: The values --sigint_effect / --sighup_effect accept (Caffe's).
@@ -32,8 +35,8 @@ class SignalActions:
     def __init__(self, sigint_effect: str | None = None, sighup_effect: str = SNAPSHOT) -> None:
         for name, value in (("sigint_effect", sigint_effect), ("sighup_effect", sighup_effect)):
             if value is not None and value not in EFFECTS:
-                raise PyforgeError(f'invalid --{name} "{value}"; expected one of '
-                                   f"{', '.join(EFFECTS)}")
+                raise UsageError(f'invalid --{name} "{value}"; expected one of '
+                                 f"{', '.join(EFFECTS)}")
         self.stop_effect = sigint_effect or SNAPSHOT_STOP
         self.hup_effect = sighup_effect
         self._pending: list[str] = []
@@ -74,3 +77,41 @@ class SignalActions:
             if action != NONE:
                 return action
         return NONE
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM acts as Ctrl-C does outside training (while a net is built, in ``test`` and
+    ``time``): the command stops at once with ``pyforge: interrupted`` and status 130, instead
+    of dying silently with 143. Training installs its own handlers (:class:`SignalActions`)
+    on top and puts this one back when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def ignore_interrupts() -> Callable[[], None]:
+    """Ignore SIGINT and SIGTERM from now on; returns what restores the previous handlers.
+
+    Once a command has been interrupted it only has to exit: a user who keeps pressing Ctrl-C
+    would otherwise get Python's own KeyboardInterrupt traceback, or death by SIGINT, from the
+    interpreter's shutdown instead of ``pyforge: interrupted`` and status 130."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {signum: signal.signal(signum, signal.SIG_IGN)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from pyforge.atomic_write import (
+    remove_abandoned_temporaries,
     temporary_path,
     write_atomically,
     write_bytes_atomically,
@@ -116,3 +119,41 @@ def test_upgraded_prototxts_are_synced(tmp_path, synced):
     upgrade_solver_file(str(source), str(tmp_path / "new.prototxt"))
     assert synced == ["file", "folder"]
     assert 'type: "Nesterov"' in (tmp_path / "new.prototxt").read_text()
+
+
+# --- temporaries of killed runs ----------------------------------------------------------------
+def dead_pid() -> int:
+    """The id of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_abandoned_temporaries_of_the_targets_are_removed(tmp_path):
+    dead = dead_pid()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        names = {
+            f".snap_iter_4.caffemodel.tmp{dead}": True,  # a killed run's: removed
+            f".snap_iter_4.solverstate.tmp{dead}": True,
+            f".snap_iter_5.caffemodel.tmp{alive.pid}": False,  # a run still writing it
+            f".snap_iter_6.caffemodel.tmp{os.getpid()}": False,  # this process's own
+            f".other.txt.tmp{dead}": False,  # not a target
+            f"snap_iter_4.caffemodel.tmp{dead}": False,  # not hidden: not the helper's name
+            "snap_iter_4.caffemodel": False,
+        }
+        for name in names:
+            (tmp_path / name).write_bytes(b"x")
+        removed = remove_abandoned_temporaries(str(tmp_path),
+                                               lambda name: name.startswith("snap_iter_"))
+        alive.kill()
+    assert sorted(removed) == sorted(name for name, gone in names.items() if gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        name for name, gone in names.items() if not gone)
+
+
+def test_a_folder_removed_under_a_run_is_named(tmp_path):
+    target = tmp_path / "gone" / "snap_iter_6.solverstate"
+    with pytest.raises(PyforgeError, match=rf"^{target}: cannot write: its folder "
+                                           rf"{tmp_path / 'gone'} does not exist \(was it "
+                                           r"removed\?\)$"):
+        write_bytes_atomically(target, b"state")

@@ -16,6 +16,11 @@ import click
 debug_option = click.option("--debug", is_flag=True, hidden=True,
                             help="Show Python tracebacks for errors.")
 
+#: The type of an argument naming an input file or folder: one that does not exist is a bad
+#: command line (exit 2, as for any flag value the command cannot use), while what it holds
+#: is checked by its reader (exit 1).
+existing_path = click.Path(exists=True)
+
 
 def _apply_threads(ctx, param, value):
     if value is not None:

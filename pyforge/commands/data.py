@@ -14,7 +14,7 @@ from ..tools.image_mean import compute_image_mean
 from ..tools.imageset import convert_imageset
 from ..tools.mnist import convert_mnist
 from ..tools.progress import progress_bar
-from . import add_alias, debug_option
+from . import add_alias, debug_option, existing_path
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -61,8 +61,8 @@ _backend = click.option("--backend", default="lmdb", show_default=True,
 
 
 @click.command("convert-mnist", cls=GflagsCommand)
-@click.argument("images")
-@click.argument("labels")
+@click.argument("images", type=existing_path)
+@click.argument("labels", type=existing_path)
 @click.argument("db")
 @_backend
 @debug_option
@@ -74,8 +74,8 @@ def convert_mnist_cmd(images, labels, db, backend, debug) -> None:
 
 
 @click.command("convert-imageset", cls=GflagsCommand)
-@click.argument("root")
-@click.argument("listfile")
+@click.argument("root", type=existing_path)
+@click.argument("listfile", type=existing_path)
 @click.argument("db")
 @click.option("--resize_height", default=0, show_default=True,
               help="Height images are resized to (with --resize_width; 0: no resize).")
@@ -106,7 +106,7 @@ def convert_imageset_cmd(root, listfile, db, resize_height, resize_width, gray, 
 
 
 @click.command("compute-image-mean", cls=GflagsCommand)
-@click.argument("db")
+@click.argument("db", type=existing_path)
 @click.argument("meanfile", required=False)
 @_backend
 @debug_option

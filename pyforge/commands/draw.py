@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from ..log import get_logger
-from . import add_alias, debug_option
+from . import add_alias, debug_option, existing_path
 
 
 @click.command("draw-net")
-@click.argument("net")
+@click.argument("net", type=existing_path)
 @click.argument("output")
 @click.option("--rankdir", default="LR", show_default=True,
               type=click.Choice(["LR", "RL", "TB", "BT"]),

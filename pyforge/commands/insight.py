@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from ..log import get_logger
-from . import debug_option
+from . import debug_option, existing_path
 
 
 @click.command("parse-log")
-@click.argument("log")
+@click.argument("log", type=existing_path)
 @click.argument("outdir")
 @click.option("--delimiter", default=",", show_default=True, help="Column delimiter.")
 @debug_option
@@ -28,7 +28,8 @@ def parse_log_cmd(log, outdir, delimiter, debug) -> None:
 
 
 @click.command("plot")
-@click.argument("logs", nargs=-1, required=True, metavar="LOG_OR_JSONL [MORE...]")
+@click.argument("logs", nargs=-1, required=True, type=existing_path,
+                metavar="LOG_OR_JSONL [MORE...]")
 @click.option("-o", "--output", default="curves.png", show_default=True,
               help="The PNG file to write.")
 @click.option("--title", default=None, help="The figure title (default: the file names).")
@@ -43,7 +44,7 @@ def plot_cmd(logs, output, title, log_loss, debug) -> None:
 
 
 @click.command("lr")
-@click.argument("solver")
+@click.argument("solver", type=existing_path)
 @click.option("--iters", default="", metavar="A:B",
               help="Iterations A to B-1 (default: 0 to max_iter).")
 @click.option("--every", default=0, type=int,
@@ -65,8 +66,9 @@ def lr_cmd(solver, iters, every, output, debug) -> None:
 
 
 @click.command("diagnose")
-@click.argument("model", metavar="SOLVER_OR_NET")
-@click.option("--weights", default="", help="Initial weights (.caffemodel) instead of fillers.")
+@click.argument("model", metavar="SOLVER_OR_NET", type=existing_path)
+@click.option("--weights", default=None, type=existing_path,
+              help="Initial weights (.caffemodel) instead of fillers.")
 @click.option("--iters", default=10, type=int, show_default=True,
               help="Training iterations to look at.")
 @click.option("--lr", default=0.01, type=float, show_default=True,
@@ -79,7 +81,7 @@ def diagnose_cmd(model, weights, iters, lr, outdir, debug) -> None:
     flagging dead ReLUs, saturated units and vanishing or exploding gradients."""
     from ..insight.diagnose import diagnose, findings_text, log_findings
 
-    report = diagnose(model, weights=weights, iterations=iters, lr=lr, output_dir=outdir)
+    report = diagnose(model, weights=weights or "", iterations=iters, lr=lr, output_dir=outdir)
     click.echo(findings_text(report), nl=False)
     log_findings(report)
 

@@ -20,7 +20,7 @@ from ..proto.upgrade import (
     upgrade_net,
     upgrade_solver_param,
 )
-from . import add_alias, debug_option
+from . import add_alias, debug_option, existing_path
 
 #: Extensions read and written as binary NetParameter when no --binary/--text is given.
 BINARY_EXTENSIONS = (".caffemodel", ".binaryproto", ".pb")
@@ -88,7 +88,7 @@ def _net_command(name: str, fixed: bool | None) -> click.Command:
                                f"above says what); {output_file} was written anyway")
 
     params: list[click.Parameter] = [
-        click.Argument(["input_file"], metavar="IN"),
+        click.Argument(["input_file"], metavar="IN", type=existing_path),
         click.Argument(["output_file"], metavar="OUT"),
     ]
     if fixed is None:
@@ -108,7 +108,7 @@ def _net_command(name: str, fixed: bool | None) -> click.Command:
 
 
 @click.command("upgrade-solver")
-@click.argument("input_file", metavar="IN")
+@click.argument("input_file", metavar="IN", type=existing_path)
 @click.argument("output_file", metavar="OUT")
 @debug_option
 def upgrade_solver_cmd(input_file: str, output_file: str, debug: bool) -> None:

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ExportError
+from ..errors import ExportError, UsageError
 from ..log import get_logger
 from ..proto import caffe_pb2, read_net_param
 
@@ -53,19 +53,19 @@ def _require(module: str, why: str):
 def _check_opset(opset: int, onnx) -> None:
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise ExportError(f"--opset must be between {MIN_OPSET} (Softmax along one axis, as "
-                          f"Caffe's) and {newest} (the newest the installed onnx "
-                          f"{onnx.__version__} knows), found {opset}")
+        raise UsageError(f"--opset must be between {MIN_OPSET} (Softmax along one axis, as "
+                         f"Caffe's) and {newest} (the newest the installed onnx "
+                         f"{onnx.__version__} knows), found {opset}")
 
 
 def _check_output(output: str) -> Path:
     path = Path(output)
     if path.is_dir():
-        raise ExportError(f"--output {output} is a directory; give a file name such as "
-                          "model.onnx")
+        raise UsageError(f"--output {output} is a directory; give a file name such as "
+                         "model.onnx")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ExportError(f"cannot write --output {output}: folder {folder} does not exist")
+        raise UsageError(f"cannot write --output {output}: folder {folder} does not exist")
     return path
 
 
@@ -77,8 +77,8 @@ def export_onnx(model: str, weights: str, output: str, opset: int = DEFAULT_OPSE
     for value, flag, what in ((model, "--model", "a model definition"),
                               (weights, "--weights", "model weights"),
                               (output, "--output", "an output file")):
-        if not value:
-            raise ExportError(f"need {what} to export ({flag})")
+        if not value:  # a bad command line (exit 2), as in every command
+            raise UsageError(f"need {what} to export ({flag})")
     onnx = _require("onnx", "(pip install 'pyforge[onnx]')")
     _check_opset(opset, onnx)
     if check:
@@ -86,7 +86,10 @@ def export_onnx(model: str, weights: str, output: str, opset: int = DEFAULT_OPSE
                                 "onnxruntime), or pass --no-check")
     out_path = _check_output(output)
 
-    from ..api import stages_from_flag
+    from ..api import named_file, stages_from_flag
+
+    named_file(model, "model")
+    named_file(weights, "weights")
     from ..io.snapshot import load_weights
     from ..net.graph import filter_net
     from ..net.net import Net

@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import PyforgeError
+from ..log import get_logger
 
 GLOG_PREFIX = re.compile(
     r"^(?P<level>[IWEF])(?P<date>\d{8}|\d{4}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)\.(?P<us>\d{6})"
@@ -96,6 +97,8 @@ class TrainingLog:
     test_losses: set[str] = field(default_factory=set)
     #: Train output columns that carry a loss weight.
     train_losses: set[str] = field(default_factory=set)
+    #: Lines of a metrics file that were not complete records (skipped).
+    skipped: int = 0
 
     @property
     def train_columns(self) -> list[str]:
@@ -309,6 +312,10 @@ def parse_lines(lines: Iterable[str], source: str = "<log>") -> TrainingLog:
 
 
 # --- metrics JSONL --------------------------------------------------------------------------
+class _BadRecord(Exception):
+    """A metrics line that is not a complete record; skipped and counted."""
+
+
 def read_metrics_jsonl(path: str, lines: Iterable[str] | None = None) -> TrainingLog:
     """Read pyforge's metrics file: one JSON object per line.
 
@@ -322,58 +329,81 @@ def read_metrics_jsonl(path: str, lines: Iterable[str] | None = None) -> Trainin
     rule: a row takes the rate of the last train record before its iteration, the first row
     the second's. Test outputs whose name contains ``loss`` are taken as losses (the file does
     not carry loss weights).
+
+    A line that is not a complete record (a run killed or a disk filled while writing it) is
+    skipped: every complete line is used, and a warning says how many were skipped and why
+    the first was (``TrainingLog.skipped``). A file without a single complete record is an
+    error.
     """
     log = TrainingLog(source=path)
-    origin: float | None = None
+    origin: list[float] = []
+    first_problem = ""
+    used = 0
     for lineno, line in enumerate(lines if lines is not None else open_text(path), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PyforgeError(f"{path}:{lineno}: expected one JSON object per line, found "
-                               f"invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("iter"), int):
-            raise PyforgeError(f"{path}:{lineno}: expected a JSON object with an integer "
-                               f"\"iter\", found {line.strip()[:80]}")
-        kind = record.get("kind")
-        if kind not in ("train", "test"):
-            continue
-        wall = record.get("wall_time")
-        seconds = math.nan
-        if isinstance(wall, (int, float)):
-            origin = wall if origin is None else origin
-            seconds = float(wall) - origin
-        if isinstance(record.get("seconds"), (int, float)):
-            seconds = float(record["seconds"])
-        outputs = record.get("outputs") or {}
-        if not isinstance(outputs, dict):
-            raise PyforgeError(f"{path}:{lineno}: expected \"outputs\" to be an object of "
-                               f"name: value, found {type(outputs).__name__}")
-        it = record["iter"]
-        if kind == "train":
-            lr = _json_number(record.get("lr"))
-            row = Row(iter=it, seconds=seconds, lr=math.nan)
-            _add_outputs(row.values, outputs, "", path, lineno)
-            log.train.append(row)
-            smoothed = record.get("smoothed_loss", record.get("loss"))
-            if smoothed is not None:
-                log.loss.append((it, _json_number(smoothed)))
-            if "lr" in record:
-                log.lr.append((it, lr))
-        else:
-            net = record.get("test_net", 0)
-            prefix = "" if not net else f"net{net}/"
-            if net and log.test and log.test[-1].iter == it:
-                row = log.test[-1]
-            else:
-                row = Row(iter=it, seconds=seconds, lr=math.nan)
-                log.test.append(row)
-            _add_outputs(row.values, outputs, prefix, path, lineno)
+            _add_record(log, line, path, lineno, origin)
+            used += 1
+        except _BadRecord as exc:
+            log.skipped += 1
+            first_problem = first_problem or str(exc)
+    if log.skipped and not used:
+        raise PyforgeError(f"{first_problem}; no line of the file is a complete metrics "
+                           "record")
+    if log.skipped:
+        get_logger().warning("%s: skipped %d line(s) that are not complete metrics records "
+                             "and used the other %d (the first skipped: %s)", path, log.skipped,
+                             used, first_problem)
     log.test_losses = {n for n in _value_columns(log.test) if "loss" in n.lower()}
     log.train_losses = {n for n in _value_columns(log.train) if "loss" in n.lower()}
     _fill_rates(log)
     return log
+
+
+def _add_record(log: TrainingLog, line: str, path: str, lineno: int,
+                origin: list[float]) -> None:
+    """Add one metrics line to ``log``, or raise _BadRecord (leaving ``log`` unchanged)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise _BadRecord(f"{path}:{lineno}: expected one JSON object per line, found "
+                         f"invalid JSON ({exc.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("iter"), int):
+        raise _BadRecord(f"{path}:{lineno}: expected a JSON object with an integer "
+                         f"\"iter\", found {line.strip()[:80]}")
+    kind = record.get("kind")
+    if kind not in ("train", "test"):
+        return
+    wall = record.get("wall_time")
+    seconds = math.nan
+    outputs = record.get("outputs") or {}
+    if not isinstance(outputs, dict):
+        raise _BadRecord(f"{path}:{lineno}: expected \"outputs\" to be an object of "
+                         f"name: value, found {type(outputs).__name__}")
+    values: dict[str, float] = {}
+    net = record.get("test_net", 0) if kind == "test" else 0
+    _add_outputs(values, outputs, "" if not net else f"net{net}/", path, lineno)
+    if isinstance(wall, (int, float)):
+        if not origin:
+            origin.append(float(wall))
+        seconds = float(wall) - origin[0]
+    if isinstance(record.get("seconds"), (int, float)):
+        seconds = float(record["seconds"])
+    it = record["iter"]
+    if kind == "train":
+        lr = _json_number(record.get("lr"))
+        # The rates of the rows follow the log's rule (_fill_rates), not the record's own.
+        log.train.append(Row(iter=it, seconds=seconds, lr=math.nan, values=values))
+        smoothed = record.get("smoothed_loss", record.get("loss"))
+        if smoothed is not None:
+            log.loss.append((it, _json_number(smoothed)))
+        if "lr" in record:
+            log.lr.append((it, lr))
+    elif net and log.test and log.test[-1].iter == it:
+        log.test[-1].values.update(values)
+    else:
+        log.test.append(Row(iter=it, seconds=seconds, lr=math.nan, values=values))
 
 
 def _json_number(value) -> float:
@@ -390,8 +420,8 @@ def _add_outputs(values: dict[str, float], outputs: dict, prefix: str, path: str
         items = value if isinstance(value, list) else [value]
         for i, item in enumerate(items):
             if not isinstance(item, (int, float, str)) or isinstance(item, bool):
-                raise PyforgeError(f"{path}:{lineno}: expected output '{name}' to be a number "
-                                   f"or a list of numbers, found {item!r}")
+                raise _BadRecord(f"{path}:{lineno}: expected output '{name}' to be a number "
+                                 f"or a list of numbers, found {item!r}")
             values[f"{prefix}{name}" + (f"[{i}]" if i else "")] = _json_number(item)
 
 

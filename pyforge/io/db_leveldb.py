@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..kernels.snappy import snappy_decompress
+from ..log import get_logger
 from ..proto.wire import WireError, read_varint
 from .db import BatchedWriter, is_leveldb
 
@@ -118,41 +119,55 @@ def _block_entries(block: bytes) -> Iterator[tuple[bytes, int, int]]:
         pos += value_len
 
 
-def _log_records(data) -> Iterator[list[tuple[int, int]]]:
-    """Each logical record of a LevelDB log file as its fragments' (offset, length) in ``data``.
+class _LogScan:
+    """The logical records of a LevelDB log file (a ``*.log`` or the MANIFEST), as each
+    record's fragments' (offset, length) in ``data``; iterate it once.
 
-    A torn record at the end (a crash while writing) is dropped, as LevelDB drops it.
+    A record cut short by the end of the file (a crash while writing, or a copy cut short) is
+    left out, as LevelDB leaves it out, and ``torn_at`` is then its offset. A bad record before
+    the end (an unknown type, a length past its block, a fragment out of order) is damage
+    LevelDB reports too: it raises :class:`_Corrupt` naming the byte.
     """
-    pos = 0
-    fragments: list[tuple[int, int]] = []
-    size = len(data)
-    while pos + _LOG_HEADER <= size:
-        left_in_block = _LOG_BLOCK - pos % _LOG_BLOCK
-        if left_in_block < _LOG_HEADER:  # block trailer: zero padding
-            pos += left_in_block
-            continue
-        length = data[pos + 4] | (data[pos + 5] << 8)
-        kind = data[pos + 6]
-        start = pos + _LOG_HEADER
-        if kind == 0 and length == 0:  # pre-allocated, never written
-            pos += left_in_block
-            continue
-        if start + length > size or length > left_in_block - _LOG_HEADER:
-            return
-        pos = start + length
-        if kind == _FULL:
-            yield [(start, length)]
-            fragments = []
-        elif kind == _FIRST:
-            fragments = [(start, length)]
-        elif kind == _MIDDLE and fragments:
+
+    def __init__(self, data) -> None:
+        self.data = data
+        self.torn_at: int | None = None
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        data, size = self.data, len(self.data)
+        pos = 0
+        fragments: list[tuple[int, int]] = []
+        while pos < size:
+            left_in_block = _LOG_BLOCK - pos % _LOG_BLOCK
+            if left_in_block < _LOG_HEADER:  # block trailer: zero padding
+                pos += left_in_block
+                continue
+            if pos + _LOG_HEADER > size:
+                self.torn_at = fragments[0][0] - _LOG_HEADER if fragments else pos
+                return
+            length = data[pos + 4] | (data[pos + 5] << 8)
+            kind = data[pos + 6]
+            start = pos + _LOG_HEADER
+            if kind == 0 and length == 0:  # pre-allocated, never written
+                pos += left_in_block
+                continue
+            if length > left_in_block - _LOG_HEADER or not _FULL <= kind <= _LAST:
+                raise _Corrupt(f"bad record header at byte {pos} (type {kind}, length "
+                               f"{length})")
+            if start + length > size:
+                self.torn_at = fragments[0][0] - _LOG_HEADER if fragments else pos
+                return
+            if kind in (_FULL, _FIRST) and fragments and not any(n for _, n in fragments):
+                fragments = []  # an empty FIRST that old LevelDB writers left at a block end
+            if (kind in (_FULL, _FIRST)) == bool(fragments):
+                raise _Corrupt(f"record fragments out of order at byte {pos}")
+            pos = start + length
             fragments.append((start, length))
-        elif kind == _LAST and fragments:
-            fragments.append((start, length))
-            yield fragments
-            fragments = []
-        else:  # an orphan fragment or an unknown type: skip it, as LevelDB does
-            fragments = []
+            if kind in (_FULL, _LAST):
+                yield fragments
+                fragments = []
+        if fragments:
+            self.torn_at = fragments[0][0] - _LOG_HEADER
 
 
 def _join(data, fragments: list[tuple[int, int]]) -> bytes:
@@ -198,14 +213,27 @@ class LevelDBReader:
         self._blocks: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
         latest: dict[bytes, tuple[int, tuple | None]] = {}
-        for name in self._live_tables():
+        self._manifest_cut = ""
+        tables = self._live_tables()
+        for name in tables:
             self._scan_table(name, latest)
-        for name in self._live_logs():
-            self._scan_log(name, latest)
+        torn = [cut for cut in map(lambda name: self._scan_log(name, latest),
+                                   self._live_logs()) if cut]
         self.keys = sorted(k for k, (_, loc) in latest.items() if loc is not None)
         self._locations = [latest[k][1] for k in self.keys]
         if not self.keys:
-            raise DataError(f"LevelDB '{path}' is empty")
+            unlisted = sorted(n for n in os.listdir(path) if n.endswith((".ldb", ".sst"))
+                              and n not in tables)
+            causes = torn + ([self._manifest_cut] if self._manifest_cut else []) + (
+                [f"table(s) {', '.join(unlisted)} are in the folder but not in its MANIFEST"]
+                if unlisted else [])
+            raise DataError(f"LevelDB '{path}' is empty" + (
+                f" but for damage: {'; '.join(causes)}; copy or convert it again" if causes
+                else ""))
+        for cut in torn:
+            # LevelDB drops such a write silently; a copy cut short looks the same, so say so.
+            get_logger().warning("LevelDB '%s': %s; its records are left out, as LevelDB "
+                                 "leaves them out (%d records read)", path, cut, len(self.keys))
 
     # --- opening --------------------------------------------------------------------------------
     def _read(self, name: str) -> bytes:
@@ -225,13 +253,27 @@ class LevelDBReader:
             raise DataError(f"LevelDB '{self.path}': CURRENT should name a MANIFEST file, "
                             f"found {current[:40]!r}")
         data = self._read(manifest)
-        live: set[int] = set()
+        live: dict[int, int] = {}  # table number -> its size in bytes
         self._log_number = self._prev_log_number = 0
+        seen: set[int] = set()
+        records = _LogScan(data)
         try:
-            for fragments in _log_records(data):
-                self._apply_edit(_join(data, fragments), live)
+            for fragments in records:
+                seen.update(self._apply_edit(_join(data, fragments), live))
         except _Corrupt as exc:
-            raise DataError(f"LevelDB '{self.path}': {manifest} is corrupt: {exc}") from None
+            raise DataError(f"LevelDB '{self.path}' is damaged: {manifest} is corrupt: "
+                            f"{exc}") from None
+        cut = "" if records.torn_at is None else f", cut short at byte {records.torn_at}"
+        if not {2, 3, 4} <= seen:  # LevelDB itself refuses a MANIFEST without these
+            raise DataError(f"LevelDB '{self.path}' is damaged: {manifest} ({len(data)} bytes"
+                            f"{cut}) lacks the log number, next file number and last sequence "
+                            "that LevelDB requires")
+        if records.torn_at is not None:
+            self._manifest_cut = (f"{manifest} ends in a record cut short at byte "
+                                  f"{records.torn_at} of {len(data)}")
+            get_logger().warning("LevelDB '%s': %s; left out, as LevelDB leaves it out",
+                                 self.path, self._manifest_cut)
+        self._table_sizes = live
         names = []
         for number in sorted(live):
             for suffix in (".ldb", ".sst"):  # .sst is the name older LevelDB versions used
@@ -244,11 +286,14 @@ class LevelDBReader:
             names.append(name)
         return names
 
-    def _apply_edit(self, edit: bytes, live: set[int]) -> None:
-        """Apply one VersionEdit of the MANIFEST to the set of live table numbers."""
+    def _apply_edit(self, edit: bytes, live: dict[int, int]) -> set[int]:
+        """Apply one VersionEdit of the MANIFEST to the live tables (number -> size); the
+        tags it held."""
         pos = 0
+        tags = set()
         while pos < len(edit):
             tag, pos = _varint(edit, pos)
+            tags.add(tag)
             if tag == 1:  # comparator
                 name, pos = _length_prefixed(edit, pos)
                 if name != _BYTEWISE:
@@ -269,16 +314,16 @@ class LevelDBReader:
             elif tag == 6:  # deleted file: level, number
                 _, pos = _varint(edit, pos)
                 number, pos = _varint(edit, pos)
-                live.discard(number)
+                live.pop(number, None)
             elif tag == 7:  # new file: level, number, size, smallest, largest
                 _, pos = _varint(edit, pos)
                 number, pos = _varint(edit, pos)
-                _, pos = _varint(edit, pos)
+                live[number], pos = _varint(edit, pos)
                 _, pos = _length_prefixed(edit, pos)
                 _, pos = _length_prefixed(edit, pos)
-                live.add(number)
             else:
                 raise _Corrupt(f"unknown VersionEdit tag {tag}")
+        return tags
 
     def _live_logs(self) -> list[str]:
         logs = []
@@ -303,6 +348,12 @@ class LevelDBReader:
     def _scan_table(self, name: str, latest: dict) -> None:
         data = self._read(name)
         file_id = self._file_id(name)
+        expected = self._table_sizes.get(int(name.partition(".")[0]), len(data))
+        if len(data) != expected:
+            raise DataError(
+                f"LevelDB '{self.path}' is damaged: table {name} has {len(data)} bytes where "
+                f"its MANIFEST records {expected} ({100 * len(data) / max(expected, 1):.0f}%); "
+                "copy or convert it again")
         try:
             if len(data) < _FOOTER_SIZE or int.from_bytes(data[-8:], "little") != _TABLE_MAGIC:
                 raise _Corrupt("not a LevelDB table (bad footer magic number)")
@@ -328,13 +379,16 @@ class LevelDBReader:
                         location = ("file", file_id, ((offset + value_start, value_len),))
                     self._offer(latest, internal_key[:-8], tag >> 8, location)
         except _Corrupt as exc:
-            raise DataError(f"LevelDB '{self.path}': table {name} is corrupt: {exc}") from None
+            raise DataError(f"LevelDB '{self.path}' is damaged: table {name} is corrupt: "
+                            f"{exc}") from None
 
-    def _scan_log(self, name: str, latest: dict) -> None:
+    def _scan_log(self, name: str, latest: dict) -> str:
+        """Add the log's records to ``latest``; a description of its torn end ("" if none)."""
         data = self._read(name)
         file_id = self._file_id(name)
+        records = _LogScan(data)
         try:
-            for fragments in _log_records(data):
+            for fragments in records:
                 record = _join(data, fragments)
                 starts = []
                 total = 0
@@ -364,7 +418,12 @@ class LevelDBReader:
                         raise _Corrupt(f"unknown write batch entry type {kind}")
                     self._offer(latest, key, sequence + i, location)
         except _Corrupt as exc:
-            raise DataError(f"LevelDB '{self.path}': log {name} is corrupt: {exc}") from None
+            raise DataError(f"LevelDB '{self.path}' is damaged: log {name} is corrupt: "
+                            f"{exc}") from None
+        if records.torn_at is None:
+            return ""
+        return (f"log {name} ends in a write batch cut short at byte {records.torn_at} of "
+                f"{len(data)}")
 
     # --- reading --------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -7,6 +7,7 @@ import threading
 
 from ..errors import DataError
 from .db import BatchedWriter, is_leveldb
+from .lmdb_check import check_lmdb_file
 
 # py-lmdb refuses to open one environment twice in a process, while a train and a test net (or
 # two test nets) often read the same database. Open environments are therefore shared,
@@ -61,6 +62,9 @@ class LMDBReader:
                 raise DataError(f"LMDB '{path}' has no data.mdb but is a LevelDB database; "
                                 "set backend: LEVELDB (or --backend=leveldb)")
             raise DataError(f"LMDB '{path}' has no data.mdb: not an LMDB database")
+        # LMDB reads through a memory map: a page past the end of a damaged file would kill
+        # the process with SIGBUS, so the file is checked with ordinary reads first.
+        check_lmdb_file(os.path.join(path, "data.mdb") if subdir else path, path)
         try:
             self.env = _acquire_env(path, subdir)
             self.txn = self.env.begin(write=False, buffers=False)

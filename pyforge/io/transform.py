@@ -48,6 +48,11 @@ class DataTransformer:
                 raise DataError(f"{where}: mean_file '{path}' has shape "
                                 f"{'x'.join(map(str, shape))} but holds {values.size} values, "
                                 f"expected {int(np.prod(shape))}")
+            if not np.isfinite(values).all():
+                bad = int((~np.isfinite(values)).sum())
+                raise DataError(f"{where}: mean_file '{path}' holds {bad} NaN or infinite "
+                                f"value(s) of {values.size}; compute it again "
+                                "(pyforge compute-image-mean)")
             self.mean_image = values.reshape(shape[1:])
         self.mean_values = [np.float32(v) for v in param.mean_value]
         self._mean_cache: dict[tuple[int, int, int], np.ndarray] = {}

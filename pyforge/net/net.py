@@ -16,11 +16,13 @@ from ..layers.base import Layer, NetContext
 from ..log import fmt, get_logger
 from ..proto import caffe_pb2
 from ..proto.io import debug_string
+from ..proto.numbers import layer_settings_error
 from ..proto.wire import net_chunks
 from ..registry import UnknownNameError
 from ..rng import make_rng
 from .fusion import Chain, epilogue, plan_chains
 from .graph import filter_net, insert_splits
+from .sharing import sharing_problem
 from .weights import copy_params
 
 
@@ -121,6 +123,9 @@ class Net:
             raise NetError(f"layer '{lp.name}': propagate_down must be given 0 or "
                            f"{len(lp.bottom)} times (once per bottom), found "
                            f"{len(lp.propagate_down)}")
+        problem = layer_settings_error(lp)
+        if problem is not None:
+            raise NetError(f"{self.source_file}: {problem}" if self.source_file else problem)
         log("Creating layer %s", lp.name)
         # Caffe's Net::Init decides which parameters need backward from the net's copy of the
         # LayerParameter, read before the layer's own LayerSetUp may add param specs to its
@@ -540,20 +545,17 @@ class Net:
                 for name, layer in zip(self.layer_names, self.layers) if layer.blobs]
 
     def share_trained_layers_with(self, other: Net) -> None:
-        """Use ``other``'s parameter data by layer name (Caffe's ShareTrainedLayersWith)."""
+        """Use ``other``'s parameter data by layer name (Caffe's ShareTrainedLayersWith);
+        a mismatch is a WeightsError naming its cause (:mod:`.sharing`)."""
+        problem = sharing_problem(self, other)
+        if problem is not None:
+            raise WeightsError(problem)
         for name, src_layer in zip(other.layer_names, other.layers):
             layer = self.layer_by_name(name)
             if layer is None:
                 self.logger.info("Ignoring source layer %s", name)
                 continue
-            if len(layer.blobs) != len(src_layer.blobs):
-                raise WeightsError(f"layer '{name}': {len(src_layer.blobs)} parameter blobs in "
-                                   f"the train net, {len(layer.blobs)} in the test net")
-            for j, (mine, theirs) in enumerate(zip(layer.blobs, src_layer.blobs)):
-                if mine.shape != theirs.shape:
-                    raise WeightsError(
-                        f"cannot share param {j} of layer '{name}': train net shape "
-                        f"{theirs.shape_string()}, test net shape {mine.shape_string()}")
+            for mine, theirs in zip(layer.blobs, src_layer.blobs):
                 mine.data = theirs.data
 
     def get_state(self) -> dict:

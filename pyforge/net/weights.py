@@ -55,16 +55,34 @@ def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> 
                     f"source param shape is {shape}, target param shape is "
                     f"{blob.shape_string().rsplit(' (', 1)[0]}")
                 continue
-            plan.append((blob, value))
+            plan.append((name, j, blob, value))
     if problems:
         hint = ("; to learn a layer from scratch rather than copying it from a saved net, "
                 "rename the layer")
         raise WeightsError(f"{filename}: " + "; ".join(problems) + hint)
-    for blob, value in plan:
+    for _, _, blob, value in plan:
         if isinstance(value, np.ndarray):
             blob.data[...] = value
             continue
         blob.data[...] = value.data.reshape(blob.shape)
         if value.diff is not None and value.diff.size:
             blob.diff[...] = value.diff.reshape(blob.shape)
+    nonfinite = [(name, j, blob.data) for name, j, blob, _ in plan
+                 if not np.isfinite(blob.data).all()]
+    if nonfinite:
+        raise WeightsError(f"{filename}: " + nonfinite_note(nonfinite) + "; a diverged run or "
+                           "a damaged file")
+
+
+def nonfinite_note(arrays: list[tuple[str, int, np.ndarray]]) -> str:
+    """"layer 'ip1' param 0 has 3 NaN among its 400000 values (the first at [1, 7])",
+    for the first of ``(layer name, param index, array)``, and how many more arrays do."""
+    name, j, array = arrays[0]
+    counts = [(int(np.isnan(array).sum()), "NaN"), (int(np.isinf(array).sum()), "infinite")]
+    found = " and ".join(f"{n} {what}" for n, what in counts if n)
+    first = np.unravel_index(int(np.flatnonzero(~np.isfinite(array))[0]), array.shape)
+    where = ", ".join(str(int(i)) for i in first)
+    more = f" (and {len(arrays) - 1} more blob(s))" if len(arrays) > 1 else ""
+    return (f"layer '{name}' param {j} has {found} among its {array.size} values (the first "
+            f"at [{where}]){more}")
 

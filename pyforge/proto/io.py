@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,8 +41,62 @@ def _suggest_field(message_type: str, field: str) -> str:
     return ""
 
 
+#: Error lines are cut to about this many characters: a source line or a token can be
+#: megabytes long (an unterminated string swallows the rest of the file).
+MAX_LINE = 200
+_SOURCE_WINDOW = 150
+_LONG_QUOTED = re.compile(r"'([^']{60,})'", re.S)
+_GOT_CHAR = re.compile(r"got (\S)$")
+_BOM = "\ufeff"
+
+
+def _shorten_tokens(what: str) -> str:
+    """Quoted tokens of more than 60 characters in protobuf's message, cut to their start."""
+
+    def cut(match: re.Match) -> str:
+        token = match.group(1)
+        return f"'{token[:40]}...' ({len(token):,} characters)"
+
+    return _LONG_QUOTED.sub(cut, what)
+
+
+def _name_invisible(what: str) -> str:
+    """``got X`` where X cannot be seen: its code point and name instead."""
+    match = _GOT_CHAR.search(what)
+    if not match or match.group(1).isascii() and match.group(1).isprintable():
+        return what
+    char = match.group(1)
+    if char == _BOM:
+        name = "a UTF-8 byte order mark, invisible in most editors; only a file's first " \
+               "character may be one"
+    else:
+        name = unicodedata.name(char, "an unnamed character").lower()
+    return what[: match.start()] + f"got U+{ord(char):04X} ({name})"
+
+
+def source_excerpt(source: str, col: int) -> str:
+    """The source line under an error and a caret at ``col`` (1-based), cut to a window
+    around the column when the line is long."""
+    source = source.expandtabs(1)
+    start, end = 0, len(source)
+    if end > _SOURCE_WINDOW:
+        start = max(0, min(col - 1 - _SOURCE_WINDOW // 2, end - _SOURCE_WINDOW))
+        end = start + _SOURCE_WINDOW
+    head = "..." if start > 0 else ""
+    tail = "..." if end < len(source) else ""
+    caret = " " * (len(head) + max(col - 1 - start, 0))
+    return f"  {head}{source[start:end]}{tail}\n  {caret}^"
+
+
 def parse_text_proto(text: str, message: M, filename: str) -> M:
-    """Parse protobuf text format into ``message``; errors become ``file:line:col: message``."""
+    """Parse protobuf text format into ``message``; errors become ``file:line:col: message``
+    with the source line (cut around the column when long) and a caret."""
+    if text.startswith(_BOM):
+        # Editors on Windows add it; Caffe's C++ parser refuses the file, pyforge skips it.
+        get_logger().warning("%s starts with a UTF-8 byte order mark (U+FEFF); reading the "
+                             "file without it (Caffe's parser would refuse it: save the file "
+                             "as UTF-8 without BOM to share it with Caffe)", filename)
+        text = text[1:]
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
@@ -53,6 +108,7 @@ def parse_text_proto(text: str, message: M, filename: str) -> M:
             line, col, what = int(match.group(1)), int(match.group(2)), match.group(3).strip()
         # protobuf repeats the whole source line in some messages; the caret line shows it.
         what = re.sub(r"^'.*?': ", "", what, flags=re.S).rstrip(".")
+        what = _name_invisible(_shorten_tokens(what))
         field_match = _NO_FIELD.search(what)
         if field_match:
             what += _suggest_field(field_match.group(1), field_match.group(2))
@@ -61,8 +117,7 @@ def parse_text_proto(text: str, message: M, filename: str) -> M:
         lines = text.splitlines()
         detail = None
         if 1 <= line <= len(lines):
-            source = lines[line - 1].expandtabs(1)
-            detail = f"  {source}\n  {' ' * max(col - 1, 0)}^"
+            detail = source_excerpt(lines[line - 1], col)
         raise ParseError(f"{filename}:{line}:{col}: {what}", detail) from None
     _check_required(message, filename)
     return message

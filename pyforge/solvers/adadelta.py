@@ -14,6 +14,8 @@ class AdaDeltaSolver(SGDSolver):
     ``h = momentum * h + (1 - momentum) * g^2``; ``v = g * sqrt((h2 + delta) / (h + delta))``;
     ``h2 = momentum * h2 + (1 - momentum) * v^2``; step ``local_rate * v``."""
 
+    uses_delta = True
+
     history_sets = 2
 
     def compute_update_value(self, param_id: int, rate: float) -> None:

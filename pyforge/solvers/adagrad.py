@@ -14,6 +14,8 @@ from .sgd import SGDSolver
 class AdaGradSolver(SGDSolver):
     """``h += g^2``; step ``local_rate * g / (sqrt(h) + delta)``. Momentum is refused."""
 
+    uses_delta = True
+
     @classmethod
     def check_params(cls, param: caffe_pb2.SolverParameter) -> None:
         super().check_params(param)

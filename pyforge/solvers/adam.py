@@ -21,6 +21,8 @@ class AdamSolver(SGDSolver):
     Caffe's quirk: delta is added to sqrt(v), not to the bias-corrected sqrt(v_hat); the bias
     correction is folded into the step size instead."""
 
+    uses_delta = True
+
     history_sets = 2
 
     @classmethod

@@ -13,10 +13,11 @@ import os
 
 import numpy as np
 
-from ..errors import PyforgeError, SolverError
+from ..errors import NetError, PyforgeError, SolverError
 from ..io.snapshot import load_weights
-from ..log import get_logger
+from ..log import fmt, get_logger
 from ..net.net import Net
+from ..net.sharing import sharing_problem
 from ..parallel.strategy import SingleProcessTraining, TrainingStrategy
 from ..proto import caffe_pb2, read_net_param, resolve_path
 from ..proto.io import debug_string
@@ -26,6 +27,7 @@ from .data_layers import batch_size, dataset_size
 from .lr_policy import LrPolicy, get_policy
 from .registry import solver_class
 from .solver import Action, Solver
+from .state import remove_abandoned_snapshot_files
 
 
 def create_solver(param: caffe_pb2.SolverParameter, solver_file: str | None = None,
@@ -39,8 +41,13 @@ def create_solver(param: caffe_pb2.SolverParameter, solver_file: str | None = No
     logger = logger or get_logger()
     parallel = parallel or SingleProcessTraining()
     net, test_nets = build_nets(cls, param, solver_file, logger, parallel)
-    return cls(param, net, test_nets, logger=logger, action=action or (lambda: NONE),
-               parallel=parallel)
+    try:
+        return cls(param, net, test_nets, logger=logger, action=action or (lambda: NONE),
+                   parallel=parallel)
+    except BaseException:
+        for built in (net, *test_nets):  # their data threads would outlive the error
+            built.close()
+        raise
 
 
 def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
@@ -61,6 +68,7 @@ def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
         _resolve_snapshot_prefix(param, solver_file, logger)
         if parallel.is_leader:  # only rank 0 writes snapshots
             _check_snapshot_prefix_is_writable(param)
+            remove_abandoned_snapshot_files(param.snapshot_prefix, logger)
     except SolverError as exc:
         raise _in_file(exc, solver_file) from None
     if param.HasField("random_seed") and param.random_seed >= 0:
@@ -73,8 +81,18 @@ def build_nets(solver_type: type[Solver], param: caffe_pb2.SolverParameter,
     try:
         net = reader.train_net(parallel)
         test_nets = reader.test_nets()
+        for i, test_net in enumerate(test_nets):
+            # Checked now rather than at the first test pass, which may come hours later.
+            problem = sharing_problem(test_net, net, f"test net #{i}")
+            if problem is not None:
+                raise NetError(f"{solver_file}: {problem}" if solver_file else problem)
     except SolverError as exc:
+        reader.close()
         raise _in_file(exc, solver_file) from None
+    except BaseException:
+        # The nets built so far may hold data threads and open databases.
+        reader.close()
+        raise
     _warn_about_settings(param, lr_policy, net, test_nets, logger)
     return net, test_nets
 
@@ -124,6 +142,12 @@ class _NetReader:
         self.solver_file = solver_file
         self.logger = logger
         self.rng = rng
+        #: Every net built, so that a failure part way closes them all.
+        self.built: list[Net] = []
+
+    def close(self) -> None:
+        for net in self.built:
+            net.close()
 
     def train_net(self, parallel: TrainingStrategy) -> Net:
         p = self.param
@@ -152,6 +176,7 @@ class _NetReader:
         net_param.state.CopyFrom(state)
         net = Net(net_param, rng=self.rng, logger=self.logger, source_file=source,
                   reserve_diff=parallel.control_slots)
+        self.built.append(net)
         self._load_weights(net)
         parallel.shard_data(net)
         return net
@@ -201,6 +226,7 @@ class _NetReader:
             copy.state.CopyFrom(state)
             self.logger.info("Creating test net (#%d) specified by %s", i, label)
             net = Net(copy, rng=self.rng, logger=self.logger, source_file=source)
+            self.built.append(net)
             net.debug_info = p.debug_info
             self._load_weights(net)
             nets.append(net)
@@ -237,6 +263,9 @@ def _warn_about_settings(param: caffe_pb2.SolverParameter, lr_policy: LrPolicy, 
         if is_set and name not in lr_policy.uses:
             logger.warning("%s is set but lr_policy '%s' does not use it (it uses %s)", name,
                            p.lr_policy, ", ".join(lr_policy.uses))
+    if p.momentum >= 1:  # the adaptive types that use momentum refuse this themselves
+        logger.warning("momentum: %s >= 1: the update history never decays, so the steps "
+                       "grow without bound; Caffe's examples use 0.9", fmt(p.momentum))
     batch = batch_size(net)
     if batch:
         logger.info("Effective batch size: %d (batch %d x iter_size %d)", batch * p.iter_size,

@@ -4,16 +4,17 @@ file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import IO
 
 import numpy as np
 
 from ..errors import PyforgeError, SolverError
-from ..log import fmt
+from ..log import fmt, get_logger
 
 
 @dataclass
@@ -75,26 +76,53 @@ class MetricsFile:
     "wall_time", "iter_per_s"} and {"kind": "test", "iter", "test_net", "outputs",
     "wall_time"}; ``outputs`` maps each output name to its value (a list for outputs with
     several elements). A fresh run truncates the file, a resumed one appends to it.
+
+    The metrics are a by-product of training: a write that fails (a full disk, a file system
+    gone) is reported once, naming the file, and training goes on with its snapshots. Each
+    record is one ``write`` of one line to a file opened for appending; after a record was cut
+    short the next one starts on a new line, so readers lose only the cut line.
     """
 
-    def __init__(self, path: str, append: bool) -> None:
+    def __init__(self, path: str, append: bool, logger: logging.Logger | None = None) -> None:
         self.path = path
+        self.logger = logger or get_logger()
+        self._failed = False
+        self._cut = False
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
         try:
-            self._handle: IO[str] | None = open(path, "a" if append else "w",
-                                                encoding="utf-8")
+            self._fd: int | None = os.open(path, flags, 0o666)
         except OSError as exc:
             raise PyforgeError(f"{path}: cannot write the metrics file: {exc.strerror}") from None
+        except ValueError:  # a NUL byte in the path
+            raise PyforgeError(f"{path!r}: cannot write the metrics file: not a valid "
+                               "path") from None
 
     def write(self, record: dict) -> None:
-        if self._handle is None:
+        if self._fd is None:
             return
-        self._handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._handle.flush()
+        line = ("\n" if self._cut else "") + json.dumps(record, separators=(",", ":")) + "\n"
+        data = line.encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+        except OSError as exc:
+            self._write_failed(exc.strerror or str(exc))
+            return
+        self._cut = written < len(data)
+        if self._cut:
+            self._write_failed(f"only {written} of {len(data)} bytes of a record were written")
+
+    def _write_failed(self, reason: str) -> None:
+        if not self._failed:
+            self._failed = True
+            self.logger.warning("%s: cannot write the metrics file: %s; training goes on, "
+                                "and records that cannot be written are left out", self.path,
+                                reason)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
 def metrics_path(param, override: str | None) -> str:

@@ -15,6 +15,8 @@ class RMSPropSolver(SGDSolver):
     """``h = rms_decay * h + (1 - rms_decay) * g^2``; step ``local_rate * g / (sqrt(h) +
     delta)``. Momentum is refused; rms_decay must lie in [0, 1)."""
 
+    uses_delta = True
+
     @classmethod
     def check_params(cls, param: caffe_pb2.SolverParameter) -> None:
         super().check_params(param)

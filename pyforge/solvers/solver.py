@@ -23,6 +23,7 @@ from ..net.net import Net
 from ..parallel.strategy import SingleProcessTraining, TrainingStrategy
 from ..proto import caffe_pb2
 from ..proto.io import debug_string
+from ..proto.numbers import nonfinite_message
 from ..signals import NONE, SNAPSHOT, SNAPSHOT_STOP, STOP
 from .compile_watch import CompileWatch
 from .data_layers import batch_size
@@ -37,6 +38,22 @@ f32 = np.float32
 #: Polled for the request of a signal: ``signals.NONE``, ``STOP``, ``SNAPSHOT`` ...
 Action = Callable[[], str]
 
+#: Settings that cannot be negative, with what a value means (Caffe accepts and misuses them:
+#: a negative display or snapshot period acts as 1, a negative base_lr climbs the loss).
+_NOT_NEGATIVE = {
+    "base_lr": " (a negative rate climbs the loss)",
+    "max_iter": " (iterations)",
+    "display": " (0: no display lines)",
+    "snapshot": " (0: no periodic snapshots)",
+    "test_interval": " (iterations)",
+    "stepsize": " (iterations)",
+    "momentum": "",
+    "weight_decay": " (a negative decay grows the weights)",
+    "early_stop_patience": " (test passes; 0: never stop early)",
+    "plateau_patience": " (test passes)",
+    "plateau_cooldown": " (test passes)",
+}
+
 
 class Solver(abc.ABC):
     """Trains a built train net, testing the test nets on the way (Caffe's Solver).
@@ -50,6 +67,8 @@ class Solver(abc.ABC):
     type_name = ""
     #: Number of history blobs per learnable parameter (AdaDelta and Adam keep two).
     history_sets = 1
+    #: Whether the update divides by a root of the history plus ``delta`` (adaptive types).
+    uses_delta = False
 
     def __init__(self, param: caffe_pb2.SolverParameter, net: Net, test_nets: Sequence[Net] = (),
                  *, logger: logging.Logger | None = None, action: Action | None = None,
@@ -109,6 +128,18 @@ class Solver(abc.ABC):
         """Caffe's checks of the settings (solver types add theirs); a SolverError if one
         fails. :func:`.factory.build_nets` runs them before building the nets."""
         p = param
+        problem = nonfinite_message(p)
+        if problem is not None:
+            raise SolverError(problem)
+        for name in _NOT_NEGATIVE:
+            value = getattr(p, name)
+            if value < 0:
+                raise SolverError(f"{name} must be >= 0{_NOT_NEGATIVE[name]}, found {value:g}")
+        if any(v < 0 for v in p.stepvalue):
+            raise SolverError(f"stepvalue must be >= 0 (iterations), found {list(p.stepvalue)}")
+        if cls.uses_delta and p.delta <= 0:
+            raise SolverError(f"{cls.type_name} needs delta > 0 (it keeps the update's "
+                              f"denominator away from zero), found delta: {p.delta:g}")
         if p.average_loss < 1:
             raise SolverError(f"average_loss must be >= 1, found {p.average_loss}")
         if p.iter_size < 1:
@@ -138,7 +169,7 @@ class Solver(abc.ABC):
         self._start_time = time.time()
         if self._metrics is None:
             self._metrics = MetricsFile(metrics_path(self.param, self.metrics_override),
-                                        append=self.resumed)
+                                        append=self.resumed, logger=self.logger)
         self.step(self.param.max_iter - self.iter)
         p = self.param
         after_train = p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0)

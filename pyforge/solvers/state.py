@@ -14,8 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from ..atomic_write import remove_abandoned_temporaries
 from ..errors import PyforgeError, WeightsError
 from ..io.snapshot import (
     SolverStateData,
@@ -26,6 +30,7 @@ from ..io.snapshot import (
     write_solver_state,
 )
 from ..log import fmt
+from ..net.weights import nonfinite_note
 from ..proto import caffe_pb2, parse_text_proto
 from ..proto.io import debug_string
 
@@ -47,6 +52,7 @@ def write_snapshot(solver: Solver) -> str:
     if not solver.parallel.is_leader:
         solver.last_snapshot_iter = solver.iter
         return ""
+    remove_abandoned_snapshot_files(p.snapshot_prefix, solver.logger)
     hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
     suffix = ".h5" if hdf5 else ""
     kind = "HDF5 file" if hdf5 else "binary proto file"
@@ -61,6 +67,20 @@ def write_snapshot(solver: Solver) -> str:
     solver.last_snapshot = (model_file, state_file)
     solver.last_snapshot_iter = solver.iter
     return model_file
+
+
+def remove_abandoned_snapshot_files(prefix: str, logger: logging.Logger) -> None:
+    """Remove the temporary snapshot files (``.<prefix>_iter_<N>.caffemodel.tmp<pid>``) that
+    runs killed while writing them left beside ``prefix``: pyforge's own, of this prefix, of
+    processes no longer alive. Jobs that get killed often would otherwise fill their folder."""
+    folder, base = os.path.split(prefix)
+    snapshot_name = re.compile(re.escape(base) + r"_(iter_[0-9]+|best)\.(caffemodel|solverstate)"
+                               r"(\.h5)?")
+    removed = remove_abandoned_temporaries(folder, lambda n: bool(snapshot_name.fullmatch(n)))
+    if removed:
+        logger.info("Removed %d temporary snapshot file(s) left by a run that was killed while "
+                    "writing: %s", len(removed), ", ".join(removed[:3])
+                    + (", ..." if len(removed) > 3 else ""))
 
 
 def resume_record(solver: Solver) -> dict:
@@ -119,6 +139,13 @@ def _restore_here(solver: Solver, path: str, force: bool) -> None:
         if array.shape != blob.shape:
             raise WeightsError(f"{path}: history blob {i} has shape {array.shape}, the net's "
                                f"parameter {i} has {blob.shape}")
+    learnable = solver.net.learnable
+    nonfinite = [(learnable[i % len(learnable)].layer, learnable[i % len(learnable)].index,
+                  array) for i, array in enumerate(state.history)
+                 if not np.isfinite(array).all()]
+    if nonfinite:
+        raise WeightsError(f"{path}: the history of " + nonfinite_note(nonfinite)
+                           + "; a diverged run or a damaged file")
     solver.iter = state.iteration
     if state.learned_net:
         load_weights(solver.net, learned_net_path(state.learned_net, path, solver.logger))
@@ -150,7 +177,7 @@ def _check_compatible(solver: Solver, path: str, extra: dict, force: bool) -> No
     problems = []
     saved_type = extra.get("solver_type")
     if saved_type and saved_type != solver.type_name:
-        problems.append(f"it was written by a {saved_type} solver, this solver is "
+        problems.append(f"it was written by solver type {saved_type}, this solver's type is "
                         f"{solver.type_name}")
     saved_net = extra.get("net")
     if saved_net is not None:

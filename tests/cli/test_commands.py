@@ -60,7 +60,7 @@ def test_time_command_prints_caffes_table(caffe_ref):
 
 def test_time_refuses_an_unknown_phase(caffe_ref, capsys):
     model = caffe_ref / "shapes" / "examples_mnist_lenet.prototxt"
-    assert main(["time", f"--model={model}", "--phase=VAL"]) == 1
+    assert main(["time", f"--model={model}", "--phase=VAL"]) == 2  # a bad flag value
     assert 'phase must be "TRAIN" or "TEST"' in capsys.readouterr().err
 
 

@@ -3,7 +3,8 @@
 Each round resumes from the newest complete pair (or starts fresh), trains with a snapshot
 every iteration of a net whose files take a noticeable time to write, and is killed with
 SIGKILL after a random delay. After every kill, every .solverstate on disk must load, name a
-.caffemodel that loads, and the newest must resume.
+.caffemodel that loads, and the newest must resume; the temporary files a kill leaves are gone
+once the next run has started.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def test_sigkill_during_snapshots_never_loses_the_last_pair(tmp_path):
                       "momentum: 0.9\ndisplay: 0\nmax_iter: 100000000\nsnapshot: 1\n"
                       f'snapshot_prefix: "{tmp_path}/snap"\nrandom_seed: 3\n')
     rng = random.Random(20261125)
-    kills = 0
+    kills = left_by_kills = 0
     for _ in range(KILLS):
         pairs = complete_pairs(tmp_path)
         argv = [sys.executable, "-m", "pyforge", "train", str(solver)]
@@ -61,12 +62,19 @@ def test_sigkill_during_snapshots_never_loses_the_last_pair(tmp_path):
         for line in proc.stderr:
             if "Snapshotting" in line:
                 break
+        # By now the run has removed what earlier, killed runs left half written.
+        stale = [p.name for p in tmp_path.glob(".snap_iter_*.tmp*")
+                 if not p.name.endswith(f".tmp{proc.pid}")]
+        assert not stale, f"temporaries of killed runs were left: {stale}"
         time.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         proc.stderr.close()
         kills += 1
+        left_by_kills += len(list(tmp_path.glob(".snap_iter_*.tmp*")))
         after = complete_pairs(tmp_path)
         assert after, "no complete snapshot pair survived"
         assert not pairs or after[-1] >= pairs[-1]
     assert kills == KILLS
+    print(f"{kills} SIGKILLs left {left_by_kills} temporary file(s); each run removed those of "
+          "the runs killed before it")

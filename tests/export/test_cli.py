@@ -57,8 +57,8 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("pyforge:")]
 
 
-def assert_refused(code, err, folder, expected: str) -> None:
-    assert code == 1
+def assert_refused(code, err, folder, expected: str, status: int = 1) -> None:
+    assert code == status
     lines = error_lines(err)
     assert len(lines) == 1, err
     assert lines[0].startswith("pyforge: error: " + expected), lines[0]
@@ -90,7 +90,9 @@ def test_refused_layer_leaves_no_file(case, tmp_path, capsys):
 
 def test_data_layers_are_refused_with_the_input_layer_to_use(tmp_path, capsys):
     out = tmp_path / "lenet.onnx"
-    code, err = run(["export", f"--model={LENET_TRAIN_TEST}", "--weights=none.caffemodel",
+    weights = tmp_path / "none.caffemodel"
+    weights.write_bytes(b"")  # never read: the refusal comes first
+    code, err = run(["export", f"--model={LENET_TRAIN_TEST}", f"--weights={weights}",
                      f"--output={out}"], capsys)
     assert_refused(code, err, tmp_path, "layer 'mnist' of type 'Data' cannot be exported to "
                    "ONNX: it is a data layer; replace it with an Input layer that declares the "
@@ -157,7 +159,7 @@ def test_bad_flags_are_one_line(flags, expected, lenet, tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     argv = ["export", f"--model={model}", f"--weights={weights}", "--output=lenet.onnx", *flags]
     code, err = run(argv, capsys)
-    assert_refused(code, err, tmp_path, expected)
+    assert_refused(code, err, tmp_path, expected, status=2)  # the command line is wrong
 
 
 def test_opset_flag_and_check_lines(lenet, tmp_path):

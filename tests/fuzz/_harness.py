@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from numba.core import event as numba_event
 
 from pyforge.errors import PyforgeError
 
@@ -137,21 +138,44 @@ def pyforge_origin(exc: BaseException) -> str:
     return origin
 
 
+class _CompilationPause(numba_event.Listener):
+    """Stops the hang alarm while Numba compiles a kernel and starts it again afterwards with
+    the time that was left, so that the budget counts running time only. The first input to
+    reach a kernel pays for compiling it (seconds, more on a loaded machine); that is not a
+    hang of the input."""
+
+    def __init__(self) -> None:
+        self.depth = 0  # compiles nest: a kernel compiles the kernels it calls
+        self.left = 0.0
+
+    def on_start(self, event) -> None:
+        if self.depth == 0:
+            self.left = signal.setitimer(signal.ITIMER_REAL, 0)[0]
+        self.depth += 1
+
+    def on_end(self, event) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.left > 0:
+            signal.setitimer(signal.ITIMER_REAL, self.left)
+
+
 @contextlib.contextmanager
 def hang_guard(seconds: float = HANG_SECONDS) -> Iterator[None]:
-    """Raise :class:`Hang` in the main thread when the body runs longer than ``seconds``."""
+    """Raise :class:`Hang` in the main thread when the body runs longer than ``seconds``, not
+    counting the time Numba spends compiling kernels."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal,
                                                                                "SIGALRM"):
         yield
         return
 
     def on_alarm(signum, frame):
-        raise Hang(f"no result after {seconds:g} s")
+        raise Hang(f"no result after {seconds:g} s (not counting Numba's compilation)")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        yield
+        with numba_event.install_listener("numba:compile", _CompilationPause()):
+            yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

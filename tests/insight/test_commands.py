@@ -22,9 +22,11 @@ def test_parse_log_command_writes_both_tables(tmp_path):
 
 
 def test_parse_log_command_reports_a_missing_log(tmp_path, capsys):
-    assert main(["parse-log", str(tmp_path / "nope.log"), str(tmp_path)]) == 1
-    assert capsys.readouterr().err.startswith(f"pyforge: error: {tmp_path / 'nope.log'}: cannot "
-                                              "read the log")
+    # A file named on the command line that does not exist: a bad command line (2).
+    assert main(["parse-log", str(tmp_path / "nope.log"), str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"pyforge: error: Invalid value for 'LOG': Path "
+                                       f"'{tmp_path / 'nope.log'}' does not exist (see "
+                                       "'pyforge parse-log --help')\n")
 
 
 def test_plot_command_writes_the_png(tmp_path):

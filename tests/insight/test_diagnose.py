@@ -208,8 +208,8 @@ def test_diagnose_command(tmp_path, capsys):
     assert printed.startswith(f"pyforge diagnose {net}: 2 training iteration(s)")
     assert "No problems found." in printed and "Thresholds:" in printed
     assert (out / "histograms.png").exists()
-    assert main(["diagnose", str(tmp_path / "missing.prototxt")]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert main(["diagnose", str(tmp_path / "missing.prototxt")]) == 2
+    assert "missing.prototxt' does not exist" in capsys.readouterr().err
 
 
 def test_means_ignore_missing_values():

@@ -230,7 +230,8 @@ def test_draw_net_command(tmp_path):
         assert main(["draw-net", LENET, str(out), "--rankdir", "TB", "--phase", "TRAIN"]) == 0
     with Image.open(out) as image:
         assert image.format == "PNG" and image.size[1] > image.size[0]
-    assert main(["draw-net", "missing.prototxt", str(tmp_path / "x.png")]) == 1
+    # A file named on the command line that does not exist: a bad command line.
+    assert main(["draw-net", "missing.prototxt", str(tmp_path / "x.png")]) == 2
     # Caffe's tool name works too (hidden from --help).
     with capture_log():
         assert main(["draw_net", LENET, str(tmp_path / "alias.svg")]) == 0

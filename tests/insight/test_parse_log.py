@@ -21,6 +21,7 @@ from pyforge.insight.parse_log import (
 )
 from tests.conformance.traces import accuracy_tolerance, loss_tolerance, reference_traces
 from tests.conftest import REFERENCE
+from tests.logcapture import capture_log
 
 RUN = REFERENCE / "runs" / "sgd_inv"
 CAFFE_LOG = RUN / "caffe.log.gz"
@@ -279,10 +280,18 @@ def test_metrics_seconds_field_is_the_seconds_column(tmp_path):
     ('{"kind": "train"}', r'metrics\.jsonl:2: expected a JSON object with an integer "iter"'),
     ('{"kind": "train", "iter": 1, "outputs": [1]}', r'expected "outputs" to be an object'),
 ])
-def test_bad_metrics_lines_name_the_file_and_line(tmp_path, line, expected):
+def test_bad_metrics_lines_are_skipped_naming_the_file_and_line(tmp_path, line, expected):
     path = tmp_path / "metrics.jsonl"
-    path.write_text(json.dumps(METRICS[0]) + "\n" + line + "\n")
-    with pytest.raises(PyforgeError, match=expected):
+    path.write_text(json.dumps(METRICS[0]) + "\n" + line + "\n" + json.dumps(METRICS[4])
+                    + "\n")
+    with capture_log() as log:
+        parsed = load_log(path)
+    # Every complete line is used; the bad one is counted and named.
+    assert parsed.skipped == 1 and len(parsed.train) == 2
+    assert re.search(r"skipped 1 line\(s\) .* used the other 2 .*" + expected, log.text)
+    # A file with no complete record at all is an error naming the first bad line.
+    path.write_text(line + "\n")
+    with pytest.raises(PyforgeError, match=expected.replace(":2:", ":1:")):
         load_log(path)
 
 

@@ -160,7 +160,7 @@ def test_resume_into_another_solver_type_is_refused(caffe_ref, tmp_path, capsys)
                         capsys)
     assert code == 1 and "Traceback" not in err
     line = [x for x in err.splitlines() if x.startswith("pyforge: error:")][0]
-    assert "written by a Nesterov solver" in line and "this solver is SGD" in line
+    assert "written by solver type Nesterov" in line and "this solver's type is SGD" in line
     assert "--force" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 

@@ -100,7 +100,7 @@ def test_records_of_different_sizes(tmp_path):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main(["compute-image-mean", str(tmp_path / "nowhere")]) == 1
+    assert main(["compute-image-mean", str(tmp_path / "nowhere")]) == 2
     assert "nowhere' does not exist" in capsys.readouterr().err
     writer = LMDBWriter(str(tmp_path / "db"))
     writer.put(b"0", b"\x08\x01garbage")

@@ -236,7 +236,7 @@ def test_cli_flags_and_exit_codes(images, capsys):
     data, _ = read_back(tmp_path / "db", backend="LEVELDB")
     assert data.shape == (N, 1, 3, 4)
     assert main(["convert-imageset", root, str(tmp_path / "nope.txt"),
-                 str(tmp_path / "db2")]) == 1
+                 str(tmp_path / "db2")]) == 2
     assert "nope.txt' does not exist" in capsys.readouterr().err
     assert main(["convert-imageset", root, str(tmp_path / "png.txt"), str(tmp_path / "db")]) == 1
     assert "already exists" in capsys.readouterr().err
