@@ -12,7 +12,9 @@ from pyforge.kernels.pooling import (
     ave_pool_forward,
     max_pool_backward,
     max_pool_forward,
+    max_pool_forward_maskless,
 )
+from pyforge.layers.pooling import _row_buffers
 from tests.reference import naive
 
 # (N, C, H, W, kh, kw, sh, sw, ph, pw)
@@ -189,3 +191,43 @@ def test_ave_pool_of_infinities():
     top = np.empty((1, 1, 1, 2), dtype=np.float32)
     ave_pool_forward(x, 1, 2, 1, 2, 0, 0, top)
     np.testing.assert_array_equal(top[0, 0, 0], [np.inf, np.nan])
+
+
+def _maskless(x, geom, out_shape):
+    kh, kw, sh, sw, ph, pw = geom
+    top = np.full(out_shape, np.nan, dtype=np.float32)
+    rows = _row_buffers(x.shape, out_shape, kw, sw, pw)
+    rows[...] = np.nan  # the kernel must initialise its own buffers
+    max_pool_forward_maskless(x, *geom, top, rows)
+    return top
+
+
+@pytest.mark.parametrize("round_mode", ["CEIL", "FLOOR"])
+@pytest.mark.parametrize("data", ["gaussian", "ties"])
+@pytest.mark.parametrize("g", GEOMETRIES)
+def test_maskless_max_pool_equals_caffes_maxima(g, data, round_mode):
+    """The separable forward-only kernel gives the values of Caffe's window loop."""
+    x, geom, out_shape = _setup(g, data=data, round_mode=round_mode)
+    ref_top, _ = naive.max_pool(x, *geom, out_hw=out_shape[2:])
+    np.testing.assert_array_equal(_maskless(x, geom, out_shape), ref_top)
+
+
+def test_maskless_max_pool_many_planes_and_special_values():
+    """More planes than chunks (uneven split), and NaN / +-inf / -FLT_MAX windows, equal to the
+    masked kernel value for value (NaN never wins, as with Caffe's strict ``>``)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 37, 11, 10)).astype(np.float32)
+    picks = rng.random(x.shape)
+    x[picks < 0.05] = np.nan
+    x[(picks >= 0.05) & (picks < 0.08)] = np.inf
+    x[(picks >= 0.08) & (picks < 0.11)] = -np.inf
+    x[0, 0] = np.nan  # a plane of NaN only: every output keeps -FLT_MAX
+    for geom in [(3, 3, 2, 2, 1, 1), (2, 3, 1, 2, 0, 1), (3, 2, 3, 1, 1, 0)]:
+        kh, kw, sh, sw, ph, pw = geom
+        oh = naive.pooled_size(11, kh, sh, ph, "CEIL")
+        ow = naive.pooled_size(10, kw, sw, pw, "CEIL")
+        shape = (3, 37, oh, ow)
+        masked = np.empty(shape, dtype=np.float32)
+        max_pool_forward(x, *geom, masked, np.empty(shape, dtype=np.int32))
+        np.testing.assert_array_equal(_maskless(x, geom, shape), masked)
+        assert (masked[0, 0] == -naive.FLT_MAX).all()

@@ -453,3 +453,29 @@ def test_psroi_pooling_rounds_the_box_before_scaling():
 def test_roi_errors(kind, params, x_shape, rois, message):
     with pytest.raises(PyforgeError, match=message):
         roi_layer(params, np.zeros(x_shape, np.float32), np.asarray(rois, np.float32), kind)
+
+
+def test_test_phase_max_pool_rebuilds_its_mask_for_backward():
+    """A TEST-phase MAX Pooling skips the argmax mask in forward; a backward that follows
+    anyway (pycaffe saliency maps) gets Caffe's gradients, routed to the first maximum of each
+    window, even after a later in-place layer changed the top."""
+    from tests.gradient_check import TEST, TRAIN
+    from tests.layers.util import backward, run
+
+    text = ('name: "pool" type: "Pooling" bottom: "x" top: "y" '
+            'pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }')
+    x = np.random.default_rng(5).integers(-2, 3, (2, 3, 9, 8)).astype(np.float32)  # ties
+    dy = rand(2, 3, 5, 5, seed=6)
+    results = {}
+    for phase in (TRAIN, TEST):
+        layer, bottom, top = run(text, x, phase=phase)
+        forward_top = top[0].data.copy()
+        top[0].data[...] = -99.0  # e.g. an in-place ReLU/Scale after the pooling
+        backward(layer, bottom, top, [dy])
+        results[phase] = forward_top, bottom[0].diff.copy()
+    np.testing.assert_array_equal(results[TEST][0], results[TRAIN][0])
+    np.testing.assert_array_equal(results[TEST][1], results[TRAIN][1])
+    ref_top, ref_mask = naive.max_pool(x, 3, 3, 2, 2, 1, 1)
+    np.testing.assert_array_equal(results[TEST][0], ref_top)
+    np.testing.assert_allclose(results[TEST][1],  # the reference sums in float64
+                               naive.max_pool_backward(dy, ref_mask, x.shape), rtol=1e-6)
