@@ -115,6 +115,83 @@ def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, 
                                kept[n].reshape(kept.shape[1], kept.shape[2] * kept.shape[3]))
 
 
+@jit
+def _pad_image(x, n, ph, pw, plane, pad):
+    """Image ``n`` of ``x`` zero-padded into ``pad``: one flat (H+2ph)*(W+2pw) plane per
+    channel, ``plane`` apart (the tail after each plane stays zero too)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    wp = width + 2 * pw
+    pad[:] = 0.0
+    for c in range(channels):
+        for y in range(height):
+            start = c * plane + (y + ph) * wp + pw
+            pad[start:start + width] = x[n, c, y]
+
+
+@pjit
+def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow, sgemm, pads,
+                         parts, out, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
+                         kept, final):
+    """A stride-1 convolution (one group) without im2col: the output over the padded width,
+    (M, oh * Wp), is the sum over kernel taps of ``taps[tap]`` (M, C) times the padded image
+    shifted by the tap's offset, a (C, oh * Wp) matrix that BLAS reads in place with row
+    stride ``plane`` (``sgemm`` is SciPy's Fortran sgemm, called with strides). The columns
+    past each row's ``ow`` are computed and dropped (2 of 58 for ResNet's 56x56 layers), while
+    im2col would have written and read a column matrix 9 times the image.
+
+    Per output element this adds the channel products tap by tap, where the im2col GEMM
+    adds them in (channel, tap) order: the same sum, rounded differently (about 1e-7
+    relative). Then the bias and :func:`apply_epilogue` as in :func:`conv_forward`."""
+    n_img, channels = x.shape[0], x.shape[1]
+    m_out = taps.shape[1]
+    wp = x.shape[3] + 2 * pw
+    threads = pads.shape[0]
+    plane = pads.shape[1] // channels
+    columns = oh * wp
+    spatial = oh * ow
+    for t in prange(threads):
+        pad = pads[t]
+        part = parts[t]
+        # Fortran sgemm takes every argument by address. Column-major, the product is
+        # part.T (columns x M) = shifted.T (columns x C, leading dimension plane)
+        # @ taps[tap].T (C x M).
+        ints = np.empty(6, np.int32)
+        ints[0] = columns
+        ints[1] = m_out
+        ints[2] = channels
+        ints[3] = plane
+        ints[4] = channels
+        ints[5] = columns
+        scalars = np.empty(2, np.float32)
+        scalars[0] = 1.0
+        no_transpose = np.empty(1, np.uint8)
+        no_transpose[0] = 78  # 'N'
+        for n in range(t * n_img // threads, (t + 1) * n_img // threads):
+            _pad_image(x, n, ph, pw, plane, pad)
+            for tap in range(kh * kw):
+                offset = (tap // kw) * dh * wp + (tap % kw) * dw
+                scalars[1] = 0.0 if tap == 0 else 1.0
+                sgemm(no_transpose.ctypes, no_transpose.ctypes, ints[0:].ctypes,
+                      ints[1:].ctypes, ints[2:].ctypes, scalars[0:].ctypes,
+                      pad[offset:].ctypes, ints[3:].ctypes, taps[tap].ctypes, ints[4:].ctypes,
+                      scalars[1:].ctypes, part.ctypes, ints[5:].ctypes)
+            for m in range(m_out):
+                b = bias[m] if use_bias else np.float32(0.0)
+                dst = out[n, 0, m]
+                for y in range(oh):
+                    src = part[m, y * wp:y * wp + ow]
+                    if use_bias:
+                        for j in range(ow):
+                            dst[y * ow + j] = src[j] + b
+                    else:
+                        for j in range(ow):
+                            dst[y * ow + j] = src[j]
+            if has_bn or has_scale or has_relu:
+                apply_epilogue(out[n].reshape(m_out, spatial), final[n].reshape(m_out, spatial),
+                               0, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
+                               kept[n].reshape(kept.shape[1], kept.shape[2] * kept.shape[3]))
+
+
 @pjit
 def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
                   need_weight, need_bias, need_data, cols, dcols, dw_parts, dw_tmp, db_parts,

@@ -4,7 +4,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+
 import numpy as np
+from numba.extending import get_cython_function_address
 from scipy.linalg.blas import sgemm
 
 from ..kernels.gemm import matmul_into
@@ -31,4 +35,13 @@ def accumulate_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         out[...] = result.T
 
 
-__all__ = ["accumulate_matmul", "matmul_into"]
+@functools.cache
+def fortran_sgemm() -> ctypes._CFuncPtr:
+    """SciPy's Fortran ``sgemm`` (every argument by address) as a ctypes function, for the
+    kernels that hand BLAS strided operands (:func:`pyforge.kernels.conv.conv_forward_shifted`).
+    Passed to them as an argument, not read as a global, so that Numba can cache them."""
+    address = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
+    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 13))(address)
+
+
+__all__ = ["accumulate_matmul", "fortran_sgemm", "matmul_into"]

@@ -24,13 +24,14 @@ from ..kernels.conv import (
     POST_STD,
     conv_backward,
     conv_forward,
+    conv_forward_shifted,
     depthwise_backward,
     depthwise_forward,
 )
 from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
 from ..proto import caffe_pb2
 from .base import Layer, register_layer
-from .blas import accumulate_matmul, matmul_into
+from .blas import accumulate_matmul, fortran_sgemm, matmul_into
 
 _NO_BIAS = np.zeros(1, dtype=np.float32)
 
@@ -239,6 +240,33 @@ class ConvolutionLayer(BaseConvolutionLayer):
         threads = max(1, min(n, numba.get_num_threads()))
         rows = 0 if self.pointwise or self.depthwise else self.channels * g.kernel[0] * g.kernel[1]
         self._cols = self.scratch("cols", (threads, rows, oh * ow))
+        self.shifted = self._forward_by_shifted_taps(oh, ow)
+
+    def _forward_by_shifted_taps(self, oh: int, ow: int) -> bool:
+        """Whether forward skips im2col (conv_forward_shifted): stride 1, one group, kernels
+        up to 3x3 over at least 14x14 outputs and 32 channels. Measured on this project's
+        2-core machine, it is 10-28% faster there (ResNet-50's 3x3 layers at 56, 28 and 14
+        pixels, GoogLeNet's 3x3 layers); 5x5 kernels, 7x7 or 13x13 outputs and 16 channels
+        gained nothing or lost."""
+        g = self.geometry
+        return (not self.pointwise and not self.depthwise and self.group == 1
+                and g.stride == (1, 1) and max(g.kernel) <= 3 and oh * ow >= 196
+                and self.channels >= 32)
+
+    def _shifted_buffers(self, h: int, w: int) -> tuple[np.ndarray, ...]:
+        """The (kh*kw, M, C) weight taps, per-thread padded images and per-thread outputs
+        over the padded width, for conv_forward_shifted."""
+        g = self.geometry
+        (kh, kw), (ph, pw), (_, dw) = g.kernel, g.pad, g.dilation
+        oh, wp = self.out_hw[0], w + 2 * pw
+        plane = (h + 2 * ph) * wp + (kw - 1) * dw  # the last tap reads past the last row
+        threads = self._cols.shape[0]
+        taps = self.scratch("taps", (kh * kw, self.num_output, self.channels))
+        taps[...] = self.blobs[0].data.reshape(self.num_output, self.channels,
+                                               kh * kw).transpose(2, 0, 1)
+        pads = self.scratch("pads", (threads, self.channels * plane))
+        parts = self.scratch("parts", (threads, self.num_output, oh * wp))
+        return taps, pads, parts
 
     def forward(self, bottom: list[Blob], top: list[Blob],
                 epilogue: Epilogue | None = None) -> None:
@@ -259,13 +287,20 @@ class ConvolutionLayer(BaseConvolutionLayer):
         args = self.geometry.kernel_args(*self.out_hw)
         groups = self.group
         weight = self.blobs[0].data.reshape(groups, self.num_output // groups, -1)
+        if self.shifted:
+            g = self.geometry
+            taps, pads, parts = self._shifted_buffers(*bottom[0].shape[2:])
         with single_threaded_blas():
             for b, t in zip(bottom, top):
                 dst = t.data if epilogue is None or epilogue.dst is None else epilogue.dst
-                conv_forward(b.data, weight, bias, self.bias_term, *args, self.pointwise,
-                             self._cols,
-                             t.data.reshape(t.shape[0], groups, self.num_output // groups, -1),
-                             *post, dst)
+                out = t.data.reshape(t.shape[0], groups, self.num_output // groups, -1)
+                if self.shifted:
+                    conv_forward_shifted(b.data, taps, bias, self.bias_term, *g.kernel, *g.pad,
+                                         *g.dilation, *self.out_hw, fortran_sgemm(), pads,
+                                         parts, out, *post, dst)
+                else:
+                    conv_forward(b.data, weight, bias, self.bias_term, *args, self.pointwise,
+                                 self._cols, out, *post, dst)
 
     def _depthwise_buffers(self, shape: tuple[int, ...]) -> np.ndarray:
         """Per-thread room for a zero-padded plane and its flat result (depthwise_forward)."""

@@ -184,6 +184,33 @@ def test_convolution_forward_matches_numpy(params, shape, pad, stride, dilation,
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("params", "shape", "pad", "dilation"),
+    [
+        pytest.param("num_output: 8 kernel_size: 3 pad: 1", (3, 32, 14, 15), (1, 1), (1, 1),
+                     id="3x3_pad1_odd_batch"),
+        pytest.param("num_output: 5 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2",
+                     (2, 40, 16, 17), (2, 0), (2, 2), id="3x2_dilated_uneven_pad"),
+        pytest.param("num_output: 6 kernel_size: 2", (2, 33, 15, 16), (0, 0), (1, 1),
+                     id="2x2_no_pad"),
+    ],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_shifted_tap_convolution_matches_numpy(params, shape, pad, dilation, bias):
+    """Stride-1 convolutions with 32+ channels over 14x14+ outputs skip im2col
+    (conv_forward_shifted); the result is Caffe's convolution all the same."""
+    x = rand(*shape)
+    layer, _, top = conv(params + ("" if bias else " bias_term: false"), x)
+    assert layer.shifted
+    b = layer.blobs[1].data if bias else None
+    expected = naive.conv_forward(x, layer.blobs[0].data, b, pad, (1, 1), dilation)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-4, atol=1e-4)
+    layer.blobs[0].data[...] *= -2  # new weights are read on every forward
+    layer.forward([blob_from(x)], top)
+    expected = naive.conv_forward(x, layer.blobs[0].data, b, pad, (1, 1), dilation)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_convolution_param_shapes_and_no_bias():
     layer, _, top = conv("num_output: 6 kernel_size: 3 group: 2", rand(1, 4, 5, 5))
     assert [b.shape for b in layer.blobs] == [(6, 2, 3, 3), (6,)]

@@ -74,8 +74,9 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 """
 
 
-def _chain_net(extra: str = "") -> Net:
-    param = parse_text_proto(extra + CHAIN, caffe_pb2.NetParameter(), "chain.prototxt")
+def _chain_net(extra: str = "", input_dims: str = "dim: 3 dim: 2 dim: 5 dim: 4") -> Net:
+    text = CHAIN.replace("dim: 3 dim: 2 dim: 5 dim: 4", input_dims)
+    param = parse_text_proto(extra + text, caffe_pb2.NetParameter(), "chain.prototxt")
     net = Net(param, rng=np.random.default_rng(7), logger=QUIET)
     bn = net.layer_by_name("bn")
     bn.blobs[0].data[...] = [0.5, -1.0, 2.0, 0.0]
@@ -87,10 +88,15 @@ def _chain_net(extra: str = "") -> Net:
     return net
 
 
-def test_a_training_net_fuses_and_backward_reads_what_scale_kept():
+@pytest.mark.parametrize("input_dims", ["dim: 3 dim: 2 dim: 5 dim: 4",
+                                        "dim: 3 dim: 32 dim: 14 dim: 14"],
+                         ids=["im2col", "shifted_taps"])
+def test_a_training_net_fuses_and_backward_reads_what_scale_kept(input_dims):
     """In a net with a loss, Scale's backward needs its input: the fused pass keeps it, so
-    the gradients equal those after the layers ran one by one."""
-    fused, plain = _chain_net(), _chain_net()
+    the gradients equal those after the layers ran one by one (for both convolution
+    forwards: im2col + GEMM, and the shifted taps of 32+ channels over 14x14)."""
+    fused, plain = _chain_net(input_dims=input_dims), _chain_net(input_dims=input_dims)
+    assert fused.layers[1].shifted == ("32" in input_dims)
     assert list(fused.chains) == [1] and fused.chains[1].members == (2, 3, 4)
     for net, forward in ((fused, fused.forward_loss), (plain, lambda: _one_by_one(plain))):
         forward()
