@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..blob import Blob
+from ..kernels.blocks import place_columns, take_columns
 from .base import Layer, register_layer
 
 
@@ -142,6 +143,19 @@ def _legacy_axis(layer: Layer, message, axis_field: str, legacy_field: str, blob
     return layer.canonical_axis(blob, getattr(message, axis_field))
 
 
+def _column_bands(parts: list[Blob], whole: Blob, axis: int):
+    """Concat's bottoms (Slice's tops) as bands of columns of the top (bottom) viewed in 2-D,
+    rows = the axes before ``axis``: (part, its 2-D shape, its first column, the whole's 2-D
+    shape)."""
+    rows = int(np.prod(whole.shape[:axis], dtype=np.int64))
+    whole_2d = (rows, whole.count // rows if rows else 0)
+    offset = 0
+    for part in parts:
+        width = part.count // rows if rows else 0
+        yield part, (rows, width), offset, whole_2d
+        offset += width
+
+
 @register_layer("Concat", "CONCAT")
 class ConcatLayer(Layer):
     """Caffe type ``Concat``: join the bottoms along concat_param.axis (1)."""
@@ -168,19 +182,16 @@ class ConcatLayer(Layer):
 
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
         if len(bottom) > 1:
-            np.concatenate([b.data for b in bottom], axis=self.axis, out=top[0].data)
+            for b, shape, offset, top_2d in _column_bands(bottom, top[0], self.axis):
+                place_columns(b.data.reshape(shape), top[0].data.reshape(top_2d), offset)
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         if len(bottom) == 1:
             return
-        offset = 0
-        index = [slice(None)] * top[0].num_axes
-        for b, down in zip(bottom, propagate_down):
-            size = b.shape[self.axis]
+        bands = _column_bands(bottom, top[0], self.axis)
+        for (b, shape, offset, top_2d), down in zip(bands, propagate_down):
             if down:
-                index[self.axis] = slice(offset, offset + size)
-                b.diff[...] = top[0].diff[tuple(index)]
-            offset += size
+                take_columns(top[0].diff.reshape(top_2d), offset, b.diff.reshape(shape))
 
 
 @register_layer("Slice", "SLICE")
@@ -217,22 +228,17 @@ class SliceLayer(Layer):
             top[0].share_data(bottom[0])
             top[0].share_diff(bottom[0])
 
-    def _index(self, lo: int, hi: int, ndim: int) -> tuple:
-        index = [slice(None)] * ndim
-        index[self.axis] = slice(lo, hi)
-        return tuple(index)
-
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
         if len(top) == 1:
             return
-        for t, lo, hi in zip(top, self.bounds, self.bounds[1:]):
-            t.data[...] = bottom[0].data[self._index(lo, hi, bottom[0].num_axes)]
+        for t, shape, offset, bottom_2d in _column_bands(top, bottom[0], self.axis):
+            take_columns(bottom[0].data.reshape(bottom_2d), offset, t.data.reshape(shape))
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         if not propagate_down[0] or len(top) == 1:
             return
-        for t, lo, hi in zip(top, self.bounds, self.bounds[1:]):
-            bottom[0].diff[self._index(lo, hi, bottom[0].num_axes)] = t.diff
+        for t, shape, offset, bottom_2d in _column_bands(top, bottom[0], self.axis):
+            place_columns(t.diff.reshape(shape), bottom[0].diff.reshape(bottom_2d), offset)
 
 
 @register_layer("Silence", "SILENCE")

@@ -64,6 +64,9 @@ def test_split_refuses_in_place():
         ("concat_param { axis: -1 }", [(2, 2, 1), (2, 2, 3)], 2),
         ("concat_param { concat_dim: 0 }", [(1, 3), (2, 3)], 0),
         ("concat_param { axis: 2 }", [(1, 2, 2, 2), (1, 2, 1, 2)], 2),
+        # Bands wider than one piece of the parallel copy (16384 values), batch 1 and 3.
+        ("", [(1, 3, 100, 70), (1, 2, 100, 70)], 1),
+        ("", [(3, 5, 60, 60), (3, 1, 60, 60), (3, 4, 60, 60)], 1),
     ],
 )
 def test_concat(extra, shapes, axis):
@@ -113,6 +116,7 @@ def test_concat_axis_out_of_range_is_a_net_error(extra):
         ("slice_param { axis: -1 slice_point: 2 }", (2, 2, 3), 2, 2, [2]),
         ("slice_param { slice_dim: 2 }", (2, 1, 4), 2, 2, [2]),
         ("", (2, 4), 4, 1, [1, 2, 3]),
+        ("slice_param { slice_point: 3 }", (3, 5, 60, 60), 2, 1, [3]),  # wider than a piece
     ],
 )
 def test_slice(extra, shape, tops, axis, points):
