@@ -193,6 +193,75 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
 
 
 @pjit
+def conv_backward_shifted(x, taps, dy, kh, kw, ph, pw, dh, dw, oh, ow, sgemm, need_weight,
+                          need_bias, need_data, pads, wides, dtaps, db_parts, dx):
+    """:func:`conv_backward` for the layers :func:`conv_forward_shifted` runs, without im2col
+    or col2im. Per image, ``dy`` is spread over the padded width (``wides[t]``, zeros in the
+    dropped columns). The weight gradient of each tap, (M, C), is that times the shifted
+    padded image transposed, summed over the thread's images into ``dtaps[t]`` (taps, C, M)
+    by BLAS (beta = 1). The data gradient: each tap's ``taps[tap].T @ wide`` is added into a
+    zeroed padded plane at the tap's offset (``pads[t]``), whose inside is then ``dx[n]``.
+    Per-thread sums, deterministic for a fixed thread count, as in conv_backward."""
+    n_img, channels, height, width = x.shape
+    m_out = taps.shape[1]
+    wp = width + 2 * pw
+    threads = pads.shape[0]
+    plane = pads.shape[1] // channels
+    columns = oh * wp
+    for t in prange(threads):
+        pad = pads[t]
+        wide = wides[t]
+        dtap = dtaps[t]
+        dtap[:] = 0.0
+        db_parts[t] = 0.0
+        ints = np.empty(8, np.int32)
+        ints[0] = columns
+        ints[1] = m_out
+        ints[2] = channels
+        ints[3] = plane
+        scalars = np.empty(1, np.float32)
+        scalars[0] = 1.0
+        letters = np.empty(2, np.uint8)
+        letters[0] = 78  # 'N'
+        letters[1] = 84  # 'T'
+        wide[:] = 0.0
+        for n in range(t * n_img // threads, (t + 1) * n_img // threads):
+            for m in range(m_out):
+                for y in range(oh):
+                    wide[m, y * wp:y * wp + ow] = dy[n, 0, m, y * ow:(y + 1) * ow]
+            if need_bias:
+                for m in range(m_out):
+                    total = np.float32(0.0)
+                    for s in range(oh * ow):
+                        total += dy[n, 0, m, s]
+                    db_parts[t, 0, m] += total
+            if need_weight:
+                _pad_image(x, n, ph, pw, plane, pad)
+                for tap in range(kh * kw):
+                    offset = (tap // kw) * dh * wp + (tap % kw) * dw
+                    # Column-major: dtap[tap] (M x C) += wide (M x columns) @ the shifted
+                    # image (columns x C, leading dimension plane).
+                    sgemm(letters[1:].ctypes, letters[0:].ctypes, ints[1:].ctypes,
+                          ints[2:].ctypes, ints[0:].ctypes, scalars.ctypes, wide.ctypes,
+                          ints[0:].ctypes, pad[offset:].ctypes, ints[3:].ctypes,
+                          scalars.ctypes, dtap[tap].ctypes, ints[1:].ctypes)
+            if need_data:
+                pad[:] = 0.0
+                for tap in range(kh * kw):
+                    # Column-major: the padded plane at the offset (columns x C, leading
+                    # dimension plane) += wide (columns x M) @ taps[tap] (M x C).
+                    offset = (tap // kw) * dh * wp + (tap % kw) * dw
+                    sgemm(letters[0:].ctypes, letters[1:].ctypes, ints[0:].ctypes,
+                          ints[2:].ctypes, ints[1:].ctypes, scalars.ctypes, wide.ctypes,
+                          ints[0:].ctypes, taps[tap].ctypes, ints[2:].ctypes, scalars.ctypes,
+                          pad[offset:].ctypes, ints[3:].ctypes)
+                for c in range(channels):
+                    for y in range(height):
+                        start = c * plane + (y + ph) * wp + pw
+                        dx[n, c, y] = pad[start:start + width]
+
+
+@pjit
 def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
                   need_weight, need_bias, need_data, cols, dcols, dw_parts, dw_tmp, db_parts,
                   dx):

@@ -23,6 +23,7 @@ from ..kernels.conv import (
     POST_SHIFT,
     POST_STD,
     conv_backward,
+    conv_backward_shifted,
     conv_forward,
     conv_forward_shifted,
     depthwise_backward,
@@ -316,6 +317,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if self.depthwise:
             self._depthwise_backward(top, propagate_down, bottom, need_weight, need_bias)
             return
+        if self.shifted:
+            self._shifted_backward(top, propagate_down, bottom, need_weight, need_bias)
+            return
         args = self.geometry.kernel_args(*self.out_hw)
         g = self.group
         weight = self.blobs[0].data.reshape(g, self.num_output // g, -1)
@@ -339,6 +343,35 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 weight_diff = self.blobs[0].diff.reshape(weight.shape)
                 for part in dw_parts:
                     weight_diff += part.transpose(0, 2, 1)
+            if need_bias:
+                for part in db_parts:
+                    self.blobs[1].diff += part.reshape(-1)
+
+    def _shifted_backward(self, top: list[Blob], propagate_down: list[bool],
+                          bottom: list[Blob], need_weight: bool, need_bias: bool) -> None:
+        """conv_backward_shifted: the backward of the layers conv_forward_shifted runs."""
+        g = self.geometry
+        (kh, kw), (oh, ow) = g.kernel, self.out_hw
+        threads = self._cols.shape[0]
+        # The forward's output buffers hold the top gradient spread over the padded width.
+        taps, pads, wides = self._shifted_buffers(*bottom[0].shape[2:])
+        dtaps = self.scratch("dtaps", (threads, kh * kw, self.channels, self.num_output))
+        db_parts = self.scratch("db_parts", (threads, 1, self.num_output))
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            if not (need_weight or need_bias or propagate_down[i]):
+                continue
+            dy = t.diff.reshape(t.shape[0], 1, self.num_output, -1)
+            with single_threaded_blas():
+                conv_backward_shifted(b.data, taps, dy, kh, kw, *g.pad, *g.dilation, oh, ow,
+                                      fortran_sgemm(), need_weight, need_bias,
+                                      bool(propagate_down[i]), pads, wides, dtaps, db_parts,
+                                      b.diff)
+            # Per-thread sums, added in thread order: deterministic for a fixed thread count.
+            if need_weight:
+                weight_diff = self.blobs[0].diff.reshape(self.num_output, self.channels,
+                                                         kh * kw)
+                for part in dtaps:
+                    weight_diff += part.transpose(2, 1, 0)
             if need_bias:
                 for part in db_parts:
                     self.blobs[1].diff += part.reshape(-1)

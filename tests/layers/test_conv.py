@@ -657,3 +657,33 @@ def test_depthwise_needs_an_image_bottom():
                         "convolution_param { kernel_size: 3 }")
     with pytest.raises(PyforgeError, match=r"must be \(N, C, H, W\)"):
         setup_forward(layer, [blob_from(np.zeros((2, 3, 4), F))], [Blob()])
+
+
+@pytest.mark.parametrize(
+    ("params", "shape", "pad", "dilation"),
+    [
+        pytest.param("num_output: 8 kernel_size: 3 pad: 1", (3, 32, 14, 15), (1, 1), (1, 1),
+                     id="3x3_pad1_odd_batch"),
+        pytest.param("num_output: 5 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2",
+                     (2, 40, 16, 17), (2, 0), (2, 2), id="3x2_dilated_uneven_pad"),
+    ],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_shifted_tap_convolution_backward_matches_numpy(params, shape, pad, dilation, bias):
+    """The backward of the shifted-tap convolutions (no im2col/col2im): weight, bias and
+    data gradients as Caffe's, accumulated onto the existing parameter gradients."""
+    x = rand(*shape)
+    layer, bottom, top = conv(params + ("" if bias else " bias_term: false"), x)
+    assert layer.shifted
+    dy = rand(*top[0].shape, seed=3)
+    top[0].diff[...] = dy
+    bottom[0].diff[...] = np.nan  # must be overwritten
+    for blob in layer.blobs:
+        blob.diff[...] = 1.0  # Caffe adds to what is there
+    layer.backward(top, [True], bottom)
+    d_weight, d_bias, d_x = naive.conv_backward(x, layer.blobs[0].data, dy, pad, (1, 1),
+                                                dilation)
+    np.testing.assert_allclose(layer.blobs[0].diff, d_weight + 1.0, rtol=1e-4, atol=1e-3)
+    if bias:
+        np.testing.assert_allclose(layer.blobs[1].diff, d_bias + 1.0, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(bottom[0].diff, d_x, rtol=1e-4, atol=1e-3)
