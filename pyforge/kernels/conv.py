@@ -38,19 +38,35 @@ def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, h
     ``v if v > 0 else v * slope``: each rounded where its layer rounds, so the result is the
     layers' own, bit for bit, from one pass over a cache-warm output."""
     in_place = src.ctypes.data == rows.ctypes.data
+    deploy = has_bn and has_scale and has_shift and not keep
     for r in range(rows.shape[0]):
         row = rows[r]
+        m = first + r
+        if deploy and not in_place:
+            # Deploy nets whose BatchNorm writes a new blob (MobileNet v2): one pass from the
+            # convolution's output, which must stay as it is (a pycaffe user may read it).
+            # Two distinct arrays: LLVM's overlap check passes and the loop vectorises.
+            mu, sd = post[POST_MEAN, m], post[POST_STD, m]
+            g, b = post[POST_SCALE, m], post[POST_SHIFT, m]
+            source = src[r]
+            if has_relu:
+                for i in range(row.shape[0]):
+                    v = ((source[i] - mu) / sd) * g + b
+                    row[i] = v if v > 0 else v * slope
+            else:
+                for i in range(row.shape[0]):
+                    row[i] = ((source[i] - mu) / sd) * g + b
+            continue
         if not in_place:
             row[:] = src[r]
         # NOTE: every loop below reads and writes ``row`` alone: with a second array that may
         # alias it, LLVM's runtime overlap check fails in place and it runs the scalar loop.
-        m = first + r
         mu = post[POST_MEAN, m] if has_bn else np.float32(0.0)
         sd = post[POST_STD, m] if has_bn else np.float32(1.0)
         g = post[POST_SCALE, m] if has_scale else np.float32(1.0)
         b = post[POST_SHIFT, m] if has_shift else np.float32(0.0)
-        if has_bn and has_scale and has_shift and not keep:
-            # Deploy nets' BatchNorm + Scale (+ ReLU): one loop.
+        if deploy:
+            # Deploy nets' BatchNorm + Scale (+ ReLU) in place: one loop.
             if has_relu:
                 for i in range(row.shape[0]):
                     v = ((row[i] - mu) / sd) * g + b
