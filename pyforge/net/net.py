@@ -364,15 +364,17 @@ class Net:
     def tops(self, layer_id: int) -> list[Blob]:
         return [self.blob_list[i] for i in self.top_ids[layer_id]]
 
-    def forward_from_to(self, start: int = 0, end: int | None = None) -> float:
+    def forward_from_to(self, start: int = 0, end: int | None = None, fuse: bool = True
+                        ) -> float:
         """Run layers ``start`` to ``end``; return their weighted loss. A convolution whose
         in-place followers are all in the range runs them in its own pass
-        (:mod:`pyforge.net.fusion`), unless ``debug_info`` prints every layer."""
+        (:mod:`pyforge.net.fusion`), unless ``debug_info`` prints every layer or ``fuse`` is
+        false (``pyforge time``, which times the layers one by one)."""
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         layer_id = start
         while layer_id <= end:
-            chain = None if self.debug_info else self.chains.get(layer_id)
+            chain = None if self.debug_info or not fuse else self.chains.get(layer_id)
             if chain is not None and chain.last <= end:
                 self._forward_chain(chain)
                 layer_id = chain.last + 1
