@@ -1,7 +1,7 @@
 """Copies between a blob and a band of columns of a wider one (Concat and Slice), in parallel.
 
 Viewed as 2-D (the axes before the concatenation axis, then the rest), each bottom of a Concat
-is a band of columns of its top. NumPy copies such bands on one thread; these kernels share
+is a band of columns of its top. NumPy copies such bands on one thread; this kernel shares
 the rows, cut into pieces of ``PIECE`` values so that a batch of one still keeps both cores
 busy (SqueezeNet's and GoogLeNet's Concats copy 200 MB per forward: the layer is memory
 bound, and one core does not saturate the memory bus).
@@ -15,25 +15,14 @@ PIECE = 16384
 
 
 @pjit
-def place_columns(src, dst, offset):
-    """``dst[:, offset:offset + src.shape[1]] = src`` for 2-D ``src`` and ``dst``."""
-    rows, width = src.shape
+def copy_columns(src, src_first, dst, dst_first, width):
+    """``dst[:, dst_first:dst_first + width] = src[:, src_first:src_first + width]`` for 2-D
+    ``src`` and ``dst`` with the same number of rows: a Concat bottom into its top (or the
+    top's gradient back), a Slice top out of its bottom (or back)."""
+    rows = src.shape[0]
     per_row = (width + PIECE - 1) // PIECE
     for k in prange(rows * per_row):
         r = k // per_row
         start = (k % per_row) * PIECE
         stop = min(width, start + PIECE)
-        dst[r, offset + start:offset + stop] = src[r, start:stop]
-
-
-@pjit
-def take_columns(src, offset, dst):
-    """``dst = src[:, offset:offset + dst.shape[1]]`` for 2-D ``src`` and ``dst``."""
-    rows, width = dst.shape
-    per_row = (width + PIECE - 1) // PIECE
-    for k in prange(rows * per_row):
-        r = k // per_row
-        start = (k % per_row) * PIECE
-        stop = min(width, start + PIECE)
-        dst[r, start:stop] = src[r, offset + start:offset + stop]
-
+        dst[r, dst_first + start:dst_first + stop] = src[r, src_first + start:src_first + stop]

@@ -338,14 +338,21 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 conv_backward(b.data, weight, dy, *args, self.pointwise, need_weight,
                               need_bias, bool(propagate_down[i]), self._cols, dcols, dw_parts,
                               dw_tmp, db_parts, b.diff)
-            # Per-thread sums, added in thread order: deterministic for a fixed thread count.
-            if need_weight:
-                weight_diff = self.blobs[0].diff.reshape(weight.shape)
-                for part in dw_parts:
-                    weight_diff += part.transpose(0, 2, 1)
-            if need_bias:
-                for part in db_parts:
-                    self.blobs[1].diff += part.reshape(-1)
+            self._add_thread_sums(need_weight, weight.shape,
+                                  (part.transpose(0, 2, 1) for part in dw_parts),
+                                  need_bias, db_parts)
+
+    def _add_thread_sums(self, need_weight: bool, shape: tuple[int, ...], weight_parts,
+                         need_bias: bool, bias_parts: np.ndarray) -> None:
+        """Add the per-thread weight sums (each viewed as the weight diff's ``shape``) and
+        bias sums in thread order: deterministic for a fixed thread count."""
+        if need_weight:
+            weight_diff = self.blobs[0].diff.reshape(shape)
+            for part in weight_parts:
+                weight_diff += part
+        if need_bias:
+            for part in bias_parts:
+                self.blobs[1].diff += part.reshape(-1)
 
     def _shifted_backward(self, top: list[Blob], propagate_down: list[bool],
                           bottom: list[Blob], need_weight: bool, need_bias: bool) -> None:
@@ -366,15 +373,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
                                       fortran_sgemm(), need_weight, need_bias,
                                       bool(propagate_down[i]), pads, wides, dtaps, db_parts,
                                       b.diff)
-            # Per-thread sums, added in thread order: deterministic for a fixed thread count.
-            if need_weight:
-                weight_diff = self.blobs[0].diff.reshape(self.num_output, self.channels,
-                                                         kh * kw)
-                for part in dtaps:
-                    weight_diff += part.transpose(2, 1, 0)
-            if need_bias:
-                for part in db_parts:
-                    self.blobs[1].diff += part.reshape(-1)
+            self._add_thread_sums(need_weight, (self.num_output, self.channels, kh * kw),
+                                  (part.transpose(2, 1, 0) for part in dtaps),
+                                  need_bias, db_parts)
 
     def _depthwise_backward(self, top: list[Blob], propagate_down: list[bool],
                             bottom: list[Blob], need_weight: bool, need_bias: bool) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..blob import Blob
-from ..kernels.blocks import place_columns, take_columns
+from ..kernels.blocks import copy_columns
 from .base import Layer, register_layer
 
 
@@ -183,7 +183,8 @@ class ConcatLayer(Layer):
     def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
         if len(bottom) > 1:
             for b, shape, offset, top_2d in _column_bands(bottom, top[0], self.axis):
-                place_columns(b.data.reshape(shape), top[0].data.reshape(top_2d), offset)
+                copy_columns(b.data.reshape(shape), 0, top[0].data.reshape(top_2d), offset,
+                             shape[1])
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         if len(bottom) == 1:
@@ -191,7 +192,8 @@ class ConcatLayer(Layer):
         bands = _column_bands(bottom, top[0], self.axis)
         for (b, shape, offset, top_2d), down in zip(bands, propagate_down):
             if down:
-                take_columns(top[0].diff.reshape(top_2d), offset, b.diff.reshape(shape))
+                copy_columns(top[0].diff.reshape(top_2d), offset, b.diff.reshape(shape), 0,
+                             shape[1])
 
 
 @register_layer("Slice", "SLICE")
@@ -232,13 +234,15 @@ class SliceLayer(Layer):
         if len(top) == 1:
             return
         for t, shape, offset, bottom_2d in _column_bands(top, bottom[0], self.axis):
-            take_columns(bottom[0].data.reshape(bottom_2d), offset, t.data.reshape(shape))
+            copy_columns(bottom[0].data.reshape(bottom_2d), offset, t.data.reshape(shape), 0,
+                         shape[1])
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         if not propagate_down[0] or len(top) == 1:
             return
         for t, shape, offset, bottom_2d in _column_bands(top, bottom[0], self.axis):
-            place_columns(t.diff.reshape(shape), bottom[0].diff.reshape(bottom_2d), offset)
+            copy_columns(t.diff.reshape(shape), 0, bottom[0].diff.reshape(bottom_2d), offset,
+                         shape[1])
 
 
 @register_layer("Silence", "SILENCE")

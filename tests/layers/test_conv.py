@@ -184,17 +184,19 @@ def test_convolution_forward_matches_numpy(params, shape, pad, stride, dilation,
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    ("params", "shape", "pad", "dilation"),
-    [
-        pytest.param("num_output: 8 kernel_size: 3 pad: 1", (3, 32, 14, 15), (1, 1), (1, 1),
-                     id="3x3_pad1_odd_batch"),
-        pytest.param("num_output: 5 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2",
-                     (2, 40, 16, 17), (2, 0), (2, 2), id="3x2_dilated_uneven_pad"),
-        pytest.param("num_output: 6 kernel_size: 2", (2, 33, 15, 16), (0, 0), (1, 1),
-                     id="2x2_no_pad"),
-    ],
-)
+# Convolutions that take the shifted-tap path (conv_forward_shifted / conv_backward_shifted):
+# (params, input shape, pad, dilation).
+SHIFTED = [
+    pytest.param("num_output: 8 kernel_size: 3 pad: 1", (3, 32, 14, 15), (1, 1), (1, 1),
+                 id="3x3_pad1_odd_batch"),
+    pytest.param("num_output: 5 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2",
+                 (2, 40, 16, 17), (2, 0), (2, 2), id="3x2_dilated_uneven_pad"),
+    pytest.param("num_output: 6 kernel_size: 2", (2, 33, 15, 16), (0, 0), (1, 1),
+                 id="2x2_no_pad"),
+]
+
+
+@pytest.mark.parametrize(("params", "shape", "pad", "dilation"), SHIFTED)
 @pytest.mark.parametrize("bias", [True, False])
 def test_shifted_tap_convolution_matches_numpy(params, shape, pad, dilation, bias):
     """Stride-1 convolutions with 32+ channels over 14x14+ outputs skip im2col
@@ -659,15 +661,7 @@ def test_depthwise_needs_an_image_bottom():
         setup_forward(layer, [blob_from(np.zeros((2, 3, 4), F))], [Blob()])
 
 
-@pytest.mark.parametrize(
-    ("params", "shape", "pad", "dilation"),
-    [
-        pytest.param("num_output: 8 kernel_size: 3 pad: 1", (3, 32, 14, 15), (1, 1), (1, 1),
-                     id="3x3_pad1_odd_batch"),
-        pytest.param("num_output: 5 kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 dilation: 2",
-                     (2, 40, 16, 17), (2, 0), (2, 2), id="3x2_dilated_uneven_pad"),
-    ],
-)
+@pytest.mark.parametrize(("params", "shape", "pad", "dilation"), SHIFTED)
 @pytest.mark.parametrize("bias", [True, False])
 def test_shifted_tap_convolution_backward_matches_numpy(params, shape, pad, dilation, bias):
     """The backward of the shifted-tap convolutions (no im2col/col2im): weight, bias and
