@@ -54,9 +54,9 @@ def max_pool_forward_maskless(x, kh, kw, sh, sw, ph, pw, top, rows):
     """MAX pooling without the argmax mask, for forward passes no backward will follow.
 
     Separable: for each output row, the column maxima of its window rows go into a padded
-    row buffer (one per chunk of planes, ``rows[c]``, of at least ``max(pw + W, (OW - 1) * sw +
-    kw)`` cells; cells in the padding stay -FLT_MAX),
-    then each output takes the maximum of ``kw`` strided slices of that buffer. Both steps
+    row buffer (one per chunk of planes, ``rows[c]``, of at least ``max(pw + W, (OW - 1) *
+    sw + kw)`` cells; the cells in the padding stay -FLT_MAX), then each output takes the
+    maximum of ``kw`` strided slices of that buffer. Both steps
     use Caffe's strict ``>`` against a -FLT_MAX start, so NaNs are skipped and the values equal
     :func:`max_pool_forward`'s; only the sign of a zero maximum can differ (+0 vs -0), since
     the comparisons run in another order. 3-5x faster than the masked kernel."""

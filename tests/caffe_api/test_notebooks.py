@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,34 +268,8 @@ def test_net_surgery_casts_fully_connected_layers_into_convolutions(tmp_path):
     np.testing.assert_allclose(out["prob"][0, :, 2, 1], expected, rtol=1e-4, atol=1e-6)
 
 
-PYLOSS = textwrap.dedent('''
-    import numpy as np
-
-    import caffe
-
-
-    class EuclideanLossLayer(caffe.Layer):
-        """Half the mean over the batch of the squared distance of two bottoms."""
-
-        def setup(self, bottom, top):
-            if len(bottom) != 2:
-                raise Exception("Need two inputs to compute distance.")
-
-        def reshape(self, bottom, top):
-            if bottom[0].count != bottom[1].count:
-                raise Exception("Inputs must have the same dimension.")
-            self.diff = np.zeros_like(bottom[0].data, dtype=np.float32)
-            top[0].reshape(1)
-
-        def forward(self, bottom, top):
-            self.diff[...] = bottom[0].data - bottom[1].data
-            top[0].data[...] = np.sum(self.diff ** 2) / bottom[0].num / 2.
-
-        def backward(self, top, propagate_down, bottom):
-            for i, sign in ((0, 1), (1, -1)):
-                if propagate_down[i]:
-                    bottom[i].diff[...] = sign * self.diff / bottom[i].num
-''')
+# pycaffe's examples/pycaffe/layers/pyloss.py (the notebook's Python loss layer).
+PYLOSS = (Path(__file__).resolve().parents[1] / "data" / "pycaffe" / "pyloss.py").read_text()
 
 LINREG = """name: 'LinearRegressionExample'
 layer { type: 'DummyData' name: 'x' top: 'x'
