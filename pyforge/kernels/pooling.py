@@ -24,10 +24,29 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
     planes = x.reshape(n_img * channels, height * width)
     tops = top.reshape(n_img * channels, oh * ow)
     masks = mask.reshape(n_img * channels, oh * ow)
+    # The commonest pooling (2x2, stride 2, no padding, every window whole: LeNet, VGG)
+    # written out: the same four comparisons in Caffe's order, without the window loops.
+    two_by_two = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+                  and height == 2 * oh and width == 2 * ow)
     for p in prange(n_img * channels):
         plane = planes[p]
         out = tops[p]
         where = masks[p]
+        if two_by_two:
+            for y in range(oh):
+                top_row = 2 * y * width
+                for xo in range(ow):
+                    k = np.uint64(top_row + 2 * xo)
+                    best = _NEG_FLT_MAX
+                    idx = -1
+                    for offset in (0, 1, width, width + 1):
+                        v = plane[k + np.uint64(offset)]
+                        if v > best:
+                            best = v
+                            idx = top_row + 2 * xo + offset
+                    out[np.uint64(y * ow + xo)] = best
+                    where[np.uint64(y * ow + xo)] = idx
+            continue
         for y in range(oh):
             hs = y * sh - ph
             he = min(hs + kh, height)
