@@ -57,6 +57,20 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
                 ws = max(ws, 0)
                 best = _NEG_FLT_MAX
                 idx = -1
+                if kh == 3 and kw == 3 and he - hs == 3 and we - ws == 3:
+                    # A whole 3x3 window (AlexNet's, GoogLeNet's, ResNet's pooling), written
+                    # out in Caffe's row-major order, as the 2x2 case above.
+                    corner = hs * width + ws
+                    k = np.uint64(corner)
+                    for offset in (0, 1, 2, width, width + 1, width + 2,
+                                   2 * width, 2 * width + 1, 2 * width + 2):
+                        v = plane[k + np.uint64(offset)]
+                        if v > best:
+                            best = v
+                            idx = corner + offset
+                    out[np.uint64(y * ow + xo)] = best
+                    where[np.uint64(y * ow + xo)] = idx
+                    continue
                 for i in range(hs, he):
                     row_start = i * width
                     for j in range(ws, we):

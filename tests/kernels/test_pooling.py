@@ -213,8 +213,9 @@ def test_maskless_max_pool_equals_caffes_maxima(g, data, round_mode):
 
 
 def test_maskless_max_pool_many_planes_and_special_values():
-    """More planes than chunks (uneven split), and NaN / +-inf / -FLT_MAX windows, equal to the
-    masked kernel value for value (NaN never wins, as with Caffe's strict ``>``)."""
+    """More planes than chunks (uneven split), and NaN / +-inf / -FLT_MAX windows: the masked
+    kernel (its written-out 2x2 and 3x3 windows included) equals Caffe's loop value for value
+    and index for index, and the maskless one equals it (NaN never wins: Caffe's strict ``>``)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 37, 11, 10)).astype(np.float32)
     picks = rng.random(x.shape)
@@ -222,12 +223,17 @@ def test_maskless_max_pool_many_planes_and_special_values():
     x[(picks >= 0.05) & (picks < 0.08)] = np.inf
     x[(picks >= 0.08) & (picks < 0.11)] = -np.inf
     x[0, 0] = np.nan  # a plane of NaN only: every output keeps -FLT_MAX
-    for geom in [(3, 3, 2, 2, 1, 1), (2, 3, 1, 2, 0, 1), (3, 2, 3, 1, 1, 0)]:
+    for geom in [(3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 0, 0), (2, 2, 2, 2, 0, 0), (2, 3, 1, 2, 0, 1),
+                 (3, 2, 3, 1, 1, 0)]:
         kh, kw, sh, sw, ph, pw = geom
         oh = naive.pooled_size(11, kh, sh, ph, "CEIL")
         ow = naive.pooled_size(10, kw, sw, pw, "CEIL")
         shape = (3, 37, oh, ow)
         masked = np.empty(shape, dtype=np.float32)
-        max_pool_forward(x, *geom, masked, np.empty(shape, dtype=np.int32))
+        mask = np.empty(shape, dtype=np.int32)
+        max_pool_forward(x, *geom, masked, mask)
+        ref_top, ref_mask = naive.max_pool(x, *geom, out_hw=shape[2:])
+        np.testing.assert_array_equal(masked, ref_top)
+        np.testing.assert_array_equal(mask, ref_mask)
         np.testing.assert_array_equal(_maskless(x, geom, shape), masked)
         assert (masked[0, 0] == -naive.FLT_MAX).all()
