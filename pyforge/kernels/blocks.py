@@ -3,8 +3,8 @@
 Viewed as 2-D (the axes before the concatenation axis, then the rest), each bottom of a Concat
 is a band of columns of its top. NumPy copies such bands on one thread; this kernel shares
 the rows, cut into pieces of ``PIECE`` values so that a batch of one still keeps both cores
-busy (SqueezeNet's and GoogLeNet's Concats copy 200 MB per forward: the layer is memory
-bound, and one core does not saturate the memory bus).
+busy. The layer is memory bound (SqueezeNet 1.1's Concats write 100 MB per forward at batch
+16); SqueezeNet's fire2 Concat took 1.54 ms this way against 2.22 ms with np.concatenate.
 """
 
 from __future__ import annotations

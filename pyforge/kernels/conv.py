@@ -192,11 +192,11 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
                       pad[offset:].ctypes, ints[3:].ctypes, taps[tap].ctypes, ints[4:].ctypes,
                       scalars[1:].ctypes, part.ctypes, ints[5:].ctypes)
             for m in range(m_out):
-                b = bias[m] if use_bias else np.float32(0.0)
                 dst = out[n, 0, m]
                 for y in range(oh):
                     src = part[m, y * wp:y * wp + ow]
                     if use_bias:
+                        b = bias[m]
                         for j in range(ow):
                             dst[y * ow + j] = src[j] + b
                     else:
@@ -230,7 +230,7 @@ def conv_backward_shifted(x, taps, dy, kh, kw, ph, pw, dh, dw, oh, ow, sgemm, ne
         dtap = dtaps[t]
         dtap[:] = 0.0
         db_parts[t] = 0.0
-        ints = np.empty(8, np.int32)
+        ints = np.empty(4, np.int32)
         ints[0] = columns
         ints[1] = m_out
         ints[2] = channels

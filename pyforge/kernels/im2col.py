@@ -24,10 +24,11 @@ def valid_range(out_size, in_size, pad, step, offset):
     """The outputs ``o`` in [0, out_size) whose input ``o * step - pad + offset`` lies in
     [0, in_size), as [first, end).
 
-    NOTE: kernels index with these ranges through slices (``row[a:b]``), not with computed
-    indices (``row[o * step + k]``): Numba cannot tell that a computed index is never
-    negative, adds Python's wrap-around to every access, and LLVM then gives up vectorising
-    the loop (4-8x slower)."""
+    NOTE: kernels that run over long rows (col2im, the depthwise stencils) index with these
+    ranges through slices (``row[a:b]``), not with computed indices (``row[o * step + k]``):
+    Numba cannot tell that a computed index is never negative, adds Python's wrap-around to
+    every access, and LLVM then gives up vectorising the loop. Each slice costs about 25 ns,
+    though: over short rows the element loop wins (see im2col_one)."""
     first = 0
     shift = pad - offset
     if shift > 0:
@@ -40,10 +41,10 @@ def valid_range(out_size, in_size, pad, step, offset):
 def im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
     """``col`` (C*kh*kw, oh*ow) from image ``n`` of ``x`` (N, C, H, W); padding taps are 0.
 
-    Element by element with the bounds test inside the row: measured against copying each row
+    Element by element with the bounds test inside the row. Measured against copying each row
     through slices (three slice operations per output row, about 25 ns each in Numba), this is
-    4-9x faster on CIFAR-10 and LeNet-sized images and 4x on 56x56 ones, and equal at 112
-    columns (CIFAR-10 quick's forward+backward went from 92 to 60 ms with it)."""
+    4-7x faster on CIFAR-10 and LeNet-sized images, 4x at 56x56 and 1.1-1.8x on the first
+    layers of 224-227 pixel nets (CIFAR-10 quick's forward+backward went from 92 to 59 ms)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     for c in range(channels):
         for ki in range(kh):

@@ -92,7 +92,8 @@ def max_pool_forward_maskless(x, kh, kw, sh, sw, ph, pw, top, rows):
     maximum of ``kw`` strided slices of that buffer. Both steps
     use Caffe's strict ``>`` against a -FLT_MAX start, so NaNs are skipped and the values equal
     :func:`max_pool_forward`'s; only the sign of a zero maximum can differ (+0 vs -0), since
-    the comparisons run in another order. 3-5x faster than the masked kernel."""
+    the comparisons run in another order. 2.5-4.4x faster than the masked kernel over 3x3
+    windows (CIFAR-10's, ResNet's and GoogLeNet's pools); over 2x2 windows it is not faster."""
     n_img, channels, height, width = x.shape
     oh = top.shape[2]
     ow = top.shape[3]

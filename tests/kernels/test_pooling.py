@@ -14,7 +14,7 @@ from pyforge.kernels.pooling import (
     max_pool_forward,
     max_pool_forward_maskless,
 )
-from pyforge.layers.pooling import _row_buffers
+from pyforge.layers.pooling import row_buffer_shape
 from tests.reference import naive
 
 # (N, C, H, W, kh, kw, sh, sw, ph, pw)
@@ -196,7 +196,7 @@ def test_ave_pool_of_infinities():
 def _maskless(x, geom, out_shape):
     kh, kw, sh, sw, ph, pw = geom
     top = np.full(out_shape, np.nan, dtype=np.float32)
-    rows = _row_buffers(x.shape, out_shape, kw, sw, pw)
+    rows = np.empty(row_buffer_shape(x.shape, out_shape, kw, sw, pw), dtype=np.float32)
     rows[...] = np.nan  # the kernel must initialise its own buffers
     max_pool_forward_maskless(x, *geom, top, rows)
     return top
