@@ -194,7 +194,7 @@ def time_net(model: str, iterations: int = 50, phase: str = "", level: int = 0,
         log.info("Performing Forward")
         # Unfused, as the timed passes run: every layer's buffers are allocated and touched
         # here, not in the first timed pass (page faults counted as layer time).
-        initial_loss = net.forward_from_to(0, len(net.layers) - 1, fuse=False)
+        initial_loss = net.forward_from_to(fuse=False)
         log.info("Initial loss: %s", fmt(np.float32(initial_loss)))
         log.info("Performing Backward")
         net.backward_all()

@@ -112,20 +112,21 @@ class GlogFileHandler(logging.Handler):
         name = (f"{PROGRAM}.{self.host}.{self.user}.log.{_SEVERITY_NAMES[severity]}."
                 f"{time.strftime('%Y%m%d-%H%M%S', local)}.{os.getpid()}")
         path = os.path.join(self.folder, name)
+        elapsed = max(0, int(when - self.start))
+        line_format = "yyyymmdd hh:mm:ss.uuuuuu" if self.year else "mmdd hh:mm:ss.uuuuuu"
         try:
             handle = open(path, "x", encoding="utf-8")
+            # The header too: a disk that fills here must not raise out of emit().
+            handle.write(f"Log file created at: {time.strftime('%Y/%m/%d %H:%M:%S', local)}\n"
+                         f"Running on machine: {self.host}\n"
+                         f"Running duration (h:mm:ss): {elapsed // 3600}:"
+                         f"{elapsed // 60 % 60:02d}:{elapsed % 60:02d}\n"
+                         f"Log line format: [IWEF]{line_format} threadid file:line] msg\n")
         except OSError as exc:
             self.failed = True
             sys.stderr.write(f"pyforge: cannot create the log file {path} (GLOG_log_dir): "
                              f"{exc.strerror}; logging to stderr only\n")
             return None
-        elapsed = max(0, int(when - self.start))
-        line_format = "yyyymmdd hh:mm:ss.uuuuuu" if self.year else "mmdd hh:mm:ss.uuuuuu"
-        handle.write(f"Log file created at: {time.strftime('%Y/%m/%d %H:%M:%S', local)}\n"
-                     f"Running on machine: {self.host}\n"
-                     f"Running duration (h:mm:ss): {elapsed // 3600}:{elapsed // 60 % 60:02d}:"
-                     f"{elapsed % 60:02d}\n"
-                     f"Log line format: [IWEF]{line_format} threadid file:line] msg\n")
         link = os.path.join(self.folder, f"{PROGRAM}.{_SEVERITY_NAMES[severity]}")
         try:
             if os.path.lexists(link):

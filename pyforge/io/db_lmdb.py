@@ -25,6 +25,10 @@ def _acquire_env(path: str, subdir: bool):
     with _OPEN_ENVS_LOCK:
         entry = _OPEN_ENVS.get(key)
         if entry is None:
+            # LMDB reads through a memory map: a page past the end of a damaged file would
+            # kill the process with SIGBUS, so the file is checked with ordinary reads first
+            # (once per open environment: a train and a test net share it).
+            check_lmdb_file(os.path.join(path, "data.mdb") if subdir else path, path)
             env = lmdb.open(path, subdir=subdir, readonly=True, lock=False, readahead=False,
                             max_readers=126)
             entry = _OPEN_ENVS[key] = [env, 0]
@@ -62,9 +66,6 @@ class LMDBReader:
                 raise DataError(f"LMDB '{path}' has no data.mdb but is a LevelDB database; "
                                 "set backend: LEVELDB (or --backend=leveldb)")
             raise DataError(f"LMDB '{path}' has no data.mdb: not an LMDB database")
-        # LMDB reads through a memory map: a page past the end of a damaged file would kill
-        # the process with SIGBUS, so the file is checked with ordinary reads first.
-        check_lmdb_file(os.path.join(path, "data.mdb") if subdir else path, path)
         try:
             self.env = _acquire_env(path, subdir)
             self.txn = self.env.begin(write=False, buffers=False)

@@ -1,10 +1,11 @@
 """Matrix products through BLAS from Numba: SciPy's OpenBLAS, the library the convolution
 kernels' ``np.dot`` calls too.
 
-The layers never call NumPy's own BLAS (a separate OpenBLAS in NumPy's wheel): a script that
-imports NumPy before pyforge starts that library with OpenBLAS's default idle spin of about a
-tenth of a second per call, during which its threads take the cores from the next kernels
-(CaffeNet's forward took 3.8x as long). SciPy's BLAS is loaded by pyforge itself, after it has
+The layers' matrix products never go through NumPy's own BLAS (a separate OpenBLAS in NumPy's
+wheel; a few dot products of vectors, in the losses, still do): a script that imports NumPy
+before pyforge starts that library with OpenBLAS's default idle spin of about a tenth of a
+second per call, during which its threads take the cores from the next kernels (see
+:func:`pyforge.config._blas_controller`). SciPy's BLAS is loaded by pyforge itself, after it has
 set a short spin (:func:`pyforge.config.apply_thread_defaults`).
 """
 

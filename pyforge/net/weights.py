@@ -6,6 +6,7 @@ import numpy as np
 
 from ..blob import BlobValues, proto_shape, shapes_equal
 from ..errors import WeightsError
+from ..kernels.checks import all_finite
 
 
 def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> None:
@@ -68,7 +69,7 @@ def copy_params(net, source, filename: str, missing_shared_ok: bool = False) -> 
         if value.diff is not None and value.diff.size:
             blob.diff[...] = value.diff.reshape(blob.shape)
     nonfinite = [(name, j, blob.data) for name, j, blob, _ in plan
-                 if not np.isfinite(blob.data).all()]
+                 if not all_finite(blob.data.reshape(-1))]
     if nonfinite:
         raise WeightsError(f"{filename}: " + nonfinite_note(nonfinite) + "; a diverged run or "
                            "a damaged file")

@@ -263,7 +263,7 @@ def _warn_about_settings(param: caffe_pb2.SolverParameter, lr_policy: LrPolicy, 
         if is_set and name not in lr_policy.uses:
             logger.warning("%s is set but lr_policy '%s' does not use it (it uses %s)", name,
                            p.lr_policy, ", ".join(lr_policy.uses))
-    if p.momentum >= 1:  # the adaptive types that use momentum refuse this themselves
+    if p.momentum >= 1:  # Adam refuses it (its beta1); SGD, Nesterov and AdaDelta only warn
         logger.warning("momentum: %s >= 1: the update history never decays, so the steps "
                        "grow without bound; Caffe's examples use 0.9", fmt(p.momentum))
     batch = batch_size(net)

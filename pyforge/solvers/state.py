@@ -29,6 +29,7 @@ from ..io.snapshot import (
     write_model,
     write_solver_state,
 )
+from ..kernels.checks import all_finite
 from ..log import fmt
 from ..net.weights import nonfinite_note
 from ..proto import caffe_pb2, parse_text_proto
@@ -142,7 +143,7 @@ def _restore_here(solver: Solver, path: str, force: bool) -> None:
     learnable = solver.net.learnable
     nonfinite = [(learnable[i % len(learnable)].layer, learnable[i % len(learnable)].index,
                   array) for i, array in enumerate(state.history)
-                 if not np.isfinite(array).all()]
+                 if not all_finite(np.ascontiguousarray(array).reshape(-1))]
     if nonfinite:
         raise WeightsError(f"{path}: the history of " + nonfinite_note(nonfinite)
                            + "; a diverged run or a damaged file")
