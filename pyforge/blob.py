@@ -19,40 +19,71 @@ class Blob:
     Layers read and write the arrays in place. Blobs that share memory (in-place layers, shared
     parameters, test nets sharing the train net's weights) share the ndarray objects themselves,
     so every write must be in place (``out=`` or slice assignment), never a rebinding.
+
+    A net may leave a blob's data uncomputed when nothing in it reads the blob (a convolution
+    whose BatchNorm writes a new blob, :mod:`pyforge.net.fusion`): it then hands the blob a
+    ``recompute`` function (:meth:`defer`), which reading ``data`` runs first. Reading ``data``
+    also marks the blob ``observed``, and the net computes observed blobs on every pass from
+    then on, so an array taken from ``data`` always holds what Caffe would put there.
     """
 
-    __slots__ = ("data", "diff")
+    __slots__ = ("_data", "diff", "_recompute", "observed")
 
     def __init__(self, shape: Sequence[int] = ()) -> None:
         shape = tuple(int(d) for d in shape)
-        self.data = np.zeros(shape, dtype=DTYPE)
+        self._data = np.zeros(shape, dtype=DTYPE)
         self.diff = np.zeros(shape, dtype=DTYPE)
+        self._recompute = None
+        self.observed = False
+
+    @property
+    def data(self) -> np.ndarray:
+        self.observed = True
+        if self._recompute is not None:
+            recompute, self._recompute = self._recompute, None
+            recompute()
+        return self._data
+
+    @data.setter
+    def data(self, array: np.ndarray) -> None:
+        self._data = array
+        self._recompute = None
+
+    def output_array(self) -> np.ndarray:
+        """The data array, for a layer about to overwrite all of it (or to leave it for
+        :meth:`defer`): drops any pending recompute and does not count as a read."""
+        self._recompute = None
+        return self._data
+
+    def defer(self, recompute) -> None:
+        """Leave the data uncomputed until it is read; ``recompute()`` then fills it in."""
+        self._recompute = recompute
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        return self._data.shape
 
     @property
     def count(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     @property
     def num_axes(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     def shape_at(self, axis: int) -> int:
-        return self.data.shape[self.canonical_axis(axis)]
+        return self._data.shape[self.canonical_axis(axis)]
 
     def canonical_axis(self, axis: int) -> int:
         """Caffe's CanonicalAxisIndex: negative axes count from the end."""
-        ndim = self.data.ndim
+        ndim = self._data.ndim
         if not -ndim <= axis < max(ndim, 1):
             raise IndexError(f"axis {axis} out of range for a {ndim}-axis blob {self.shape}")
         return axis + ndim if axis < 0 else axis
 
     def count_range(self, start: int, end: int | None = None) -> int:
         """Product of the dimensions in ``[start, end)``."""
-        dims = self.data.shape[start:end]
+        dims = self._data.shape[start:end]
         return int(np.prod(dims, dtype=np.int64)) if dims else 1
 
     @property
@@ -73,10 +104,10 @@ class Blob:
         return self._legacy_dim(3)
 
     def _legacy_dim(self, index: int) -> int:
-        if self.data.ndim > 4:
+        if self._data.ndim > 4:
             raise ValueError(f"legacy num/channels/height/width need <= 4 axes, blob has "
                              f"shape {self.shape}")
-        return self.data.shape[index] if index < self.data.ndim else 1
+        return self._data.shape[index] if index < self._data.ndim else 1
 
     def reshape(self, *shape) -> None:
         """Give the blob a new shape: ``reshape((2, 3))`` or pycaffe's ``reshape(2, 3)``.
@@ -85,12 +116,13 @@ class Blob:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
         shape = tuple(int(d) for d in shape)
-        if shape == self.data.shape:
+        if shape == self._data.shape:
             return
         if any(d < 0 for d in shape):
             raise ValueError(f"negative dimension in blob shape {shape}")
-        if self.data.size == int(np.prod(shape, dtype=np.int64)):
-            self.data = self.data.reshape(shape)
+        # (a pending recompute is dropped: it was for the old shape)
+        if self._data.size == int(np.prod(shape, dtype=np.int64)):
+            self.data = self._data.reshape(shape)
             self.diff = self.diff.reshape(shape)
         else:
             self.data = np.zeros(shape, dtype=DTYPE)

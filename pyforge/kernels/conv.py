@@ -29,68 +29,72 @@ POST_MEAN, POST_STD, POST_SCALE, POST_SHIFT = range(4)
 
 
 @jit
-def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, has_relu,
-                   slope, kept):
-    """The layers that follow a convolution, from its output rows ``src`` into ``rows``
-    (the same array when the first of them works in place; channels ``first``, ``first + 1``,
-    ...): BatchNorm with stored statistics ``(v - mean) / std``, then (after keeping that in
+def epilogue_row(src, row, m, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
+                 kept):
+    """The layers that follow a convolution, on one run of channel ``m``'s output: from
+    ``src`` into ``row`` (the same memory when the first of them works in place):
+    BatchNorm with stored statistics ``(v - mean) / std``, then (after keeping that in
     ``kept`` for Scale's backward) Scale ``v * scale + shift``, then ReLU
     ``v if v > 0 else v * slope``: each rounded where its layer rounds, so the result is the
     layers' own, bit for bit, from one pass over a cache-warm output."""
-    in_place = src.ctypes.data == rows.ctypes.data
+    in_place = src.ctypes.data == row.ctypes.data
     deploy = has_bn and has_scale and has_shift and not keep
-    for r in range(rows.shape[0]):
-        row = rows[r]
-        m = first + r
-        if deploy and not in_place:
-            # Deploy nets whose BatchNorm writes a new blob (MobileNet v2): one pass from the
-            # convolution's output, which must stay as it is (a pycaffe user may read it).
-            # Two distinct arrays: LLVM's overlap check passes and the loop vectorises.
-            mu, sd = post[POST_MEAN, m], post[POST_STD, m]
-            g, b = post[POST_SCALE, m], post[POST_SHIFT, m]
-            source = src[r]
-            if has_relu:
-                for i in range(row.shape[0]):
-                    v = ((source[i] - mu) / sd) * g + b
-                    row[i] = v if v > 0 else v * slope
-            else:
-                for i in range(row.shape[0]):
-                    row[i] = ((source[i] - mu) / sd) * g + b
-            continue
-        if not in_place:
-            row[:] = src[r]
-        # NOTE: every loop below reads and writes ``row`` alone: with a second array that may
-        # alias it, LLVM's runtime overlap check fails in place and it runs the scalar loop.
-        mu = post[POST_MEAN, m] if has_bn else np.float32(0.0)
-        sd = post[POST_STD, m] if has_bn else np.float32(1.0)
-        g = post[POST_SCALE, m] if has_scale else np.float32(1.0)
-        b = post[POST_SHIFT, m] if has_shift else np.float32(0.0)
-        if deploy:
-            # Deploy nets' BatchNorm + Scale (+ ReLU) in place: one loop.
-            if has_relu:
-                for i in range(row.shape[0]):
-                    v = ((row[i] - mu) / sd) * g + b
-                    row[i] = v if v > 0 else v * slope
-            else:
-                for i in range(row.shape[0]):
-                    row[i] = ((row[i] - mu) / sd) * g + b
-            continue
-        if has_bn:
-            for i in range(row.shape[0]):
-                row[i] = (row[i] - mu) / sd
-        if keep:
-            kept[r, :] = row
-        if has_scale:
-            if has_shift:
-                for i in range(row.shape[0]):
-                    row[i] = row[i] * g + b
-            else:
-                for i in range(row.shape[0]):
-                    row[i] = row[i] * g
+    mu = post[POST_MEAN, m] if has_bn else np.float32(0.0)
+    sd = post[POST_STD, m] if has_bn else np.float32(1.0)
+    g = post[POST_SCALE, m] if has_scale else np.float32(1.0)
+    b = post[POST_SHIFT, m] if has_shift else np.float32(0.0)
+    if deploy and not in_place:
+        # Deploy nets whose BatchNorm writes a new blob (MobileNet v2): one pass from the
+        # convolution's output. Two distinct arrays: LLVM's overlap check passes and the loop
+        # vectorises.
         if has_relu:
             for i in range(row.shape[0]):
-                v = row[i]
+                v = ((src[i] - mu) / sd) * g + b
                 row[i] = v if v > 0 else v * slope
+        else:
+            for i in range(row.shape[0]):
+                row[i] = ((src[i] - mu) / sd) * g + b
+        return
+    if not in_place:
+        row[:] = src
+    # NOTE: every loop below reads and writes ``row`` alone: with a second array that may
+    # alias it, LLVM's runtime overlap check fails in place and it runs the scalar loop.
+    if deploy:
+        # Deploy nets' BatchNorm + Scale (+ ReLU) in place: one loop.
+        if has_relu:
+            for i in range(row.shape[0]):
+                v = ((row[i] - mu) / sd) * g + b
+                row[i] = v if v > 0 else v * slope
+        else:
+            for i in range(row.shape[0]):
+                row[i] = ((row[i] - mu) / sd) * g + b
+        return
+    if has_bn:
+        for i in range(row.shape[0]):
+            row[i] = (row[i] - mu) / sd
+    if keep:
+        kept[:] = row
+    if has_scale:
+        if has_shift:
+            for i in range(row.shape[0]):
+                row[i] = row[i] * g + b
+        else:
+            for i in range(row.shape[0]):
+                row[i] = row[i] * g
+    if has_relu:
+        for i in range(row.shape[0]):
+            v = row[i]
+            row[i] = v if v > 0 else v * slope
+
+
+@jit
+def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, has_relu,
+                   slope, kept):
+    """:func:`epilogue_row` over the rows of ``src`` into ``rows`` (channels ``first``,
+    ``first + 1``, ...; ``kept`` has a row per channel when ``keep``)."""
+    for r in range(rows.shape[0]):
+        epilogue_row(src[r], rows[r], first + r, post, has_bn, keep, has_scale, has_shift,
+                     has_relu, slope, kept[r])
 
 
 @pjit
@@ -132,6 +136,95 @@ def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, 
 
 
 @jit
+def _sgemm_setup():
+    """The by-address scalars of :func:`_tile_product`: six ints, alpha and beta, 'N'."""
+    ints = np.empty(6, np.int32)
+    scalars = np.empty(2, np.float32)
+    scalars[0] = 1.0
+    scalars[1] = 0.0
+    no_transpose = np.empty(1, np.uint8)
+    no_transpose[0] = 78  # 'N'
+    return ints, scalars, no_transpose
+
+
+@jit
+def _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, offset, stride, width,
+                  result, result_offset, result_stride):
+    """``result[m, j]`` (row ``m`` at ``result_offset + m * result_stride``) = sum over k of
+    ``weight[m, k] * columns[offset + k * stride + j]`` for ``j < width``: one tile of
+    columns of a row-major (K, S) matrix, through Fortran sgemm, which reads it in place.
+    Column-major, that is result.T (width x M) = columns.T (width x K) @ weight.T (K x M)."""
+    m_out, k = weight.shape
+    ints[0] = width
+    ints[1] = m_out
+    ints[2] = k
+    ints[3] = stride
+    ints[4] = k
+    ints[5] = result_stride
+    sgemm(no_transpose.ctypes, no_transpose.ctypes, ints[0:].ctypes, ints[1:].ctypes,
+          ints[2:].ctypes, scalars[0:].ctypes, columns[offset:].ctypes, ints[3:].ctypes,
+          weight.ctypes, ints[4:].ctypes, scalars[1:].ctypes,
+          result[result_offset:].ctypes, ints[5:].ctypes)
+
+
+@pjit
+def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow,
+                       pointwise, sgemm, cols, tiles, store, out, post, has_bn, keep,
+                       has_scale, has_shift, has_relu, slope, kept, final):
+    """A one-group convolution, ``out[n]`` (M, oh*ow) = ``weight`` (M, K) @ im2col(x[n])
+    (+ bias), computed a tile of output columns at a time: each tile goes through the bias
+    and :func:`epilogue_row` into ``final`` while it is in cache, where a whole image's
+    output (3-5 MB for MobileNet's and ResNet's early layers) would have left it before the
+    followers read it back. With ``pointwise`` the image itself is the column matrix.
+
+    ``store`` false leaves ``out`` unwritten: each tile lands in the thread's ``tiles`` row
+    and only the followers' result reaches ``final`` (the net elides the convolution's own
+    output when nothing reads it; see :mod:`pyforge.net.fusion`). The products are the same
+    BLAS calls either way, so both give the same bits."""
+    n_img = x.shape[0]
+    threads = cols.shape[0]
+    m_out, k = weight.shape
+    spatial = oh * ow
+    tile = tiles.shape[1] // m_out
+    follow = has_bn or has_scale or has_relu
+    for t in prange(threads):
+        col = cols[t]
+        buffer = tiles[t]
+        ints, scalars, no_transpose = _sgemm_setup()
+        for n in range(t * n_img // threads, (t + 1) * n_img // threads):
+            if pointwise:
+                columns = x[n].reshape(k * spatial)
+            else:
+                im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+                columns = col.reshape(k * spatial)
+            flat_out = out[n].reshape(m_out * spatial)
+            flat_final = final[n].reshape(m_out * spatial)
+            flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
+            for start in range(0, spatial, tile):
+                width = min(tile, spatial - start)
+                if store:
+                    result, result_offset, result_stride = flat_out, start, spatial
+                else:
+                    result, result_offset, result_stride = buffer, 0, width
+                _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, start,
+                              spatial, width, result, result_offset, result_stride)
+                if not (use_bias or follow):
+                    continue
+                for m in range(m_out):
+                    at = result_offset + m * result_stride
+                    span = result[at:at + width]
+                    if use_bias:
+                        b = bias[m]
+                        for i in range(width):
+                            span[i] += b
+                    if follow:
+                        at = m * spatial + start
+                        epilogue_row(span, flat_final[at:at + width], m, post, has_bn, keep,
+                                     has_scale, has_shift, has_relu, slope,
+                                     flat_kept[at:at + width] if keep else flat_kept)
+
+
+@jit
 def _pad_image(x, n, ph, pw, plane, pad):
     """Image ``n`` of ``x`` zero-padded into ``pad``: one flat (H+2ph)*(W+2pw) plane per
     channel, ``plane`` apart (the tail after each plane stays zero too)."""
@@ -146,8 +239,8 @@ def _pad_image(x, n, ph, pw, plane, pad):
 
 @pjit
 def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow, sgemm, pads,
-                         parts, out, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
-                         kept, final):
+                         parts, store, out, post, has_bn, keep, has_scale, has_shift, has_relu,
+                         slope, kept, final):
     """A stride-1 convolution (one group) without im2col: the output over the padded width,
     (M, oh * Wp), is the sum over kernel taps of ``taps[tap]`` (M, C) times the padded image
     shifted by the tap's offset, a (C, oh * Wp) matrix that BLAS reads in place with row
@@ -157,8 +250,10 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
 
     Per output element this adds the channel products tap by tap, where the im2col GEMM
     adds them in (channel, tap) order: the same sum, rounded differently (about 1e-7
-    relative). Then the bias and :func:`apply_epilogue` as in :func:`conv_forward`."""
+    relative). Then the bias and :func:`epilogue_row`, row by row from the thread's cache-warm
+    result; ``store`` false leaves ``out`` unwritten, as in :func:`conv_forward_tiled`."""
     n_img, channels = x.shape[0], x.shape[1]
+    follow = has_bn or has_scale or has_relu
     m_out = taps.shape[1]
     wp = x.shape[3] + 2 * pw
     threads = pads.shape[0]
@@ -191,21 +286,24 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
                       ints[1:].ctypes, ints[2:].ctypes, scalars[0:].ctypes,
                       pad[offset:].ctypes, ints[3:].ctypes, taps[tap].ctypes, ints[4:].ctypes,
                       scalars[1:].ctypes, part.ctypes, ints[5:].ctypes)
+            flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
+            dsts_final = final[n].reshape(m_out, spatial)
             for m in range(m_out):
                 dst = out[n, 0, m]
+                dst_final = dsts_final[m]
                 for y in range(oh):
                     src = part[m, y * wp:y * wp + ow]
                     if use_bias:
                         b = bias[m]
                         for j in range(ow):
-                            dst[y * ow + j] = src[j] + b
-                    else:
-                        for j in range(ow):
-                            dst[y * ow + j] = src[j]
-            if has_bn or has_scale or has_relu:
-                apply_epilogue(out[n].reshape(m_out, spatial), final[n].reshape(m_out, spatial),
-                               0, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
-                               kept[n].reshape(kept.shape[1], kept.shape[2] * kept.shape[3]))
+                            src[j] += b
+                    if store:
+                        dst[y * ow:(y + 1) * ow] = src
+                    if follow:
+                        at = m * spatial + y * ow
+                        epilogue_row(src, dst_final[y * ow:(y + 1) * ow], m, post, has_bn,
+                                     keep, has_scale, has_shift, has_relu, slope,
+                                     flat_kept[at:at + ow] if keep else flat_kept)
 
 
 @pjit
@@ -344,6 +442,176 @@ def _pad_plane(src, ph, pw, pad):
 
 
 @jit
+def _tap_sum_at(src, height, width, wm, y, x):
+    """One output of a 3x3 stencil with one pixel of zero padding, at (``y``, ``x``) of a
+    flat ``height`` x ``width`` plane: taps in order, those over the padding as ``w * 0``."""
+    zero = np.float32(0.0)
+    total = np.float32(0.0)
+    for ki in range(3):
+        iy = y + ki - 1
+        for kj in range(3):
+            ix = x + kj - 1
+            inside = 0 <= iy < height and 0 <= ix < width
+            total += wm[ki, kj] * (src[iy * width + ix] if inside else zero)
+    return total
+
+
+@jit
+def _stencil3x3_same(src, height, width, wm, out):
+    """A 3x3, stride-1 stencil with one pixel of zero padding, from the flat plane ``src``
+    into the flat plane ``out``, without copying the plane into a padded buffer: the rows
+    inside run as one flat vectorised loop over ``src`` (its first and last columns read
+    across the row ends and are then recomputed with the padding taps), the first and last
+    rows with their padding taps spelled out. Every output adds the same products in the
+    same order as :func:`_stencil_flat` over the padded plane, padding taps included."""
+    zero = np.float32(0.0)
+    w00, w01, w02 = wm[0, 0], wm[0, 1], wm[0, 2]
+    w10, w11, w12 = wm[1, 0], wm[1, 1], wm[1, 2]
+    w20, w21, w22 = wm[2, 0], wm[2, 1], wm[2, 2]
+    if height >= 3:
+        # out[i] for i in [width + 1, width * (height - 1) - 1): rows 1 .. height-2
+        start = width + 1
+        length = width * (height - 2) - 2
+        a0 = src[start - width - 1 : start - width - 1 + length]
+        a1 = src[start - width : start - width + length]
+        a2 = src[start - width + 1 : start - width + 1 + length]
+        b0 = src[start - 1 : start - 1 + length]
+        b1 = src[start : start + length]
+        b2 = src[start + 1 : start + 1 + length]
+        c0 = src[start + width - 1 : start + width - 1 + length]
+        c1 = src[start + width : start + width + length]
+        c2 = src[start + width + 1 : start + width + 1 + length]
+        dst = out[start : start + length]
+        for i in range(length):
+            total = np.float32(0.0)
+            total += w00 * a0[i]
+            total += w01 * a1[i]
+            total += w02 * a2[i]
+            total += w10 * b0[i]
+            total += w11 * b1[i]
+            total += w12 * b2[i]
+            total += w20 * c0[i]
+            total += w21 * c1[i]
+            total += w22 * c2[i]
+            dst[i] = total
+        for y in range(1, height - 1):
+            out[y * width] = _tap_sum_at(src, height, width, wm, y, 0)
+            out[y * width + width - 1] = _tap_sum_at(src, height, width, wm, y, width - 1)
+    if width >= 3 and height >= 2:
+        # the first row (no row above) and the last (no row below), columns 1 .. width-2
+        length = width - 2
+        b0, b1, b2 = src[0:length], src[1 : 1 + length], src[2 : 2 + length]
+        c0 = src[width : width + length]
+        c1 = src[width + 1 : width + 1 + length]
+        c2 = src[width + 2 : width + 2 + length]
+        dst = out[1 : 1 + length]
+        for i in range(length):
+            total = np.float32(0.0)
+            total += w00 * zero
+            total += w01 * zero
+            total += w02 * zero
+            total += w10 * b0[i]
+            total += w11 * b1[i]
+            total += w12 * b2[i]
+            total += w20 * c0[i]
+            total += w21 * c1[i]
+            total += w22 * c2[i]
+            dst[i] = total
+        last = (height - 1) * width
+        a0 = src[last - width : last - width + length]
+        a1 = src[last - width + 1 : last - width + 1 + length]
+        a2 = src[last - width + 2 : last - width + 2 + length]
+        b0 = src[last : last + length]
+        b1 = src[last + 1 : last + 1 + length]
+        b2 = src[last + 2 : last + 2 + length]
+        dst = out[last + 1 : last + 1 + length]
+        for i in range(length):
+            total = np.float32(0.0)
+            total += w00 * a0[i]
+            total += w01 * a1[i]
+            total += w02 * a2[i]
+            total += w10 * b0[i]
+            total += w11 * b1[i]
+            total += w12 * b2[i]
+            total += w20 * zero
+            total += w21 * zero
+            total += w22 * zero
+            dst[i] = total
+        for y in (0, height - 1):
+            out[y * width] = _tap_sum_at(src, height, width, wm, y, 0)
+            out[y * width + width - 1] = _tap_sum_at(src, height, width, wm, y, width - 1)
+    else:
+        for y in range(height):
+            for x in range(width):
+                out[y * width + x] = _tap_sum_at(src, height, width, wm, y, x)
+
+
+@jit
+def _stencil3x3_stride2(src, height, width, wm, oh, ow, work, out):
+    """A 3x3 stencil with stride 2 and one pixel of zero padding, from the flat plane
+    ``src`` into the flat (``oh``, ``ow``) plane ``out``. The plane's even and odd columns
+    are first split into rows of their own in ``work`` (the odd ones behind a zero, the
+    left padding), so that each tap of an output row reads a contiguous run and the row is
+    one vectorised loop; rows above and below the plane read a row of zeros. Each output adds
+    the same products in the same order as Caffe's im2col columns give them (padding taps as
+    ``w * 0``)."""
+    w00, w01, w02 = wm[0, 0], wm[0, 1], wm[0, 2]
+    w10, w11, w12 = wm[1, 0], wm[1, 1], wm[1, 2]
+    w20, w21, w22 = wm[2, 0], wm[2, 1], wm[2, 2]
+    span = ow + 1
+    evens = work[: height * span]
+    odds = work[height * span : 2 * height * span]
+    zeros = work[2 * height * span : 2 * height * span + span]
+    zeros[:] = 0.0
+    # Input column 2*j is evens[j]; 2*j - 1 is odds[j] (odds[0] is the left padding) and
+    # 2*j + 1 is odds[j + 1]; columns past the plane read 0.
+    for y in range(height):
+        row = src[y * width : (y + 1) * width]
+        even = evens[y * span : (y + 1) * span]
+        odd = odds[y * span : (y + 1) * span]
+        odd[0] = 0.0
+        for j in range(ow):
+            even[j] = row[2 * j]
+        for j in range(width // 2):
+            odd[j + 1] = row[2 * j + 1]
+        for j in range(width // 2, ow):
+            odd[j + 1] = 0.0
+    for oy in range(oh):
+        rows = np.empty(3, np.int64)
+        for ki in range(3):
+            iy = 2 * oy - 1 + ki
+            rows[ki] = iy if 0 <= iy < height else -1
+        ea, oa = zeros, zeros
+        if rows[0] >= 0:
+            ea = evens[rows[0] * span : (rows[0] + 1) * span]
+            oa = odds[rows[0] * span : (rows[0] + 1) * span]
+        eb, ob = zeros, zeros
+        if rows[1] >= 0:
+            eb = evens[rows[1] * span : (rows[1] + 1) * span]
+            ob = odds[rows[1] * span : (rows[1] + 1) * span]
+        ec, oc = zeros, zeros
+        if rows[2] >= 0:
+            ec = evens[rows[2] * span : (rows[2] + 1) * span]
+            oc = odds[rows[2] * span : (rows[2] + 1) * span]
+        a0, a1, a2 = oa[0:ow], ea[0:ow], oa[1 : 1 + ow]
+        b0, b1, b2 = ob[0:ow], eb[0:ow], ob[1 : 1 + ow]
+        c0, c1, c2 = oc[0:ow], ec[0:ow], oc[1 : 1 + ow]
+        dst = out[oy * ow : (oy + 1) * ow]
+        for i in range(ow):
+            total = np.float32(0.0)
+            total += w00 * a0[i]
+            total += w01 * a1[i]
+            total += w02 * a2[i]
+            total += w10 * b0[i]
+            total += w11 * b1[i]
+            total += w12 * b2[i]
+            total += w20 * c0[i]
+            total += w21 * c1[i]
+            total += w22 * c2[i]
+            dst[i] = total
+
+
+@jit
 def _stencil_flat(flat, wm, wp, dh, dw, acc):
     """``acc[i] = sum over taps (ki, kj), in that order, of w[ki, kj] * flat[i + ki*dh*wp +
     kj*dw]``: a stride-1 stencil over a padded plane of width ``wp`` laid out flat, so one
@@ -388,18 +656,22 @@ def _stencil_flat(flat, wm, wp, dh, dw, acc):
 
 
 @pjit
-def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, pads, out, post,
-                      has_bn, keep, has_scale, has_shift, has_relu, slope, kept, final):
+def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, pads, store, out,
+                      post, has_bn, keep, has_scale, has_shift, has_relu, slope, kept, final):
     """``out[n, m]`` = the kh x kw stencil ``weight[m]`` over ``x[n, m // mult]`` (+ bias),
     for ``x`` (N, C, H, W), ``weight`` (M, kh, kw), ``out`` (N, M, oh, ow), M = mult * C;
-    each plane then goes through :func:`apply_epilogue` while it is in cache.
+    each plane then goes through :func:`epilogue_row` into ``final`` while it is in cache.
+    ``store`` false leaves ``out`` unwritten: each plane is made in the thread's buffer
+    (as in :func:`conv_forward_tiled`).
 
-    Each thread takes a share of the planes. With stride 1 a plane is copied into the
-    thread's zero-padded buffer (``pads[t]``: the padded plane, then room for the flat
-    result) and convolved as one flat loop (:func:`_stencil_flat`); padding taps add
-    ``w * 0``, as Caffe's im2col columns do. Other strides go row by row over the taps inside
-    the image. Taps in (kernel row, kernel column) order, the bias last, as the GEMM
-    convolution adds it after its product."""
+    Each thread takes a share of the planes. A 3x3 stencil with stride 1 or 2 and one pixel
+    of padding (MobileNet's) reads the plane in place (:func:`_stencil3x3_same`,
+    :func:`_stencil3x3_stride2`). Other stride-1 stencils copy the plane into the thread's
+    zero-padded buffer (``pads[t]``: the padded plane, then room for the flat result) and run
+    as one flat loop (:func:`_stencil_flat`); padding taps add ``w * 0``, as Caffe's im2col
+    columns do. Other strides go row by row over the taps inside the image. Taps in (kernel
+    row, kernel column) order, the bias last, as the GEMM convolution adds it after its
+    product."""
     n_img, channels, height, width = x.shape
     outputs, kh, kw = weight.shape
     oh, ow = out.shape[2], out.shape[3]
@@ -409,22 +681,36 @@ def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, pads, o
     hp = height + 2 * ph
     wp = width + 2 * pw
     length = (oh - 1) * wp + ow
+    spatial = oh * ow
+    follow = has_bn or has_scale or has_relu
+    same3x3 = (kh == 3 and kw == 3 and ph == 1 and pw == 1 and sh == 1 and sw == 1
+               and dh == 1 and dw == 1)
+    halving3x3 = (kh == 3 and kw == 3 and ph == 1 and pw == 1 and sh == 2 and sw == 2
+                  and dh == 1 and dw == 1)
     for t in prange(threads):
         buffer = pads[t]
         pad = buffer[: hp * wp].reshape(hp, wp)
         acc = buffer[hp * wp : hp * wp + length]
+        own = buffer[buffer.shape[0] - spatial :]
         for p in range(t * planes // threads, (t + 1) * planes // threads):
             n = p // outputs
             m = p % outputs
             c = m // mult
-            if sh == 1 and sw == 1:
+            target = out[n, m].reshape(spatial) if store else own
+            if same3x3:
+                _stencil3x3_same(x[n, c].reshape(height * width), height, width, weight[m],
+                                 target)
+            elif halving3x3:
+                _stencil3x3_stride2(x[n, c].reshape(height * width), height, width, weight[m],
+                                    oh, ow, buffer, target)
+            elif sh == 1 and sw == 1:
                 _pad_plane(x[n, c], ph, pw, pad)
                 _stencil_flat(buffer[: hp * wp], weight[m], wp, dh, dw, acc)
                 for oy in range(oh):
-                    out[n, m, oy, :] = acc[oy * wp : oy * wp + ow]
+                    target[oy * ow : (oy + 1) * ow] = acc[oy * wp : oy * wp + ow]
             else:
                 for oy in range(oh):
-                    dst = out[n, m, oy]
+                    dst = target[oy * ow : (oy + 1) * ow]
                     dst[:] = 0.0
                     for ki in range(kh):
                         iy = oy * sh - ph + ki * dh
@@ -445,14 +731,12 @@ def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, pads, o
                                 d[i] += w * row[i]
             if use_bias:
                 b = bias[m]
-                for oy in range(oh):
-                    row_out = out[n, m, oy]
-                    for i in range(ow):
-                        row_out[i] += b
-            if has_bn or has_scale or has_relu:
-                apply_epilogue(out[n, m].reshape(1, oh * ow), final[n, m].reshape(1, oh * ow),
-                               m, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
-                               kept[n, m].reshape(1, -1))
+                for i in range(spatial):
+                    target[i] += b
+            if follow:
+                epilogue_row(target, final[n, m].reshape(spatial), m, post, has_bn, keep,
+                             has_scale, has_shift, has_relu, slope,
+                             kept[n, m].reshape(kept.shape[2] * kept.shape[3]))
 
 
 @pjit

@@ -26,6 +26,7 @@ from ..kernels.conv import (
     conv_backward_shifted,
     conv_forward,
     conv_forward_shifted,
+    conv_forward_tiled,
     depthwise_backward,
     depthwise_forward,
 )
@@ -35,6 +36,9 @@ from .base import Layer, register_layer
 from .blas import accumulate_matmul, fortran_sgemm, matmul_into
 
 _NO_BIAS = np.zeros(1, dtype=np.float32)
+
+#: Bytes of output and column tile one thread works on at a time in conv_forward_tiled.
+TILE_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,9 @@ class Epilogue:
     #: Where the followers' result goes: the first follower's top when it is a new blob, None
     #: when they all work in place on the convolution's output.
     dst: np.ndarray | None = None
+    #: Leave the convolution's own output unwritten (only with ``dst``): the net computes it
+    #: again if anyone reads it (see :mod:`pyforge.net.fusion`).
+    elide: bool = False
 
     def arguments(self, batch: int, channels: int) -> tuple:
         """The kernels' epilogue arguments (``post`` rows, flags, slope, kept); the kernels
@@ -242,6 +249,18 @@ class ConvolutionLayer(BaseConvolutionLayer):
         rows = 0 if self.pointwise or self.depthwise else self.channels * g.kernel[0] * g.kernel[1]
         self._cols = self.scratch("cols", (threads, rows, oh * ow))
         self.shifted = self._forward_by_shifted_taps(oh, ow)
+        # One-group convolutions compute a tile of output columns at a time
+        # (conv_forward_tiled), sized so the tile and its columns stay in the core's cache.
+        self.tiled = self.group == 1 and not self.depthwise and not self.shifted
+        if self.tiled:
+            per_column = 4 * (self.num_output + self.channels * g.kernel[0] * g.kernel[1])
+            tile = max(64, TILE_BYTES // per_column // 16 * 16)
+            self._tiles = self.scratch("tiles", (threads, self.num_output * min(tile, oh * ow)))
+
+    @property
+    def can_elide(self) -> bool:
+        """Whether forward can leave its output unwritten (``Epilogue.elide``)."""
+        return self.depthwise or self.shifted or self.tiled
 
     def _forward_by_shifted_taps(self, oh: int, ow: int) -> bool:
         """Whether forward skips im2col (conv_forward_shifted): stride 1, one group, kernels
@@ -254,7 +273,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 and g.stride == (1, 1) and max(g.kernel) <= 3 and oh * ow >= 196
                 and self.channels >= 32)
 
-    def _shifted_buffers(self, h: int, w: int) -> tuple[np.ndarray, ...]:
+    def _shifted_buffers(self, weights: np.ndarray, h: int, w: int) -> tuple[np.ndarray, ...]:
         """The (kh*kw, M, C) weight taps, per-thread padded images and per-thread outputs
         over the padded width, for conv_forward_shifted."""
         g = self.geometry
@@ -263,53 +282,83 @@ class ConvolutionLayer(BaseConvolutionLayer):
         plane = (h + 2 * ph) * wp + (kw - 1) * dw  # the last tap reads past the last row
         threads = self._cols.shape[0]
         taps = self.scratch("taps", (kh * kw, self.num_output, self.channels))
-        taps[...] = self.blobs[0].data.reshape(self.num_output, self.channels,
-                                               kh * kw).transpose(2, 0, 1)
+        taps[...] = weights.reshape(self.num_output, self.channels, kh * kw).transpose(2, 0, 1)
         pads = self.scratch("pads", (threads, self.channels * plane))
         parts = self.scratch("parts", (threads, self.num_output, oh * wp))
         return taps, pads, parts
 
-    def forward(self, bottom: list[Blob], top: list[Blob],
-                epilogue: Epilogue | None = None) -> None:
+    def forward(self, bottom: list[Blob], top: list[Blob], epilogue: Epilogue | None = None,
+                params: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """The convolution; with an ``epilogue`` also the in-place layers that follow it
-        (see :mod:`pyforge.net.fusion`), applied to each image while it is in cache."""
-        bias = self.blobs[1].data if self.bias_term else _NO_BIAS
+        (see :mod:`pyforge.net.fusion`), applied to each image while it is in cache.
+        ``params`` (weights, bias) replace the layer's own: the copies :meth:`frozen_params`
+        took for a recompute."""
+        weights, bias = params if params is not None else (
+            self.blobs[0].data, self.blobs[1].data if self.bias_term else _NO_BIAS)
         n = bottom[0].shape[0]
         post = epilogue.arguments(n, self.num_output) if epilogue else _no_epilogue(n, self)
+        store = epilogue is None or not epilogue.elide
         if self.depthwise:
             g = self.geometry
-            weight = self.blobs[0].data.reshape(self.num_output, *g.kernel)
+            weight = weights.reshape(self.num_output, *g.kernel)
             pads = self._depthwise_buffers(bottom[0].shape)
             for b, t in zip(bottom, top):
-                dst = t.data if epilogue is None or epilogue.dst is None else epilogue.dst
+                out, dst = self._destinations(t, epilogue)
                 depthwise_forward(b.data, weight, bias, self.bias_term, *g.pad, *g.stride,
-                                  *g.dilation, pads, t.data, *post, dst)
+                                  *g.dilation, pads, store, out, *post, dst)
             return
         args = self.geometry.kernel_args(*self.out_hw)
         groups = self.group
-        weight = self.blobs[0].data.reshape(groups, self.num_output // groups, -1)
+        weight = weights.reshape(groups, self.num_output // groups, -1)
         if self.shifted:
             g = self.geometry
-            taps, pads, parts = self._shifted_buffers(*bottom[0].shape[2:])
+            taps, pads, parts = self._shifted_buffers(weights, *bottom[0].shape[2:])
         with single_threaded_blas():
             for b, t in zip(bottom, top):
-                dst = t.data if epilogue is None or epilogue.dst is None else epilogue.dst
-                out = t.data.reshape(t.shape[0], groups, self.num_output // groups, -1)
+                out, dst = self._destinations(t, epilogue)
+                out = out.reshape(t.shape[0], groups, self.num_output // groups, -1)
                 if self.shifted:
                     conv_forward_shifted(b.data, taps, bias, self.bias_term, *g.kernel, *g.pad,
                                          *g.dilation, *self.out_hw, fortran_sgemm(), pads,
-                                         parts, out, *post, dst)
+                                         parts, store, out, *post, dst)
+                elif self.tiled:
+                    conv_forward_tiled(b.data, weight[0], bias, self.bias_term, *args,
+                                       self.pointwise, fortran_sgemm(), self._cols,
+                                       self._tiles, store, out, *post, dst)
                 else:
                     conv_forward(b.data, weight, bias, self.bias_term, *args, self.pointwise,
                                  self._cols, out, *post, dst)
 
+    def frozen_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the weights and bias as they are now, for a recompute of an elided
+        output after they may have changed (a solver step, net surgery); kept in the layer's
+        scratch, so the next copy replaces them."""
+        weights = self.scratch("frozen_weights", self.blobs[0].shape)
+        weights[...] = self.blobs[0].data
+        if not self.bias_term:
+            return weights, _NO_BIAS
+        bias = self.scratch("frozen_bias", self.blobs[1].shape)
+        bias[...] = self.blobs[1].data
+        return weights, bias
+
+    @staticmethod
+    def _destinations(top: Blob, epilogue: Epilogue | None) -> tuple[np.ndarray, np.ndarray]:
+        """The convolution's output array and where its followers write. The output is
+        taken without counting as a read of it (:meth:`Blob.output_array`): it is about to be
+        overwritten, or left alone when elided."""
+        out = top.output_array()
+        return out, out if epilogue is None or epilogue.dst is None else epilogue.dst
+
     def _depthwise_buffers(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Per-thread room for a zero-padded plane and its flat result (depthwise_forward)."""
+        """Per-thread room for a zero-padded plane, its flat result and an output plane
+        (depthwise_forward)."""
         n, _, h, w = shape
         (ph, pw), (oh, ow) = self.geometry.pad, self.out_hw
         hp, wp = h + 2 * ph, w + 2 * pw
         threads = max(1, min(n * self.num_output, numba.get_num_threads()))
-        return self.scratch("pads", (threads, hp * wp + (oh - 1) * wp + ow))
+        # the padded plane and flat result, or the split columns of a stride-2 stencil
+        work = max(hp * wp + (oh - 1) * wp + ow, (2 * h + 1) * (ow + 1))
+        return self.scratch("pads", (threads, work + oh * ow))
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         need_weight = bool(self.param_propagate_down[0])
@@ -361,7 +410,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
         (kh, kw), (oh, ow) = g.kernel, self.out_hw
         threads = self._cols.shape[0]
         # The forward's output buffers hold the top gradient spread over the padded width.
-        taps, pads, wides = self._shifted_buffers(*bottom[0].shape[2:])
+        taps, pads, wides = self._shifted_buffers(self.blobs[0].data, *bottom[0].shape[2:])
         dtaps = self.scratch("dtaps", (threads, kh * kw, self.channels, self.num_output))
         db_parts = self.scratch("db_parts", (threads, 1, self.num_output))
         for i, (b, t) in enumerate(zip(bottom, top)):

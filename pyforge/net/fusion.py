@@ -9,6 +9,13 @@ the output is still in cache, with each layer's own arithmetic in its order: the
 the same bits as when the layers run one after the other. Nothing can tell the difference:
 the chain works in place, so its intermediate values never stand in a blob after the pass.
 
+When the first follower writes a new blob (MobileNet's BatchNorm) and nothing else reads the
+convolution's own output, the pass leaves that output unwritten (``elidable``): half the
+memory traffic of such a layer. The output is still there for whoever asks: the blob is handed
+a recompute (:meth:`pyforge.blob.Blob.defer`, the convolution run again over its bottom), and
+once read it is computed on every pass. Only
+nets that run no backward through the chain elide (deploy and test nets).
+
 A chain runs fused only when the whole of it is inside the forward range asked for and
 ``debug_info`` (which prints every layer's output) is off; ``pyforge time`` times the layers
 one by one, unfused.
@@ -33,6 +40,8 @@ class Chain:
 
     conv: int
     members: tuple[int, ...]
+    #: Whether the convolution's output may be left unwritten (see the module's docstring).
+    elidable: bool = False
 
     @property
     def last(self) -> int:
@@ -64,8 +73,25 @@ def plan_chains(net) -> dict[int, Chain]:
             blob = tops[0]
             kinds = kinds[kinds.index(kind) + 1:]
         if members:
-            chains[conv_id] = Chain(conv_id, tuple(members))
+            chains[conv_id] = Chain(conv_id, tuple(members),
+                                    _elidable(net, conv_id, tuple(members)))
     return chains
+
+
+def _elidable(net, conv_id: int, members: tuple[int, ...]) -> bool:
+    """Whether nothing but the chain's first follower reads the convolution's output, that
+    follower writes a new blob and no backward runs through the chain.
+
+    The recompute reads the convolution's bottom as it stands when the output is read. No
+    later layer can have changed it: a layer working in place on it would be its second
+    reader, and Caffe's wiring (a Split before both readers) forbids that."""
+    output = net.top_ids[conv_id][0]
+    if net.top_ids[members[0]] == [output] or output in net.output_ids:
+        return False
+    readers = [i for i, bottoms in enumerate(net.bottom_ids) if output in bottoms]
+    if readers != [members[0]]:
+        return False
+    return not any(net.layer_need_backward[i] for i in (conv_id, *members))
 
 
 def _fusable(layer, channels: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -395,12 +396,22 @@ class Net:
         return loss
 
     def _forward_chain(self, chain: Chain) -> None:
-        """A convolution and its in-place followers in one pass (none of them has a loss)."""
+        """A convolution and its in-place followers in one pass (none of them has a loss);
+        the convolution's own output is left for a recompute on request when the chain
+        allows it and nobody has read that blob yet (:mod:`pyforge.net.fusion`)."""
         bottom, top = self.bottoms(chain.conv), self.tops(chain.conv)
+        conv = self.layers[chain.conv]
+        top[0].output_array()  # a recompute left by the last pass is moot now
         for layer_id in (chain.conv, *chain.members):
             self.layers[layer_id].reshape(self.bottoms(layer_id), self.tops(layer_id))
         if bottom[0].count:
-            self.layers[chain.conv].forward(bottom, top, epilogue(self, chain))
+            plan = epilogue(self, chain)
+            plan.elide = chain.elidable and conv.can_elide and not top[0].observed
+            conv.forward(bottom, top, plan)
+            if plan.elide:
+                # with this pass's weights, whatever happens to them before the read
+                top[0].defer(functools.partial(conv.forward, bottom, top, None,
+                                               conv.frozen_params()))
 
     def forward_loss(self) -> float:
         """Run every layer; return the weighted loss (Caffe's Forward(&loss)).

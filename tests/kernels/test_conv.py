@@ -15,12 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from pyforge.config import single_threaded_blas
 from pyforge.kernels.conv import (
     conv_backward,
     conv_forward,
+    conv_forward_tiled,
     depthwise_backward,
     depthwise_forward,
 )
+from pyforge.layers.blas import fortran_sgemm
 from pyforge.layers.conv import Epilogue
 from tests.reference import naive
 from tests.reference.float32 import assert_close
@@ -99,6 +102,25 @@ def _forward(case: Case, x, weight, bias) -> np.ndarray:
     return out.reshape(case.n, case.m, oh, ow)
 
 
+def _forward_tiled(case: Case, x, weight, bias, tile: int, post: tuple | None = None,
+                   store: bool = True, final: np.ndarray | None = None) -> np.ndarray:
+    """conv_forward_tiled called as ConvolutionLayer.forward calls it for one group, with
+    ``tile`` output columns per product; returns ``out`` (NaN where it was not written)."""
+    oh, ow = case.out_hw
+    rows = 0 if case.pointwise else case.c * case.kernel[0] * case.kernel[1]
+    cols = np.full((case.threads, rows, oh * ow), np.nan, dtype=np.float32)
+    tiles = np.full((case.threads, case.m * min(tile, oh * ow)), np.nan, dtype=np.float32)
+    out = np.full((case.n, 1, case.m, oh * ow), np.nan, dtype=np.float32)
+    post = _no_epilogue(case) if post is None else post
+    final = out if final is None else final
+    with single_threaded_blas():
+        conv_forward_tiled(x, weight.reshape(case.m, -1),
+                           bias if case.bias else np.zeros(1, np.float32), case.bias,
+                           *case.kernel_args, case.pointwise, fortran_sgemm(), cols, tiles,
+                           store, out, *post, final)
+    return out.reshape(case.n, case.m, oh, ow)
+
+
 def _no_epilogue(case: Case) -> tuple:
     """The epilogue arguments of a convolution with no followers run in its pass."""
     return Epilogue().arguments(case.n, case.m)
@@ -147,6 +169,21 @@ def test_conv_forward(case):
                                    **_geometry(case))
     terms = case.c // case.group * case.kernel[0] * case.kernel[1]
     assert_close(out, expected, magnitude, roundings=terms + 2)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.values[0].group == 1])
+@pytest.mark.parametrize("tile", [5, 64, 4096], ids=["tile5", "tile64", "one_tile"])
+def test_conv_forward_tiled(case, tile):
+    """The one-group forward a tile of output columns at a time (ragged last tiles
+    included): the direct loop's values, and the same bits for every tile size."""
+    x, weight, bias, _ = _data(case, 1)
+    out = _forward_tiled(case, x, weight, bias, tile)
+    expected = naive.conv_forward(x, weight, bias if case.bias else None, **_geometry(case))
+    magnitude = naive.conv_forward(np.abs(x), np.abs(weight), np.abs(bias) if case.bias
+                                   else None, **_geometry(case))
+    taps = case.c * case.kernel[0] * case.kernel[1]
+    assert_close(out, expected, magnitude, roundings=taps + 2)
+    np.testing.assert_array_equal(out, _forward_tiled(case, x, weight, bias, 7))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -225,10 +262,12 @@ DEPTHWISE = [
 
 def _pads(case: Case) -> np.ndarray:
     """The per-thread buffers ConvolutionLayer gives depthwise_forward: a padded plane and its
-    flat result (NaN: the kernel must write what it reads)."""
+    flat result (or a stride-2 stencil's split columns), then an output plane (NaN: the
+    kernel must write what it reads)."""
     hp, wp = case.h + 2 * case.pad[0], case.w + 2 * case.pad[1]
     oh, ow = case.out_hw
-    return np.full((case.threads, hp * wp + (oh - 1) * wp + ow), np.nan, np.float32)
+    work = max(hp * wp + (oh - 1) * wp + ow, (2 * case.h + 1) * (ow + 1))
+    return np.full((case.threads, work + oh * ow), np.nan, np.float32)
 
 
 def _depthwise(case: Case, x, weight, bias, dy, need=(True, True, True)):
@@ -237,7 +276,7 @@ def _depthwise(case: Case, x, weight, bias, dy, need=(True, True, True)):
     w3 = weight.reshape(case.m, *case.kernel)
     out = np.full((case.n, case.m, *case.out_hw), np.nan, dtype=np.float32)  # overwritten
     depthwise_forward(x, w3, bias if case.bias else np.zeros(1, np.float32), case.bias,
-                      *case.pad, *case.stride, *case.dilation, _pads(case), out,
+                      *case.pad, *case.stride, *case.dilation, _pads(case), True, out,
                       *_no_epilogue(case), out)
     dw_planes = np.full((case.n, *w3.shape), np.nan, dtype=np.float32)
     db_planes = np.full((case.n, case.m), np.nan, dtype=np.float32)
@@ -285,11 +324,15 @@ def test_depthwise_backward_computes_only_what_is_asked(need):
 
 
 # --- epilogue: the followers run in the convolution's pass ---------------------------------------
-@pytest.mark.parametrize("depthwise", [False, True], ids=["gemm", "depthwise"])
-@pytest.mark.parametrize("in_place", [True, False], ids=["in_place", "new_top"])
-def test_epilogue_is_bitwise_the_followers_after_the_convolution(depthwise, in_place):
+@pytest.mark.parametrize(("kind", "where"), [
+    (kind, where) for kind in ("gemm", "tiled", "depthwise")
+    for where in ("in_place", "new_top", "elided")
+    if (kind, where) != ("gemm", "elided")])  # the grouped kernel always stores its output
+def test_epilogue_is_bitwise_the_followers_after_the_convolution(kind, where):
     """BatchNorm ``(v - mean) / std``, the value Scale keeps, Scale ``v * g + b`` and ReLU
-    ``v if v > 0 else v * slope``, each rounded as its own layer rounds: the same bits."""
+    ``v if v > 0 else v * slope``, each rounded as its own layer rounds: the same bits. With
+    ``store`` false (``elided``) the convolution's own output is left as it was."""
+    depthwise = kind == "depthwise"
     case = (Case(3, 4, 5, 6, 4, (3, 3), pad=(1, 1), group=4) if depthwise
             else Case(3, 3, 5, 6, 4, (3, 3), pad=(1, 1), stride=(1, 2)))
     x, weight, bias, _ = _data(case, 9)
@@ -299,17 +342,22 @@ def test_epilogue_is_bitwise_the_followers_after_the_convolution(depthwise, in_p
     slope = np.float32(0.2)
     plain = _forward(case, x, weight, bias) if not depthwise else _depthwise(
         case, x, weight, bias, np.zeros((case.n, case.m, *case.out_hw), np.float32))[0]
+    if kind == "tiled":
+        plain = _forward_tiled(case, x, weight, bias, 7)
     normalized = (plain - mean[:, None, None]) / std[:, None, None]
     scaled = normalized * g[:, None, None] + b[:, None, None]
     expected = np.where(scaled > 0, scaled, scaled * slope).astype(np.float32)
     out = np.full((case.n, case.m, *case.out_hw), np.nan, np.float32)
-    final = out if in_place else np.full_like(out, np.nan)
+    final = out if where == "in_place" else np.full_like(out, np.nan)
     kept = np.full_like(out, np.nan)
     post = Epilogue(mean=mean, std=std, scale=g, shift=b, slope=float(slope),
                     kept=kept).arguments(case.n, case.m)
+    store = where != "elided"
     if depthwise:
         depthwise_forward(x, weight.reshape(case.m, *case.kernel), bias, True, *case.pad,
-                          *case.stride, *case.dilation, _pads(case), out, *post, final)
+                          *case.stride, *case.dilation, _pads(case), store, out, *post, final)
+    elif kind == "tiled":
+        out = _forward_tiled(case, x, weight, bias, 7, post, store, final)
     else:
         oh, ow = case.out_hw
         cols = np.empty((case.threads, case.c * 9, oh * ow), np.float32)
@@ -317,5 +365,46 @@ def test_epilogue_is_bitwise_the_followers_after_the_convolution(depthwise, in_p
                      cols, out.reshape(case.n, 1, case.m, -1), *post, final)
     np.testing.assert_array_equal(final, expected)
     np.testing.assert_array_equal(kept, normalized)
-    if not in_place:
+    if where == "new_top":
         np.testing.assert_array_equal(out, plain)  # the convolution's own top keeps its value
+    if where == "elided":
+        assert np.isnan(out).all()  # not written
+
+
+def _sequential_stencil(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
+    """A 3x3 depthwise stencil with one pixel of zero padding in float32, the taps added one
+    by one in (row, column) order over the padded image, as Caffe's im2col columns give
+    them: the order the kernels must keep, bit for bit."""
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    total = np.zeros((n, c, oh, ow), np.float32)
+    for ki in range(3):
+        for kj in range(3):
+            taps = padded[:, :, ki:ki + stride * (oh - 1) + 1:stride,
+                          kj:kj + stride * (ow - 1) + 1:stride]
+            with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as it should be
+                total = total + weight[None, :, ki, kj, None, None] * taps
+    return total
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_3x3_planes_read_in_place_keep_the_order_of_the_taps(stride):
+    """MobileNet's 3x3 stencils with one pixel of padding (stride 1 read in place, stride 2
+    through split even and odd columns) over every small plane shape, odd and even, down to
+    1x1: the bits of the taps added in order, padding taps included (an infinite weight times
+    a padding zero gives NaN there, as in Caffe)."""
+    rng = np.random.default_rng(12)
+    for h in (1, 2, 3, 4, 5, 8):
+        for w in (1, 2, 3, 4, 7, 8):
+            case = Case(2, 3, h, w, 3, (3, 3), pad=(1, 1), stride=(stride, stride), group=3,
+                        bias=False)
+            x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+            weight = rng.standard_normal((3, 3, 3)).astype(np.float32)
+            weight[2, 0, 0] = np.inf
+            out = np.full((2, 3, *case.out_hw), np.nan, np.float32)
+            depthwise_forward(x, weight, np.zeros(1, np.float32), False, 1, 1, stride, stride,
+                              1, 1, _pads(case), True, out, *_no_epilogue(case), out)
+            expected = _sequential_stencil(x, weight, stride)
+            np.testing.assert_array_equal(out, expected, err_msg=f"{h}x{w}")
+            assert np.isnan(out[:, 2, 0, 0]).all()  # inf * padding

@@ -43,6 +43,10 @@ def test_fused_forward_is_bitwise_the_layers_one_by_one(name, batch):
                 and net.layers[i + 1].type in ("BatchNorm", "Scale", "ReLU")
                 and net.bottom_ids[i + 1] == net.top_ids[i]]
     assert sorted(net.chains) == followed and len(followed) > 20
+    # MobileNet's BatchNorm writes a new blob: its convolutions' outputs are left out (and
+    # computed again below, when the loop reads them); ResNet's works in place.
+    elided = sum(chain.elidable for chain in net.chains.values())
+    assert elided == (len(followed) if name == "mobilenet_v2" else 0)
     x = np.random.default_rng(5).standard_normal(net.blobs["data"].shape).astype(np.float32)
     net.blobs["data"].data[...] = x
     _one_by_one(net)
@@ -142,3 +146,137 @@ def test_no_fusion_where_the_chain_could_be_seen_or_is_not_in_place():
     param = parse_text_proto(CHAIN.replace("use_global_stats: true", "use_global_stats: false"),
                              caffe_pb2.NetParameter(), "chain.prototxt")
     assert not Net(param, rng=np.random.default_rng(7), logger=QUIET).chains
+
+
+# --- elision: a convolution output nothing in the net reads --------------------------------------
+DEPLOY = """
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 4 dim: 6 dim: 5 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.5 }
+                            bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "bn"
+        batch_norm_param { use_global_stats: true } }
+layer { name: "scale" type: "Scale" bottom: "bn" top: "bn"
+        scale_param { bias_term: true filler { type: "gaussian" std: 0.5 }
+                      bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu" type: "ReLU" bottom: "bn" top: "bn" }
+layer { name: "ip" type: "InnerProduct" bottom: "bn" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+#: The convolution forwards that can leave their output unwritten.
+KINDS = {
+    "im2col": "",
+    "pointwise": "kernel_size: 1 pad: 0",
+    "depthwise": "group: 4",
+    "depthwise_stride2": "group: 4 stride: 2",
+    "shifted_taps": "",
+}
+
+
+def _deploy_net(kind: str, extra: str = "", edit=lambda text: text) -> Net:
+    text = DEPLOY.replace("kernel_size: 3 pad: 1", KINDS[kind] or "kernel_size: 3 pad: 1")
+    if kind.startswith("depthwise"):
+        text = text.replace("group: 4", "kernel_size: 3 pad: 1 group: 4")
+    if kind == "shifted_taps":
+        text = text.replace("dim: 2 dim: 4 dim: 6 dim: 5", "dim: 2 dim: 32 dim: 14 dim: 14")
+    param = parse_text_proto(edit(text) + extra, caffe_pb2.NetParameter(), "deploy.prototxt")
+    param.state.phase = caffe_pb2.TEST
+    net = Net(param, rng=np.random.default_rng(7), logger=QUIET)
+    bn = net.layer_by_name("bn")
+    bn.blobs[0].data[...] = [0.5, -1.0, 2.0, 0.0]
+    bn.blobs[1].data[...] = [1.0, 4.0, 0.25, 2.0]
+    bn.blobs[2].data[...] = 2.0
+    return net
+
+
+def _spy_elide(net: Net, calls: list):
+    conv = net.layer_by_name("conv")
+    original = conv.forward
+
+    def spy(bottom, top, epilogue=None, params=None):
+        calls.append(None if epilogue is None else epilogue.elide)
+        return original(bottom, top, epilogue, params)
+
+    conv.forward = spy
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_an_unread_convolution_output_is_left_out_and_computed_when_read(kind):
+    """Nothing in a deploy net reads a convolution output whose BatchNorm writes a new blob:
+    the fused pass leaves it unwritten. Reading it gives the bits the layer by layer run
+    gives, and from then on every pass writes it, so an array taken from it stays current."""
+    net, plain = _deploy_net(kind), _deploy_net(kind)
+    assert net.layer_by_name("conv").shifted == (kind == "shifted_taps")
+    assert net.chains[1].elidable
+    calls: list = []
+    _spy_elide(net, calls)
+    rng = np.random.default_rng(11)
+    for _ in range(2):
+        x = rng.standard_normal(net.blobs["data"].shape).astype(np.float32)
+        net.blobs["data"].data[...] = x
+        plain.blobs["data"].data[...] = x
+        net.forward_loss()
+        _one_by_one(plain)
+        assert not np.isnan(net.blobs["bn"].data).any()
+        if not calls[1:]:
+            assert calls == [True]
+            kept = net.blobs["conv"].data  # the first read computes it
+        for name in ("conv", "bn", "ip"):
+            np.testing.assert_array_equal(net.blobs[name].data, plain.blobs[name].data)
+        np.testing.assert_array_equal(kept, plain.blobs["conv"].data)
+    # the first read ran the convolution alone; from then on every pass writes its output
+    assert calls == [True, None, False]
+
+
+def test_an_array_taken_before_the_first_pass_stays_current():
+    net, plain = _deploy_net("pointwise"), _deploy_net("pointwise")
+    early = net.blobs["conv"].data
+    calls: list = []
+    _spy_elide(net, calls)
+    x = np.random.default_rng(12).standard_normal(net.blobs["data"].shape)
+    net.blobs["data"].data[...] = x
+    plain.blobs["data"].data[...] = x
+    net.forward_loss()
+    _one_by_one(plain)
+    assert calls == [False]
+    np.testing.assert_array_equal(early, plain.blobs["conv"].data)
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda t: t + 'layer { name: "peek" type: "Power" bottom: "conv" top: "peek" }',
+                 id="another_reader"),
+    pytest.param(lambda t: t.replace('top: "bn"', 'top: "conv"').replace('bottom: "bn"',
+                                                                          'bottom: "conv"'),
+                 id="in_place_chain"),
+    pytest.param(lambda t: t.replace('layer { name: "data" type: "Input" top: "data"',
+                                     'force_backward: true\nlayer { name: "data" '
+                                     'type: "Input" top: "data"'),
+                 id="backward_runs"),
+])
+def test_a_convolution_output_stays_written_where_it_could_be_needed(change):
+    """Another reader (through a Split, so BatchNorm no longer reads the convolution's own
+    top), a chain in place on the output, or a backward pass: the output is written."""
+    net = _deploy_net("im2col", edit=change)
+    assert 1 not in net.chains or not net.chains[1].elidable
+    calls: list = []
+    _spy_elide(net, calls)
+    net.forward_loss()
+    assert calls in ([False], [None])  # fused and written, or not fused at all
+
+
+@pytest.mark.parametrize("kind", ["pointwise", "depthwise", "shifted_taps"])
+def test_a_late_read_gives_the_output_of_the_pass_not_of_changed_weights(kind):
+    """Weights changed between the pass and the first read (a solver step, net surgery):
+    the read gives what the pass computed, as Caffe's stored blob would."""
+    net, plain = _deploy_net(kind), _deploy_net(kind)
+    x = np.random.default_rng(13).standard_normal(net.blobs["data"].shape)
+    net.blobs["data"].data[...] = x
+    plain.blobs["data"].data[...] = x
+    net.forward_loss()
+    _one_by_one(plain)
+    for blob in net.layer_by_name("conv").blobs:
+        blob.data[...] *= -3.0
+    np.testing.assert_array_equal(net.blobs["conv"].data, plain.blobs["conv"].data)
