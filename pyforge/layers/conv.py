@@ -27,9 +27,8 @@ from ..kernels.conv import (
     conv_forward,
     conv_forward_shifted,
     conv_forward_tiled,
-    depthwise_backward,
-    depthwise_forward,
 )
+from ..kernels.depthwise import depthwise_backward, depthwise_forward
 from ..kernels.im2col import cn_to_nc_bias, col2im_batch, im2col_batch, nc_to_cn
 from ..proto import caffe_pb2
 from .base import Layer, register_layer

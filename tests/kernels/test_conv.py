@@ -20,9 +20,8 @@ from pyforge.kernels.conv import (
     conv_backward,
     conv_forward,
     conv_forward_tiled,
-    depthwise_backward,
-    depthwise_forward,
 )
+from pyforge.kernels.depthwise import depthwise_backward, depthwise_forward
 from pyforge.layers.blas import fortran_sgemm
 from pyforge.layers.conv import Epilogue
 from tests.reference import naive
