@@ -23,6 +23,7 @@ one by one, unfused.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..layers.conv import ConvolutionLayer, Epilogue
@@ -125,3 +126,22 @@ def epilogue(net, chain: Chain) -> Epilogue:
         else:
             result.slope = float(layer.param.relu_param.negative_slope)
     return result
+
+
+def run_chain(net, chain: Chain) -> None:
+    """A convolution and its in-place followers in one pass (none of them has a loss); the
+    convolution's own output is left for a recompute on request when the chain allows it and
+    nobody has read that blob yet."""
+    bottom, top = net.bottoms(chain.conv), net.tops(chain.conv)
+    conv = net.layers[chain.conv]
+    top[0].output_array()  # a recompute left by the last pass is moot now
+    for layer_id in (chain.conv, *chain.members):
+        net.layers[layer_id].reshape(net.bottoms(layer_id), net.tops(layer_id))
+    if not bottom[0].count:
+        return
+    plan = epilogue(net, chain)
+    plan.elide = chain.elidable and conv.can_elide and not top[0].observed
+    conv.forward(bottom, top, plan)
+    if plan.elide:
+        # with this pass's weights, whatever happens to them before the read
+        top[0].defer(functools.partial(conv.forward, bottom, top, None, conv.frozen_params()))

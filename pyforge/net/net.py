@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from ..proto.numbers import layer_settings_error
 from ..proto.wire import net_chunks
 from ..registry import UnknownNameError
 from ..rng import make_rng
-from .fusion import Chain, epilogue, plan_chains
+from .fusion import plan_chains, run_chain
 from .graph import filter_net, insert_splits
 from .sharing import sharing_problem
 from .weights import copy_params
@@ -377,7 +376,7 @@ class Net:
         while layer_id <= end:
             chain = None if self.debug_info or not fuse else self.chains.get(layer_id)
             if chain is not None and chain.last <= end:
-                self._forward_chain(chain)
+                run_chain(self, chain)
                 layer_id = chain.last + 1
                 continue
             layer = self.layers[layer_id]
@@ -394,24 +393,6 @@ class Net:
                     self._forward_debug(layer_id)
             layer_id += 1
         return loss
-
-    def _forward_chain(self, chain: Chain) -> None:
-        """A convolution and its in-place followers in one pass (none of them has a loss);
-        the convolution's own output is left for a recompute on request when the chain
-        allows it and nobody has read that blob yet (:mod:`pyforge.net.fusion`)."""
-        bottom, top = self.bottoms(chain.conv), self.tops(chain.conv)
-        conv = self.layers[chain.conv]
-        top[0].output_array()  # a recompute left by the last pass is moot now
-        for layer_id in (chain.conv, *chain.members):
-            self.layers[layer_id].reshape(self.bottoms(layer_id), self.tops(layer_id))
-        if bottom[0].count:
-            plan = epilogue(self, chain)
-            plan.elide = chain.elidable and conv.can_elide and not top[0].observed
-            conv.forward(bottom, top, plan)
-            if plan.elide:
-                # with this pass's weights, whatever happens to them before the read
-                top[0].defer(functools.partial(conv.forward, bottom, top, None,
-                                               conv.frozen_params()))
 
     def forward_loss(self) -> float:
         """Run every layer; return the weighted loss (Caffe's Forward(&loss)).
