@@ -39,10 +39,14 @@ class Blob:
     @property
     def data(self) -> np.ndarray:
         self.observed = True
+        self.settle()
+        return self._data
+
+    def settle(self) -> None:
+        """Run a pending recompute now (without counting as a read)."""
         if self._recompute is not None:
             recompute, self._recompute = self._recompute, None
             recompute()
-        return self._data
 
     @data.setter
     def data(self, array: np.ndarray) -> None:

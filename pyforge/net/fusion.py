@@ -13,8 +13,11 @@ When the first follower writes a new blob (MobileNet's BatchNorm) and nothing el
 convolution's own output, the pass leaves that output unwritten (``elidable``): half the
 memory traffic of such a layer. The output is still there for whoever asks: the blob is handed
 a recompute (:meth:`pyforge.blob.Blob.defer`, the convolution run again over its bottom), and
-once read it is computed on every pass. Only
-nets that run no backward through the chain elide (deploy and test nets).
+once read it is computed on every pass. Before a pass over part of the net (pycaffe's
+``forward(start=, end=)``) the outputs still left out are computed, since that pass may change
+their bottoms. Only nets that run no backward through the chain elide (deploy and test nets).
+The recompute reads the bottom as it is when the output is read: an input written into the
+net after the pass and before that read is the one difference Caffe could show.
 
 A chain runs fused only when the whole of it is inside the forward range asked for and
 ``debug_info`` (which prints every layer's output) is off; ``pyforge time`` times the layers
@@ -145,3 +148,11 @@ def run_chain(net, chain: Chain) -> None:
     if plan.elide:
         # with this pass's weights, whatever happens to them before the read
         top[0].defer(functools.partial(conv.forward, bottom, top, None, conv.frozen_params()))
+
+
+def settle_elided(net) -> None:
+    """Compute every output the last pass left out, before a pass over part of the net
+    changes the bottoms their recomputes would read."""
+    for chain in net.chains.values():
+        if chain.elidable:
+            net.blob_list[net.top_ids[chain.conv][0]].settle()

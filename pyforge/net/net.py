@@ -20,7 +20,7 @@ from ..proto.numbers import layer_settings_error
 from ..proto.wire import net_chunks
 from ..registry import UnknownNameError
 from ..rng import make_rng
-from .fusion import plan_chains, run_chain
+from .fusion import plan_chains, run_chain, settle_elided
 from .graph import filter_net, insert_splits
 from .sharing import sharing_problem
 from .weights import copy_params
@@ -371,6 +371,8 @@ class Net:
         (:mod:`pyforge.net.fusion`), unless ``debug_info`` prints every layer or ``fuse`` is
         false (``pyforge time``, which times the layers one by one)."""
         end = len(self.layers) - 1 if end is None else end
+        if start > 0 or end < len(self.layers) - 1:
+            settle_elided(self)
         loss = 0.0
         layer_id = start
         while layer_id <= end:

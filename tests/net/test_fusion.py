@@ -280,3 +280,24 @@ def test_a_late_read_gives_the_output_of_the_pass_not_of_changed_weights(kind):
     for blob in net.layer_by_name("conv").blobs:
         blob.data[...] *= -3.0
     np.testing.assert_array_equal(net.blobs["conv"].data, plain.blobs["conv"].data)
+
+
+def test_a_pass_over_part_of_the_net_first_computes_what_the_last_pass_left_out():
+    """pycaffe's forward(end=) over the layers before the chain changes the convolution's
+    bottom: the output the full pass left out is computed before, from the bottom it had."""
+    def text_edit(text: str) -> str:
+        return (text.replace('bottom: "data" top: "conv"', 'bottom: "pre" top: "conv"')
+                .replace('layer { name: "conv"', 'layer { name: "pre" type: "Power" '
+                         'bottom: "data" top: "pre" power_param { shift: 1.0 } }\n'
+                         'layer { name: "conv"', 1))
+
+    net, plain = (_deploy_net("pointwise", edit=text_edit) for _ in range(2))
+    x = np.random.default_rng(14).standard_normal(net.blobs["data"].shape)
+    net.blobs["data"].data[...] = x
+    plain.blobs["data"].data[...] = x
+    net.forward_loss()
+    _one_by_one(plain)
+    assert net.chains[2].elidable and not net.blob_list[net.top_ids[2][0]].observed
+    net.blobs["data"].data[...] = x + 5.0
+    net.forward_from_to(0, 1)  # the input layer and "pre": a new bottom for the convolution
+    np.testing.assert_array_equal(net.blobs["conv"].data, plain.blobs["conv"].data)
