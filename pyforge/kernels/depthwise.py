@@ -46,6 +46,41 @@ def _tap_sum_at(src, height, width, wm, y, x):
 
 
 @jit
+def _side_columns(src, height, width, wm, out):
+    """The first and last column of rows 1 .. height-2 of :func:`_stencil3x3_same` (at
+    least 2 columns), their padding taps spelled out as ``w * 0``."""
+    zero = np.float32(0.0)
+    w00, w01, w02 = wm[0, 0], wm[0, 1], wm[0, 2]
+    w10, w11, w12 = wm[1, 0], wm[1, 1], wm[1, 2]
+    w20, w21, w22 = wm[2, 0], wm[2, 1], wm[2, 2]
+    last = width - 1
+    for y in range(1, height - 1):
+        up, here, down = (y - 1) * width, y * width, (y + 1) * width
+        total = np.float32(0.0)
+        total += w00 * zero
+        total += w01 * src[up]
+        total += w02 * src[up + 1]
+        total += w10 * zero
+        total += w11 * src[here]
+        total += w12 * src[here + 1]
+        total += w20 * zero
+        total += w21 * src[down]
+        total += w22 * src[down + 1]
+        out[here] = total
+        total = np.float32(0.0)
+        total += w00 * src[up + last - 1]
+        total += w01 * src[up + last]
+        total += w02 * zero
+        total += w10 * src[here + last - 1]
+        total += w11 * src[here + last]
+        total += w12 * zero
+        total += w20 * src[down + last - 1]
+        total += w21 * src[down + last]
+        total += w22 * zero
+        out[here + last] = total
+
+
+@jit
 def _stencil3x3_same(src, height, width, wm, out):
     """A 3x3, stride-1 stencil with one pixel of zero padding, from the flat plane ``src``
     into the flat plane ``out``, without copying the plane into a padded buffer: the rows
@@ -83,9 +118,11 @@ def _stencil3x3_same(src, height, width, wm, out):
             total += w21 * c1[i]
             total += w22 * c2[i]
             dst[i] = total
-        for y in range(1, height - 1):
-            out[y * width] = _tap_sum_at(src, height, width, wm, y, 0)
-            out[y * width + width - 1] = _tap_sum_at(src, height, width, wm, y, width - 1)
+        if width >= 2:
+            _side_columns(src, height, width, wm, out)
+        else:
+            for y in range(1, height - 1):
+                out[y * width] = _tap_sum_at(src, height, width, wm, y, 0)
     if width >= 3 and height >= 2:
         # the first row (no row above) and the last (no row below), columns 1 .. width-2
         length = width - 2
@@ -166,22 +203,17 @@ def _stencil3x3_stride2(src, height, width, wm, oh, ow, work, out):
         for j in range(width // 2, ow):
             odd[j + 1] = 0.0
     for oy in range(oh):
-        rows = np.empty(3, np.int64)
-        for ki in range(3):
-            iy = 2 * oy - 1 + ki
-            rows[ki] = iy if 0 <= iy < height else -1
+        # input rows 2*oy - 1, 2*oy, 2*oy + 1 (row 2*oy is always inside the plane)
         ea, oa = zeros, zeros
-        if rows[0] >= 0:
-            ea = evens[rows[0] * span : (rows[0] + 1) * span]
-            oa = odds[rows[0] * span : (rows[0] + 1) * span]
-        eb, ob = zeros, zeros
-        if rows[1] >= 0:
-            eb = evens[rows[1] * span : (rows[1] + 1) * span]
-            ob = odds[rows[1] * span : (rows[1] + 1) * span]
+        if oy > 0:
+            ea = evens[(2 * oy - 1) * span : 2 * oy * span]
+            oa = odds[(2 * oy - 1) * span : 2 * oy * span]
+        eb = evens[2 * oy * span : (2 * oy + 1) * span]
+        ob = odds[2 * oy * span : (2 * oy + 1) * span]
         ec, oc = zeros, zeros
-        if rows[2] >= 0:
-            ec = evens[rows[2] * span : (rows[2] + 1) * span]
-            oc = odds[rows[2] * span : (rows[2] + 1) * span]
+        if 2 * oy + 1 < height:
+            ec = evens[(2 * oy + 1) * span : (2 * oy + 2) * span]
+            oc = odds[(2 * oy + 1) * span : (2 * oy + 2) * span]
         a0, a1, a2 = oa[0:ow], ea[0:ow], oa[1 : 1 + ow]
         b0, b1, b2 = ob[0:ow], eb[0:ow], ob[1 : 1 + ow]
         c0, c1, c2 = oc[0:ow], ec[0:ow], oc[1 : 1 + ow]
