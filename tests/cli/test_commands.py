@@ -84,3 +84,24 @@ def test_train_accepts_positional_and_flag_solver(in_caffe_ref, tmp_path):
         assert log.messages[-2:] == ["Optimization Done.", "Optimization Done."]
         assert "Finetuning from init/snap_iter_0.caffemodel" in log.messages
     assert (tmp_path / "s_iter_2.caffemodel").exists()
+
+
+def test_time_runs_every_backward_once_before_the_timed_passes(caffe_ref, monkeypatch):
+    """A deploy net has no loss, so Backward() skips every layer, while the timed passes run
+    each layer's backward, as Caffe's do: the warm-up runs them once untimed as well (their
+    kernels compile there, not inside the first timed pass)."""
+    from pyforge.layers.conv import ConvolutionLayer
+
+    calls = []
+    original = ConvolutionLayer.backward
+
+    def spy(self, top, propagate_down, bottom):
+        calls.append(self.name)
+        return original(self, top, propagate_down, bottom)
+
+    monkeypatch.setattr(ConvolutionLayer, "backward", spy)
+    model = caffe_ref / "shapes" / "examples_mnist_lenet.prototxt"
+    with capture_log() as log:
+        assert main(["time", f"-model={model}", "-iterations", "2", "--phase=TEST"]) == 0
+    assert calls == ["conv2", "conv1"] * 3  # the warm-up and two timed passes
+    assert log.messages.index("*** Benchmark begins ***") > 0
