@@ -220,6 +220,63 @@ def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw
                                      flat_kept[at:at + width] if keep else flat_kept)
 
 
+@pjit
+def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow,
+                         pointwise, sgemm, cols, stacks, tiles, store, out, post, has_bn, keep,
+                         has_scale, has_shift, has_relu, slope, kept, final):
+    """:func:`conv_forward_tiled` for small outputs (7x7, or the 1x1 of a classifier made
+    of convolutions): one image's product would be too narrow for BLAS to run well, so the
+    column matrices of several of the thread's images are laid side by side in its
+    ``stacks`` row and multiplied at once, into its ``tiles`` row; each image's part then
+    gets the bias, goes to ``out`` (when ``store``) and through :func:`epilogue_row` into
+    ``final``."""
+    n_img = x.shape[0]
+    threads = cols.shape[0]
+    m_out, k = weight.shape
+    spatial = oh * ow
+    per = stacks.shape[1] // (k * spatial)
+    follow = has_bn or has_scale or has_relu
+    for t in prange(threads):
+        col = cols[t]
+        stack = stacks[t]
+        buffer = tiles[t]
+        ints, scalars, no_transpose = _sgemm_setup()
+        last = (t + 1) * n_img // threads
+        for first in range(t * n_img // threads, last, per):
+            count = min(per, last - first)
+            width = count * spatial
+            for j in range(count):
+                if pointwise:
+                    columns = x[first + j].reshape(k, spatial)
+                else:
+                    im2col_one(x, first + j, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+                    columns = col
+                for r in range(k):
+                    at = r * width + j * spatial
+                    stack[at:at + spatial] = columns[r]
+            _tile_product(sgemm, ints, scalars, no_transpose, weight, stack, 0, width, width,
+                          buffer, 0, width)
+            for j in range(count):
+                n = first + j
+                flat_out = out[n].reshape(m_out * spatial)
+                flat_final = final[n].reshape(m_out * spatial)
+                flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
+                for m in range(m_out):
+                    at = m * width + j * spatial
+                    span = buffer[at:at + spatial]
+                    if use_bias:
+                        b = bias[m]
+                        for i in range(spatial):
+                            span[i] += b
+                    at = m * spatial
+                    if store:
+                        flat_out[at:at + spatial] = span
+                    if follow:
+                        epilogue_row(span, flat_final[at:at + spatial], m, post, has_bn, keep,
+                                     has_scale, has_shift, has_relu, slope,
+                                     flat_kept[at:at + spatial] if keep else flat_kept)
+
+
 @jit
 def _pad_image(x, n, ph, pw, plane, pad):
     """Image ``n`` of ``x`` zero-padded into ``pad``: one flat (H+2ph)*(W+2pw) plane per

@@ -19,6 +19,7 @@ from pyforge.config import single_threaded_blas
 from pyforge.kernels.conv import (
     conv_backward,
     conv_forward,
+    conv_forward_batched,
     conv_forward_tiled,
 )
 from pyforge.kernels.depthwise import depthwise_backward, depthwise_forward
@@ -183,6 +184,50 @@ def test_conv_forward_tiled(case, tile):
     taps = case.c * case.kernel[0] * case.kernel[1]
     assert_close(out, expected, magnitude, roundings=taps + 2)
     np.testing.assert_array_equal(out, _forward_tiled(case, x, weight, bias, 7))
+
+
+def _forward_batched(case: Case, x, weight, bias, per: int, store: bool = True,
+                     post: tuple | None = None, final: np.ndarray | None = None) -> np.ndarray:
+    """conv_forward_batched called as ConvolutionLayer.forward calls it: ``per`` images'
+    columns side by side in each product."""
+    oh, ow = case.out_hw
+    k = case.c * case.kernel[0] * case.kernel[1]
+    rows = 0 if case.pointwise else k
+    cols = np.full((case.threads, rows, oh * ow), np.nan, dtype=np.float32)
+    stacks = np.full((case.threads, k * per * oh * ow), np.nan, dtype=np.float32)
+    tiles = np.full((case.threads, case.m * per * oh * ow), np.nan, dtype=np.float32)
+    out = np.full((case.n, 1, case.m, oh * ow), np.nan, dtype=np.float32)
+    post = _no_epilogue(case) if post is None else post
+    final = out if final is None else final
+    with single_threaded_blas():
+        conv_forward_batched(x, weight.reshape(case.m, -1),
+                             bias if case.bias else np.zeros(1, np.float32), case.bias,
+                             *case.kernel_args, case.pointwise, fortran_sgemm(), cols, stacks,
+                             tiles, store, out, *post, final)
+    return out.reshape(case.n, case.m, oh, ow)
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(Case(7, 3, 5, 4, 4, (1, 1), threads=2), id="pointwise_N7_T2"),
+    pytest.param(Case(5, 3, 6, 5, 4, (3, 3), pad=(1, 1), threads=2), id="im2col_N5_T2"),
+    pytest.param(Case(6, 2, 7, 7, 3, (3, 3), stride=(2, 2), bias=False, threads=3),
+                 id="stride2_no_bias_N6_T3"),
+])
+@pytest.mark.parametrize("per", [2, 3])
+def test_conv_forward_batched(case, per):
+    """Several images per product (ragged last groups): the direct loop's values; left
+    unwritten with ``store`` false, the followers' result unchanged bit for bit."""
+    x, weight, bias, _ = _data(case, 2)
+    out = _forward_batched(case, x, weight, bias, per)
+    expected = naive.conv_forward(x, weight, bias if case.bias else None, **_geometry(case))
+    magnitude = naive.conv_forward(np.abs(x), np.abs(weight), np.abs(bias) if case.bias
+                                   else None, **_geometry(case))
+    assert_close(out, expected, magnitude, roundings=case.c * 9 + 2)
+    post = Epilogue(slope=0.25).arguments(case.n, case.m)
+    final = np.full(out.shape, np.nan, np.float32)
+    untouched = _forward_batched(case, x, weight, bias, per, False, post, final)
+    assert np.isnan(untouched).all()
+    np.testing.assert_array_equal(final, np.where(out > 0, out, out * np.float32(0.25)))
 
 
 @pytest.mark.parametrize("case", CASES)

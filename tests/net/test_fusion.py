@@ -173,6 +173,7 @@ KINDS = {
     "depthwise": "group: 4",
     "depthwise_stride2": "group: 4 stride: 2",
     "shifted_taps": "",
+    "images_side_by_side": "kernel_size: 1 pad: 0",
 }
 
 
@@ -182,6 +183,8 @@ def _deploy_net(kind: str, extra: str = "", edit=lambda text: text) -> Net:
         text = text.replace("group: 4", "kernel_size: 3 pad: 1 group: 4")
     if kind == "shifted_taps":
         text = text.replace("dim: 2 dim: 4 dim: 6 dim: 5", "dim: 2 dim: 32 dim: 14 dim: 14")
+    if kind == "images_side_by_side":  # 7 images of 7x7: conv_forward_batched
+        text = text.replace("dim: 2 dim: 4 dim: 6 dim: 5", "dim: 7 dim: 4 dim: 7 dim: 7")
     param = parse_text_proto(edit(text) + extra, caffe_pb2.NetParameter(), "deploy.prototxt")
     param.state.phase = caffe_pb2.TEST
     net = Net(param, rng=np.random.default_rng(7), logger=QUIET)
@@ -210,6 +213,7 @@ def test_an_unread_convolution_output_is_left_out_and_computed_when_read(kind):
     gives, and from then on every pass writes it, so an array taken from it stays current."""
     net, plain = _deploy_net(kind), _deploy_net(kind)
     assert net.layer_by_name("conv").shifted == (kind == "shifted_taps")
+    assert (net.layer_by_name("conv").images_per_product > 1) == (kind == "images_side_by_side")
     assert net.chains[1].elidable
     calls: list = []
     _spy_elide(net, calls)
