@@ -431,7 +431,7 @@ def conv_backward_shifted(x, taps, dy, kh, kw, ph, pw, dh, dw, oh, ow, sgemm, ne
 @pjit
 def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
                   need_weight, need_bias, need_data, cols, dcols, dw_parts, dw_tmp, db_parts,
-                  dx):
+                  stacks, dy_stacks, dx):
     """Per-thread weight/bias gradient sums into ``dw_parts`` (T, G, K/G, M/G: the weight
     gradient *transposed*) and ``db_parts`` (T, G, M/G); the data gradient into ``dx``
     (overwritten). ``dy`` is (N, G, M/G, oh*ow). With ``pointwise`` the image is its own
@@ -440,19 +440,64 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
     The transposed weight gradient ``col @ dy.T`` is the same product as ``dy @ col.T`` with
     the long oh*ow dimension as the inner one of both operands' rows, which OpenBLAS's
     AVX-512 sgemm runs about twice as fast (186 against 94 GFLOP/s on CIFAR-10 quick's conv2;
-    the AVX2 kernels gain about 8%)."""
+    the AVX2 kernels gain about 8%).
+
+    Small outputs of one group (7x7: 49 columns) take the weight and data gradients for
+    several images at once, as :func:`conv_forward_batched` does the forward: their columns
+    side by side in the thread's ``stacks`` row and their output gradients in its
+    ``dy_stacks`` row (as many images as fit; one image each when they are empty). The weight
+    product's inner dimension is then long, its K x M partial sum is read and written once
+    per group, not per image, and the data product is as wide as the group."""
     n_img = x.shape[0]
     threads = cols.shape[0]
     groups, m_g, k_g = weight.shape
     spatial = dy.shape[3]
+    per = stacks.shape[1] // (k_g * spatial)
     for t in prange(threads):
         col = cols[t]
         dcol = dcols[t]
         tmp = dw_tmp[t]
         dw_parts[t] = 0.0
         db_parts[t] = 0.0
-        for n in range(t * n_img // threads, (t + 1) * n_img // threads):
-            if need_weight:
+        last = (t + 1) * n_img // threads
+        if (need_weight or need_data) and per > 1:
+            stack = stacks[t]
+            dy_stack = dy_stacks[t]
+            for first in range(t * n_img // threads, last, per):
+                count = min(per, last - first)
+                width = count * spatial
+                for j in range(count):
+                    for m in range(m_g):
+                        at = m * width + j * spatial
+                        dy_stack[at:at + spatial] = dy[first + j, 0, m]
+                gradients = dy_stack[:m_g * width].reshape(m_g, width)
+                columns_all = stack[:k_g * width].reshape(k_g, width)
+                if need_weight:
+                    for j in range(count):
+                        if pointwise:
+                            columns = x[first + j].reshape(k_g, spatial)
+                        else:
+                            im2col_one(x, first + j, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow,
+                                       col)
+                            columns = col
+                        for r in range(k_g):
+                            at = r * width + j * spatial
+                            stack[at:at + spatial] = columns[r]
+                    np.dot(columns_all, gradients.T, tmp[0])
+                    dw_parts[t, 0] += tmp[0]
+                if need_data:
+                    # the group's column gradients, then each image's share of them
+                    np.dot(weight[0].T, gradients, columns_all)
+                    for j in range(count):
+                        n = first + j
+                        target = dx[n].reshape(k_g, spatial) if pointwise else dcol
+                        for r in range(k_g):
+                            at = r * width + j * spatial
+                            target[r, :] = stack[at:at + spatial]
+                        if not pointwise:
+                            col2im_one(dcol, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+        for n in range(t * n_img // threads, last):
+            if need_weight and per <= 1:
                 if pointwise:
                     col_g = x[n].reshape(groups, k_g, spatial)
                 else:
@@ -468,7 +513,7 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
                         for s in range(spatial):
                             total += dy[n, g, m, s]
                         db_parts[t, g, m] += total
-            if need_data:
+            if need_data and per <= 1:
                 if pointwise:
                     dx_g = dx[n].reshape(groups, k_g, spatial)
                     for g in range(groups):

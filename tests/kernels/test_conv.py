@@ -126,9 +126,10 @@ def _no_epilogue(case: Case) -> tuple:
     return Epilogue().arguments(case.n, case.m)
 
 
-def _backward(case: Case, x, weight, dy, need=(True, True, True)):
+def _backward(case: Case, x, weight, dy, need=(True, True, True), per: int = 1):
     """The kernel called as ConvolutionLayer.backward calls it, the per-thread weight and bias
-    parts then added in thread order into zeroed float32 diffs, as the layer does."""
+    parts then added in thread order into zeroed float32 diffs, as the layer does; ``per``
+    images share each weight-gradient product (one group only)."""
     g = case.group
     oh, ow = case.out_hw
     threads = case.threads
@@ -141,8 +142,13 @@ def _backward(case: Case, x, weight, dy, need=(True, True, True)):
     dw_tmp = np.full_like(dw_parts, np.nan)
     db_parts = np.full((threads, g, case.m // g), np.nan, dtype=np.float32)
     dx = np.full(x.shape, 7.0, dtype=np.float32)  # overwritten when the data gradient is asked
+    k = case.c * case.kernel[0] * case.kernel[1]
+    size = oh * ow * per if per > 1 else 0
+    stacks = np.full((threads, k * size), np.nan, dtype=np.float32)
+    dy_stacks = np.full((threads, case.m * size), np.nan, dtype=np.float32)
     conv_backward(x, w3, dy.reshape(case.n, g, case.m // g, -1), *case.kernel_args,
-                  case.pointwise, *need, cols, dcols, dw_parts, dw_tmp, db_parts, dx)
+                  case.pointwise, *need, cols, dcols, dw_parts, dw_tmp, db_parts, stacks,
+                  dy_stacks, dx)
     d_weight = np.zeros(w3.shape, dtype=np.float32)
     for part in dw_parts:
         d_weight += part.transpose(0, 2, 1)
@@ -169,6 +175,22 @@ def test_conv_forward(case):
                                    **_geometry(case))
     terms = case.c // case.group * case.kernel[0] * case.kernel[1]
     assert_close(out, expected, magnitude, roundings=terms + 2)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.values[0].group == 1])
+@pytest.mark.parametrize("per", [2, 3])
+def test_conv_backward_batched(case, per):
+    """The weight and data gradients of ``per`` images per product (ragged last groups): the
+    direct loop's values; the bias gradient as image by image, bit for bit."""
+    x, weight, bias, dy = _data(case, 3)
+    d_weight, d_bias, dx, _, _ = _backward(case, x, weight, dy, per=per)
+    exp_w, _, exp_x = naive.conv_backward(x, weight, dy, **_geometry(case))
+    mag_w, _, mag_x = naive.conv_backward(np.abs(x), np.abs(weight), np.abs(dy),
+                                          **_geometry(case))
+    oh, ow = case.out_hw
+    assert_close(d_weight, exp_w, mag_w, roundings=oh * ow * case.n + 2)
+    assert_close(dx, exp_x, mag_x, roundings=case.m * 9 + 2)
+    np.testing.assert_array_equal(d_bias, _backward(case, x, weight, dy)[1])
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.values[0].group == 1])

@@ -68,6 +68,12 @@ CASES: dict[str, list[Case] | NoGradient] = {
                                               "group: 2"), ((2, 2, 4, 5),), mode="total"),
         Case("depthwise_exhaustive", _conv("num_output: 2 kernel_size: 3 pad: 1 group: 2"),
              ((1, 2, 3, 3),)),
+        # Small outputs and 5-6 images: several images per product (conv_forward_batched
+        # and the batched weight gradient of conv_backward).
+        Case("images_side_by_side", _conv("num_output: 3 kernel_size: 3 pad: 1"),
+             ((5, 2, 4, 4),), mode="total"),
+        Case("pointwise_images_side_by_side", _conv("num_output: 3 kernel_size: 1"),
+             ((6, 3, 3, 3),), mode="total"),
     ],
     "Deconvolution": [
         Case("k3_exhaustive", _deconv("num_output: 2 kernel_size: 3"), ((1, 2, 2, 2),)),
