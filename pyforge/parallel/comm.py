@@ -141,8 +141,11 @@ class MPICommunicator(Communicator):
         silent = [r for r in range(1, self.size)
                   if now - self._last_time[r] > 4 * self.BEAT_SECONDS
                   or self._last_seen[r] < iteration]
-        names = ", ".join(f"rank {r} (last seen at iteration {self._last_seen[r]}, "
-                          f"{now - self._last_time[r]:.0f} s ago)" for r in silent)
+        # (a rank stopped before its first heartbeat has no iteration to name)
+        names = ", ".join(f"rank {r} ("
+                          + (f"last seen at iteration {self._last_seen[r]}"
+                             if self._last_seen[r] >= 0 else "no heartbeat since the start")
+                          + f", {now - self._last_time[r]:.0f} s ago)" for r in silent)
         return (f"{what} did not complete within {self.timeout:g} s at iteration {iteration}: "
                 f"{names or 'an unknown rank'} died or stalled; stopping every rank")
 

@@ -159,8 +159,9 @@ def test_a_stalled_rank_is_named(caffe_ref, tmp_path):
         except ProcessLookupError:
             pass
     assert proc.returncode != 0
-    assert re.search(r"rank 1 \(last seen at iteration \d+, \d+ s ago\) died or stalled", err), \
-        err[-3000:]
+    # (stopped before or after its first heartbeat, depending on the machine's load)
+    assert re.search(r"rank 1 \((last seen at iteration \d+|no heartbeat since the start), "
+                     r"\d+ s ago\) died or stalled", err), err[-3000:]
 
 
 def test_sigint_under_mpiexec_snapshots_once_and_stops_every_rank(caffe_ref, tmp_path):
