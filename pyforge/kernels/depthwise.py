@@ -31,6 +31,27 @@ def _pad_plane(src, ph, pw, pad):
 
 
 @jit
+def _taps3x3(wm, a0, a1, a2, b0, b1, b2, c0, c1, c2, dst):
+    """``dst[i]`` = the nine taps ``wm[r, c] * (a, b, c)[r][c][i]`` added in (row, column)
+    order: one vectorised loop over runs the stencils have lined up."""
+    w00, w01, w02 = wm[0, 0], wm[0, 1], wm[0, 2]
+    w10, w11, w12 = wm[1, 0], wm[1, 1], wm[1, 2]
+    w20, w21, w22 = wm[2, 0], wm[2, 1], wm[2, 2]
+    for i in range(dst.shape[0]):
+        total = np.float32(0.0)
+        total += w00 * a0[i]
+        total += w01 * a1[i]
+        total += w02 * a2[i]
+        total += w10 * b0[i]
+        total += w11 * b1[i]
+        total += w12 * b2[i]
+        total += w20 * c0[i]
+        total += w21 * c1[i]
+        total += w22 * c2[i]
+        dst[i] = total
+
+
+@jit
 def _tap_sum_at(src, height, width, wm, y, x):
     """One output of a 3x3 stencil with one pixel of zero padding, at (``y``, ``x``) of a
     flat ``height`` x ``width`` plane: taps in order, those over the padding as ``w * 0``."""
@@ -106,18 +127,7 @@ def _stencil3x3_same(src, height, width, wm, out):
         c1 = src[start + width : start + width + length]
         c2 = src[start + width + 1 : start + width + 1 + length]
         dst = out[start : start + length]
-        for i in range(length):
-            total = np.float32(0.0)
-            total += w00 * a0[i]
-            total += w01 * a1[i]
-            total += w02 * a2[i]
-            total += w10 * b0[i]
-            total += w11 * b1[i]
-            total += w12 * b2[i]
-            total += w20 * c0[i]
-            total += w21 * c1[i]
-            total += w22 * c2[i]
-            dst[i] = total
+        _taps3x3(wm, a0, a1, a2, b0, b1, b2, c0, c1, c2, dst)
         if width >= 2:
             _side_columns(src, height, width, wm, out)
         else:
@@ -181,9 +191,6 @@ def _stencil3x3_stride2(src, height, width, wm, oh, ow, work, out):
     one vectorised loop; rows above and below the plane read a row of zeros. Each output adds
     the same products in the same order as Caffe's im2col columns give them (padding taps as
     ``w * 0``)."""
-    w00, w01, w02 = wm[0, 0], wm[0, 1], wm[0, 2]
-    w10, w11, w12 = wm[1, 0], wm[1, 1], wm[1, 2]
-    w20, w21, w22 = wm[2, 0], wm[2, 1], wm[2, 2]
     span = ow + 1
     evens = work[: height * span]
     odds = work[height * span : 2 * height * span]
@@ -218,18 +225,7 @@ def _stencil3x3_stride2(src, height, width, wm, oh, ow, work, out):
         b0, b1, b2 = ob[0:ow], eb[0:ow], ob[1 : 1 + ow]
         c0, c1, c2 = oc[0:ow], ec[0:ow], oc[1 : 1 + ow]
         dst = out[oy * ow : (oy + 1) * ow]
-        for i in range(ow):
-            total = np.float32(0.0)
-            total += w00 * a0[i]
-            total += w01 * a1[i]
-            total += w02 * a2[i]
-            total += w10 * b0[i]
-            total += w11 * b1[i]
-            total += w12 * b2[i]
-            total += w20 * c0[i]
-            total += w21 * c1[i]
-            total += w22 * c2[i]
-            dst[i] = total
+        _taps3x3(wm, a0, a1, a2, b0, b1, b2, c0, c1, c2, dst)
 
 
 @jit
@@ -245,26 +241,12 @@ def _stencil_flat(flat, wm, wp, dh, dw, acc):
         o2 = 2 * dw
         r1 = dh * wp
         r2 = 2 * dh * wp
-        w00, w01, w02 = wm[0, 0], wm[0, 1], wm[0, 2]
-        w10, w11, w12 = wm[1, 0], wm[1, 1], wm[1, 2]
-        w20, w21, w22 = wm[2, 0], wm[2, 1], wm[2, 2]
         a0, a1, a2 = flat[:length], flat[o1 : o1 + length], flat[o2 : o2 + length]
         b0, b1, b2 = (flat[r1 : r1 + length], flat[r1 + o1 : r1 + o1 + length],
                       flat[r1 + o2 : r1 + o2 + length])
         c0, c1, c2 = (flat[r2 : r2 + length], flat[r2 + o1 : r2 + o1 + length],
                       flat[r2 + o2 : r2 + o2 + length])
-        for i in range(length):
-            total = np.float32(0.0)
-            total += w00 * a0[i]
-            total += w01 * a1[i]
-            total += w02 * a2[i]
-            total += w10 * b0[i]
-            total += w11 * b1[i]
-            total += w12 * b2[i]
-            total += w20 * c0[i]
-            total += w21 * c1[i]
-            total += w22 * c2[i]
-            acc[i] = total
+        _taps3x3(wm, a0, a1, a2, b0, b1, b2, c0, c1, c2, acc)
         return
     acc[:] = 0.0
     for ki in range(kh):
