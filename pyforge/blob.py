@@ -24,7 +24,8 @@ class Blob:
     whose BatchNorm writes a new blob, :mod:`pyforge.net.fusion`): it then hands the blob a
     ``recompute`` function (:meth:`defer`), which reading ``data`` runs first. Reading ``data``
     also marks the blob ``observed``, and the net computes observed blobs on every pass from
-    then on, so an array taken from ``data`` always holds what Caffe would put there.
+    then on, so an array taken from ``data`` stays current (the one difference from Caffe
+    that remains is in :mod:`pyforge.net.fusion`).
     """
 
     __slots__ = ("_data", "diff", "_recompute", "observed")

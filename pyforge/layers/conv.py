@@ -259,7 +259,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
         self._cols = self.scratch("cols", (threads, rows, oh * ow))
         self.shifted = self._forward_by_shifted_taps(oh, ow)
         # One-group convolutions compute a tile of output columns at a time
-        # (conv_forward_tiled), sized so the tile and its columns stay in the core's cache.
+        # (conv_forward_tiled), about a core's L2 of output (TILE_BYTES).
         self.tiled = self.group == 1 and not self.depthwise and not self.shifted
         self.images_per_product = 1
         if self.tiled:
