@@ -1,13 +1,16 @@
-"""Convolution forward and backward: image by image with BLAS, or direct for depthwise.
+"""Convolution forward and backward with BLAS (depthwise ones run as stencils elsewhere).
 
 GEMM convolutions: each thread takes a contiguous share of the batch. For each of its images it
 unrolls the input into a column buffer in Caffe's (channel, kernel row, kernel column) row order
-(so .caffemodel weights apply unchanged), multiplies it with BLAS (one thread per GEMM), and
-writes the result straight into the output. The buffers stay in cache, unlike one huge column
-matrix for the whole batch, which made the layer memory-bound. A ``pointwise`` convolution (1x1
-kernel, stride 1, no padding) skips the unrolling: the image *is* its column matrix. Weight and
-bias gradients are summed per thread, in image order, and the per-thread sums are added in
-thread order afterwards, so a fixed thread count gives bitwise-reproducible results.
+(so .caffemodel weights apply unchanged) and multiplies it with BLAS (one thread per GEMM): a
+tile of output columns at a time for one group (:func:`conv_forward_tiled`), several images at
+once for small outputs (:func:`conv_forward_batched`), one product per group otherwise
+(:func:`conv_forward`); stride-1 3x3 layers skip the unrolling (:func:`conv_forward_shifted`).
+The buffers stay in cache, unlike one huge column matrix for the whole batch, which made the
+layer memory-bound. A ``pointwise`` convolution (1x1 kernel, stride 1, no padding) skips the
+unrolling: the image *is* its column matrix. Weight and bias gradients are summed per thread,
+in image order, and the per-thread sums are added in thread order afterwards, so a fixed
+thread count gives bitwise-reproducible results.
 
 Depthwise convolutions run as direct stencils in :mod:`pyforge.kernels.depthwise`.
 """
@@ -147,9 +150,11 @@ def _sgemm_setup():
 def _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, offset, stride, width,
                   result, result_offset, result_stride):
     """``result[m, j]`` (row ``m`` at ``result_offset + m * result_stride``) = sum over k of
-    ``weight[m, k] * columns[offset + k * stride + j]`` for ``j < width``: one tile of
-    columns of a row-major (K, S) matrix, through Fortran sgemm, which reads it in place.
-    Column-major, that is result.T (width x M) = columns.T (width x K) @ weight.T (K x M)."""
+    ``weight[m, k] * columns[offset + k * stride + j]`` for ``j < width`` (added to what is
+    there when the caller sets beta, ``scalars[1]``, to 1): one tile of columns of a
+    row-major (K, S) matrix, through Fortran sgemm, which takes every argument by address and
+    reads the matrix in place. Column-major, that is result.T (width x M) = columns.T
+    (width x K) @ weight.T (K x M)."""
     m_out, k = weight.shape
     ints[0] = width
     ints[1] = m_out
@@ -220,6 +225,23 @@ def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw
                                      flat_kept[at:at + width] if keep else flat_kept)
 
 
+@jit
+def _stack_image(x, n, j, pointwise, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, stack,
+                 width):
+    """Image ``n``'s column matrix (the image itself when ``pointwise``, else its im2col in
+    ``col``) into columns ``j * oh*ow`` onwards of the (K, ``width``) matrix ``stack``."""
+    spatial = oh * ow
+    k = stack.shape[0] // width if width else 0
+    if pointwise:
+        columns = x[n].reshape(k, spatial)
+    else:
+        im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+        columns = col
+    for r in range(k):
+        at = r * width + j * spatial
+        stack[at:at + spatial] = columns[r]
+
+
 @pjit
 def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow,
                          pointwise, sgemm, cols, stacks, tiles, store, out, post, has_bn, keep,
@@ -246,14 +268,8 @@ def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, 
             count = min(per, last - first)
             width = count * spatial
             for j in range(count):
-                if pointwise:
-                    columns = x[first + j].reshape(k, spatial)
-                else:
-                    im2col_one(x, first + j, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
-                    columns = col
-                for r in range(k):
-                    at = r * width + j * spatial
-                    stack[at:at + spatial] = columns[r]
+                _stack_image(x, first + j, j, pointwise, kh, kw, ph, pw, sh, sw, dh, dw, oh,
+                             ow, col, stack[:k * width], width)
             _tile_product(sgemm, ints, scalars, no_transpose, weight, stack, 0, width, width,
                           buffer, 0, width)
             for j in range(count):
@@ -316,29 +332,17 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
     for t in prange(threads):
         pad = pads[t]
         part = parts[t]
-        # Fortran sgemm takes every argument by address. Column-major, the product is
-        # part.T (columns x M) = shifted.T (columns x C, leading dimension plane)
-        # @ taps[tap].T (C x M).
-        ints = np.empty(6, np.int32)
-        ints[0] = columns
-        ints[1] = m_out
-        ints[2] = channels
-        ints[3] = plane
-        ints[4] = channels
-        ints[5] = columns
-        scalars = np.empty(2, np.float32)
-        scalars[0] = 1.0
-        no_transpose = np.empty(1, np.uint8)
-        no_transpose[0] = 78  # 'N'
+        flat_part = part.reshape(m_out * columns)
+        ints, scalars, no_transpose = _sgemm_setup()
         for n in range(t * n_img // threads, (t + 1) * n_img // threads):
             _pad_image(x, n, ph, pw, plane, pad)
             for tap in range(kh * kw):
+                # part (M, columns) (+)= taps[tap] (M, C) @ the padded image shifted by the
+                # tap's offset, read as a (C, columns) matrix with row stride plane
                 offset = (tap // kw) * dh * wp + (tap % kw) * dw
                 scalars[1] = 0.0 if tap == 0 else 1.0
-                sgemm(no_transpose.ctypes, no_transpose.ctypes, ints[0:].ctypes,
-                      ints[1:].ctypes, ints[2:].ctypes, scalars[0:].ctypes,
-                      pad[offset:].ctypes, ints[3:].ctypes, taps[tap].ctypes, ints[4:].ctypes,
-                      scalars[1:].ctypes, part.ctypes, ints[5:].ctypes)
+                _tile_product(sgemm, ints, scalars, no_transpose, taps[tap], pad, offset, plane,
+                              columns, flat_part, 0, columns)
             flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
             dsts_final = final[n].reshape(m_out, spatial)
             for m in range(m_out):
@@ -474,15 +478,8 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
                 columns_all = stack[:k_g * width].reshape(k_g, width)
                 if need_weight:
                     for j in range(count):
-                        if pointwise:
-                            columns = x[first + j].reshape(k_g, spatial)
-                        else:
-                            im2col_one(x, first + j, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow,
-                                       col)
-                            columns = col
-                        for r in range(k_g):
-                            at = r * width + j * spatial
-                            stack[at:at + spatial] = columns[r]
+                        _stack_image(x, first + j, j, pointwise, kh, kw, ph, pw, sh, sw, dh,
+                                     dw, oh, ow, col, stack[:k_g * width], width)
                     np.dot(columns_all, gradients.T, tmp[0])
                     dw_parts[t, 0] += tmp[0]
                 if need_data:

@@ -134,7 +134,9 @@ def _stencil3x3_same(src, height, width, wm, out):
             for y in range(1, height - 1):
                 out[y * width] = _tap_sum_at(src, height, width, wm, y, 0)
     if width >= 3 and height >= 2:
-        # the first row (no row above) and the last (no row below), columns 1 .. width-2
+        # the first row (no row above) and the last (no row below), columns 1 .. width-2,
+        # their padding taps written out: _taps3x3 with a row of zeros made 14x14 and 7x7
+        # planes 1.2-1.3x slower
         length = width - 2
         b0, b1, b2 = src[0:length], src[1 : 1 + length], src[2 : 2 + length]
         c0 = src[width : width + length]
