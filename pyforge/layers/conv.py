@@ -401,7 +401,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
         dw_tmp = self.scratch("dw_tmp", (threads, *transposed))
         db_parts = self.scratch("db_parts", (threads, g, self.num_output // g))
         dcols = self.scratch("dcols", self._cols.shape)
-        # Small outputs: the weight gradient of several images per product (conv_backward).
+        # Small outputs: the weight and data gradients of several images per product.
         per = self.images_per_product
         stacks = self._stacks if per > 1 else _NO_STACK
         dy_stacks = self.scratch("dy_stacks", (threads, self.num_output * per * self.out_hw[0]
