@@ -43,6 +43,13 @@ class Blob:
         self.settle()
         return self._data
 
+    def computed(self) -> np.ndarray:
+        """The data with any pending recompute run, for a layer of the net reading its
+        bottom: unlike ``data`` it does not mark the blob ``observed`` (the layer keeps no
+        array that must stay current)."""
+        self.settle()
+        return self._data
+
     def settle(self) -> None:
         """Run a pending recompute now (without counting as a read)."""
         if self._recompute is not None:
@@ -63,6 +70,11 @@ class Blob:
     def defer(self, recompute) -> None:
         """Leave the data uncomputed until it is read; ``recompute()`` then fills it in."""
         self._recompute = recompute
+
+    @property
+    def pending(self):
+        """The recompute the data waits for (:meth:`defer`), or None."""
+        return self._recompute
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -193,6 +205,25 @@ class Blob:
         diff = proto_values(proto, "diff")
         if diff is not None and diff.size:
             self.diff[...] = diff.reshape(self.shape)
+
+
+class CopyBack:
+    """A recompute for a blob whose values its producer wrote elsewhere instead: into
+    ``band``, a band of columns of another array viewed in 2-D (a convolution filling its
+    part of a Concat's top, :mod:`pyforge.net.fusion`). Reading the blob copies them back."""
+
+    __slots__ = ("blob", "band")
+
+    def __init__(self, blob: Blob, band: np.ndarray) -> None:
+        self.blob, self.band = blob, band
+
+    def __call__(self) -> None:
+        self.blob.output_array().reshape(self.band.shape)[...] = self.band
+
+    def is_at(self, band: np.ndarray) -> bool:
+        """Whether the values were written into exactly this view."""
+        return (self.band.shape == band.shape and self.band.strides == band.strides
+                and self.band.ctypes.data == band.ctypes.data)
 
 
 def mean_abs(array: np.ndarray, dtype: type[np.floating] = np.float64) -> np.floating:

@@ -7,10 +7,13 @@ tile of output columns at a time for one group (:func:`conv_forward_tiled`), sev
 once for small outputs (:func:`conv_forward_batched`), one product per group otherwise
 (:func:`conv_forward`); stride-1 3x3 layers skip the unrolling (:func:`conv_forward_shifted`).
 The buffers stay in cache, unlike one huge column matrix for the whole batch, which made the
-layer memory-bound. A ``pointwise`` convolution (1x1 kernel, stride 1, no padding) skips the
-unrolling: the image *is* its column matrix. Weight and bias gradients are summed per thread,
-in image order, and the per-thread sums are added in thread order afterwards, so a fixed
-thread count gives bitwise-reproducible results.
+layer memory-bound. The followers' result goes to ``final`` (N, C, oh, ow) at channels
+``final_c0`` onwards: the output itself, a new blob, or a Concat's top that the net has the
+convolution fill in place of the Concat's copy (:mod:`pyforge.net.fusion`). A ``pointwise``
+convolution (1x1 kernel, stride 1, no padding) skips the unrolling: the image *is* its column
+matrix. Weight and bias gradients are summed per thread, in image order, and the per-thread
+sums are added in thread order afterwards, so a fixed thread count gives bitwise-reproducible
+results.
 
 Depthwise convolutions run as direct stencils in :mod:`pyforge.kernels.depthwise`.
 """
@@ -99,11 +102,11 @@ def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, h
 @pjit
 def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
                  cols, out, post, has_bn, keep, has_scale, has_shift, has_relu, slope, kept,
-                 final):
+                 final, final_c0):
     """``out[n]`` (G, M/G, oh*ow) = ``weight`` (G, M/G, K/G) @ im2col(x[n]) (+ bias); with
     ``pointwise`` the image itself is the column matrix. Each image's output then goes
     through :func:`apply_epilogue` into ``final`` while it is in cache (nothing when no flag
-    is set).
+    is set), at channels ``final_c0`` onwards (``final`` may be a Concat's top).
 
     Arrays are indexed with integers only (no slices), so Numba knows every operand of
     ``np.dot`` is C-contiguous and hands it to BLAS without a copy."""
@@ -128,9 +131,10 @@ def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, 
                         for s in range(spatial):
                             out[n, g, m, s] += b
             if has_bn or has_scale or has_relu:
-                apply_epilogue(out[n].reshape(groups * m_g, spatial),
-                               final[n].reshape(groups * m_g, spatial), 0, post, has_bn, keep,
-                               has_scale, has_shift, has_relu, slope,
+                rows = groups * m_g
+                apply_epilogue(out[n].reshape(rows, spatial),
+                               final[n, final_c0:final_c0 + rows].reshape(rows, spatial), 0,
+                               post, has_bn, keep, has_scale, has_shift, has_relu, slope,
                                kept[n].reshape(kept.shape[1], kept.shape[2] * kept.shape[3]))
 
 
@@ -171,7 +175,7 @@ def _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, offset, s
 @pjit
 def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow,
                        pointwise, sgemm, cols, tiles, store, out, post, has_bn, keep,
-                       has_scale, has_shift, has_relu, slope, kept, final):
+                       has_scale, has_shift, has_relu, slope, kept, final, final_c0):
     """A one-group convolution, ``out[n]`` (M, oh*ow) = ``weight`` (M, K) @ im2col(x[n])
     (+ bias), computed a tile of output columns at a time: each tile goes through the bias
     and :func:`epilogue_row` into ``final`` while it is in cache, where a whole image's
@@ -199,7 +203,7 @@ def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw
                 im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
                 columns = col.reshape(k * spatial)
             flat_out = out[n].reshape(m_out * spatial)
-            flat_final = final[n].reshape(m_out * spatial)
+            flat_final = final[n, final_c0:final_c0 + m_out].reshape(m_out * spatial)
             flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
             for start in range(0, spatial, tile):
                 width = min(tile, spatial - start)
@@ -245,7 +249,7 @@ def _stack_image(x, n, j, pointwise, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col
 @pjit
 def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow,
                          pointwise, sgemm, cols, stacks, tiles, store, out, post, has_bn, keep,
-                         has_scale, has_shift, has_relu, slope, kept, final):
+                         has_scale, has_shift, has_relu, slope, kept, final, final_c0):
     """:func:`conv_forward_tiled` for small outputs (7x7, or the 1x1 of a classifier made
     of convolutions): one image's product would be too narrow for BLAS to run well, so the
     column matrices of several of the thread's images are laid side by side in its
@@ -275,7 +279,7 @@ def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, 
             for j in range(count):
                 n = first + j
                 flat_out = out[n].reshape(m_out * spatial)
-                flat_final = final[n].reshape(m_out * spatial)
+                flat_final = final[n, final_c0:final_c0 + m_out].reshape(m_out * spatial)
                 flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
                 for m in range(m_out):
                     at = m * width + j * spatial
@@ -309,7 +313,7 @@ def _pad_image(x, n, ph, pw, plane, pad):
 @pjit
 def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow, sgemm, pads,
                          parts, store, out, post, has_bn, keep, has_scale, has_shift, has_relu,
-                         slope, kept, final):
+                         slope, kept, final, final_c0):
     """A stride-1 convolution (one group) without im2col: the output over the padded width,
     (M, oh * Wp), is the sum over kernel taps of ``taps[tap]`` (M, C) times the padded image
     shifted by the tap's offset, a (C, oh * Wp) matrix that BLAS reads in place with row
@@ -344,7 +348,7 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
                 _tile_product(sgemm, ints, scalars, no_transpose, taps[tap], pad, offset, plane,
                               columns, flat_part, 0, columns)
             flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
-            dsts_final = final[n].reshape(m_out, spatial)
+            dsts_final = final[n, final_c0:final_c0 + m_out].reshape(m_out, spatial)
             for m in range(m_out):
                 dst = out[n, 0, m]
                 dst_final = dsts_final[m]

@@ -262,7 +262,8 @@ def _stencil_flat(flat, wm, wp, dh, dw, acc):
 
 @pjit
 def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, pads, store, out,
-                      post, has_bn, keep, has_scale, has_shift, has_relu, slope, kept, final):
+                      post, has_bn, keep, has_scale, has_shift, has_relu, slope, kept, final,
+                      final_c0):
     """``out[n, m]`` = the kh x kw stencil ``weight[m]`` over ``x[n, m // mult]`` (+ bias),
     for ``x`` (N, C, H, W), ``weight`` (M, kh, kw), ``out`` (N, M, oh, ow), M = mult * C;
     each plane then goes through :func:`epilogue_row` into ``final`` while it is in cache.
@@ -339,7 +340,7 @@ def depthwise_forward(x, weight, bias, use_bias, ph, pw, sh, sw, dh, dw, pads, s
                 for i in range(spatial):
                     target[i] += b
             if follow:
-                epilogue_row(target, final[n, m].reshape(spatial), m, post, has_bn, keep,
+                epilogue_row(target, final[n, final_c0 + m].reshape(spatial), m, post, has_bn, keep,
                              has_scale, has_shift, has_relu, slope,
                              kept[n, m].reshape(kept.shape[2] * kept.shape[3]))
 

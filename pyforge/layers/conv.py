@@ -207,9 +207,12 @@ class Epilogue:
     shift: np.ndarray | None = None
     slope: float | None = None
     kept: np.ndarray | None = None
-    #: Where the followers' result goes: the first follower's top when it is a new blob, None
-    #: when they all work in place on the convolution's output.
+    #: Where the followers' result goes: the first follower's top when it is a new blob, or
+    #: the Concat's top that blob goes into, None when they all work in place on the
+    #: convolution's output.
     dst: np.ndarray | None = None
+    #: The first channel of ``dst`` the result fills (the blob's place in the Concat).
+    dst_channel: int = 0
     #: Leave the convolution's own output unwritten (only with ``dst``): the net computes it
     #: again if anyone reads it (see :mod:`pyforge.net.fusion`).
     elide: bool = False
@@ -323,7 +326,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
             for b, t in zip(bottom, top):
                 out, dst = self._destinations(t, epilogue)
                 depthwise_forward(b.data, weight, bias, self.bias_term, *g.pad, *g.stride,
-                                  *g.dilation, pads, store, out, *post, dst)
+                                  *g.dilation, pads, store, out, *post, *dst)
             return
         args = self.geometry.kernel_args(*self.out_hw)
         groups = self.group
@@ -338,18 +341,19 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 if self.shifted:
                     conv_forward_shifted(b.data, taps, bias, self.bias_term, *g.kernel, *g.pad,
                                          *g.dilation, *self.out_hw, fortran_sgemm(), pads,
-                                         parts, store, out, *post, dst)
+                                         parts, store, out, *post, *dst)
                 elif self.images_per_product > 1:
                     conv_forward_batched(b.data, weight[0], bias, self.bias_term, *args,
                                          self.pointwise, fortran_sgemm(), self._cols,
-                                         self._stacks, self._tiles, store, out, *post, dst)
+                                         self._stacks, self._tiles, store, out, *post,
+                                         *dst)
                 elif self.tiled:
                     conv_forward_tiled(b.data, weight[0], bias, self.bias_term, *args,
                                        self.pointwise, fortran_sgemm(), self._cols,
-                                       self._tiles, store, out, *post, dst)
+                                       self._tiles, store, out, *post, *dst)
                 else:
                     conv_forward(b.data, weight, bias, self.bias_term, *args, self.pointwise,
-                                 self._cols, out, *post, dst)
+                                 self._cols, out, *post, *dst)
 
     def frozen_params(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the weights and bias as they are now, for a recompute of an elided
@@ -364,12 +368,16 @@ class ConvolutionLayer(BaseConvolutionLayer):
         return weights, bias
 
     @staticmethod
-    def _destinations(top: Blob, epilogue: Epilogue | None) -> tuple[np.ndarray, np.ndarray]:
-        """The convolution's output array and where its followers write. The output is
-        taken without counting as a read of it (:meth:`Blob.output_array`): it is about to be
-        overwritten, or left alone when elided."""
+    def _destinations(top: Blob, epilogue: Epilogue | None
+                      ) -> tuple[np.ndarray, tuple[np.ndarray, int]]:
+        """The convolution's output array, and where its followers write: the array and its
+        first channel. The output is taken without counting as a read of it
+        (:meth:`Blob.output_array`): it is about to be overwritten, or left alone when
+        elided."""
         out = top.output_array()
-        return out, out if epilogue is None or epilogue.dst is None else epilogue.dst
+        if epilogue is None or epilogue.dst is None:
+            return out, (out, 0)
+        return out, (epilogue.dst, epilogue.dst_channel)
 
     def _depthwise_buffers(self, shape: tuple[int, ...]) -> np.ndarray:
         """Per-thread room for a zero-padded plane, its flat result and an output plane

@@ -19,6 +19,15 @@ their bottoms. Only nets that run no backward through the chain elide (deploy an
 The recompute reads the bottom as it is when the output is read: an input written into the
 net after the pass and before that read is the one difference Caffe could show.
 
+When the chain's result goes nowhere but into a Concat along channels (GoogLeNet's inception
+branches, SqueezeNet's fire expands), the pass writes it straight into its part of the
+Concat's top (``sink``), and the Concat skips that copy. The result's own blob is handed a
+recompute that copies its values back from there (:class:`pyforge.blob.CopyBack`). This
+applies when nothing has read that blob yet, no backward runs through the chain or the
+Concat, no later layer writes the Concat's top in place, and the forward range reaches the
+Concat. The copy back reads the Concat's top as it stands: a write into that top after the pass
+and before the read is the one difference here.
+
 A chain runs fused only when the whole of it is inside the forward range asked for and
 ``debug_info`` (which prints every layer's output) is off; ``pyforge time`` times the layers
 one by one, unfused.
@@ -29,10 +38,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from ..blob import CopyBack
 from ..layers.conv import ConvolutionLayer, Epilogue
 from ..layers.neuron import ReLULayer
 from ..layers.normalization import BatchNormLayer
 from ..layers.scale import ScaleLayer
+from ..layers.shape import ConcatLayer
 
 #: Layer types a chain may hold, in the order they may follow each other.
 _ORDER = (BatchNormLayer, ScaleLayer, ReLULayer)
@@ -46,6 +57,9 @@ class Chain:
     members: tuple[int, ...]
     #: Whether the convolution's output may be left unwritten (see the module's docstring).
     elidable: bool = False
+    #: The id of the Concat the chain's result may be written into (see the module's
+    #: docstring), or None.
+    sink: int | None = None
 
     @property
     def last(self) -> int:
@@ -78,7 +92,8 @@ def plan_chains(net) -> dict[int, Chain]:
             kinds = kinds[kinds.index(kind) + 1:]
         if members:
             chains[conv_id] = Chain(conv_id, tuple(members),
-                                    _elidable(net, conv_id, tuple(members)))
+                                    _elidable(net, conv_id, tuple(members)),
+                                    _concat_sink(net, conv_id, tuple(members)))
     return chains
 
 
@@ -98,6 +113,26 @@ def _elidable(net, conv_id: int, members: tuple[int, ...]) -> bool:
     return not any(net.layer_need_backward[i] for i in (conv_id, *members))
 
 
+def _concat_sink(net, conv_id: int, members: tuple[int, ...]) -> int | None:
+    """The Concat (along channels) that alone reads the chain's result, when no backward
+    runs through either and no later layer writes its top in place; else None."""
+    result = net.top_ids[members[-1]][0]
+    readers = [i for i, bottoms in enumerate(net.bottom_ids)
+               if result in bottoms and i not in members]
+    if len(readers) != 1 or result in net.output_ids:
+        return None
+    concat_id = readers[0]
+    concat, bottoms = net.layers[concat_id], net.bottom_ids[concat_id]
+    if (type(concat) is not ConcatLayer or len(bottoms) < 2 or bottoms.count(result) != 1
+            or getattr(concat, "axis", None) != 1):
+        return None
+    whole = net.top_ids[concat_id][0]
+    if any(whole in net.top_ids[i] for i in range(concat_id + 1, len(net.layers))):
+        return None
+    return None if any(net.layer_need_backward[i]
+                       for i in (conv_id, *members, concat_id)) else concat_id
+
+
 def _fusable(layer, channels: int) -> bool:
     if isinstance(layer, BatchNormLayer):
         return layer.use_global_stats and layer.channels == channels
@@ -115,7 +150,8 @@ def epilogue(net, chain: Chain) -> Epilogue:
     result = Epilogue()
     first = chain.members[0]
     if net.top_ids[first] != net.top_ids[chain.conv]:
-        result.dst = net.blob_list[net.top_ids[first][0]].data
+        # (overwritten whole, so neither a read nor a reason to run a recompute left for it)
+        result.dst = net.blob_list[net.top_ids[first][0]].output_array()
     for layer_id in chain.members:
         layer = net.layers[layer_id]
         if isinstance(layer, BatchNormLayer):
@@ -131,23 +167,56 @@ def epilogue(net, chain: Chain) -> Epilogue:
     return result
 
 
-def run_chain(net, chain: Chain) -> None:
-    """A convolution and its in-place followers in one pass (none of them has a loss); the
-    convolution's own output is left for a recompute on request when the chain allows it and
-    nobody has read that blob yet."""
+def run_chain(net, chain: Chain, end: int) -> None:
+    """A convolution and its in-place followers in one pass (none of them has a loss), in a
+    forward pass that ends at layer ``end``. The convolution's own output is left for a
+    recompute on request when the chain allows it and nobody has read that blob yet; the
+    result goes straight into the Concat's top when it may (see the module's docstring)."""
     bottom, top = net.bottoms(chain.conv), net.tops(chain.conv)
     conv = net.layers[chain.conv]
-    top[0].output_array()  # a recompute left by the last pass is moot now
+    result = net.tops(chain.last)[0]
+    top[0].output_array()  # recomputes left by the last pass are moot now
+    result.output_array()
     for layer_id in (chain.conv, *chain.members):
         net.layers[layer_id].reshape(net.bottoms(layer_id), net.tops(layer_id))
     if not bottom[0].count:
         return
     plan = epilogue(net, chain)
-    plan.elide = chain.elidable and conv.can_elide and not top[0].observed
+    band = _concat_band(net, chain, end, result) if conv.can_elide else None
+    if band is not None:
+        plan.dst, plan.dst_channel, band = band
+    elide_own = chain.elidable and conv.can_elide and not top[0].observed
+    plan.elide = elide_own or (band is not None and result is top[0])
     conv.forward(bottom, top, plan)
-    if plan.elide:
+    if elide_own:
         # with this pass's weights, whatever happens to them before the read
         top[0].defer(functools.partial(conv.forward, bottom, top, None, conv.frozen_params()))
+    if band is not None:
+        result.defer(CopyBack(result, band))
+
+
+def _concat_band(net, chain: Chain, end: int, result):
+    """Where in its Concat's top the chain's ``result`` goes this pass: (the top's array, the
+    first channel, the band of the top viewed in 2-D), or None when the chain writes its own
+    blob. The Concat has not been reshaped for this pass yet: a top whose shape does not fit
+    the result (a new batch size) takes the plain path, and the Concat checks the band
+    again before it skips its copy."""
+    if chain.sink is None or chain.sink > end or result.observed:
+        return None
+    whole = net.tops(chain.sink)[0]
+    channel = 0
+    for part in net.bottoms(chain.sink):
+        if part is result:
+            break
+        channel += part.shape[1] if part.num_axes > 1 else 0
+    n, c = result.shape[:2]
+    if (whole.num_axes != 4 or whole.shape[0] != n or whole.shape[2:] != result.shape[2:]
+            or whole.shape[1] < channel + c):
+        return None
+    array = whole.data
+    plane = result.count // max(n * c, 1)
+    band = array.reshape(n, -1)[:, channel * plane:(channel + c) * plane]
+    return array, channel, band
 
 
 def settle_elided(net) -> None:
@@ -156,3 +225,5 @@ def settle_elided(net) -> None:
     for chain in net.chains.values():
         if chain.elidable:
             net.blob_list[net.top_ids[chain.conv][0]].settle()
+        if chain.sink is not None:
+            net.blob_list[net.top_ids[chain.last][0]].settle()

@@ -378,7 +378,7 @@ class Net:
         while layer_id <= end:
             chain = None if self.debug_info or not fuse else self.chains.get(layer_id)
             if chain is not None and chain.last <= end:
-                run_chain(self, chain)
+                run_chain(self, chain, end)
                 layer_id = chain.last + 1
                 continue
             layer = self.layers[layer_id]

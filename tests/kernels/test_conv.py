@@ -98,12 +98,13 @@ def _forward(case: Case, x, weight, bias) -> np.ndarray:
     out = np.full((case.n, g, case.m // g, oh * ow), np.nan, dtype=np.float32)  # overwritten
     conv_forward(x, weight.reshape(g, case.m // g, -1),
                  bias if case.bias else np.zeros(1, np.float32), case.bias, *case.kernel_args,
-                 case.pointwise, cols, out, *_no_epilogue(case), out)
+                 case.pointwise, cols, out, *_no_epilogue(case), out, 0)
     return out.reshape(case.n, case.m, oh, ow)
 
 
 def _forward_tiled(case: Case, x, weight, bias, tile: int, post: tuple | None = None,
-                   store: bool = True, final: np.ndarray | None = None) -> np.ndarray:
+                   store: bool = True, final: np.ndarray | None = None,
+                   final_c0: int = 0) -> np.ndarray:
     """conv_forward_tiled called as ConvolutionLayer.forward calls it for one group, with
     ``tile`` output columns per product; returns ``out`` (NaN where it was not written)."""
     oh, ow = case.out_hw
@@ -112,12 +113,12 @@ def _forward_tiled(case: Case, x, weight, bias, tile: int, post: tuple | None = 
     tiles = np.full((case.threads, case.m * min(tile, oh * ow)), np.nan, dtype=np.float32)
     out = np.full((case.n, 1, case.m, oh * ow), np.nan, dtype=np.float32)
     post = _no_epilogue(case) if post is None else post
-    final = out if final is None else final
+    final = out.reshape(case.n, case.m, oh, ow) if final is None else final
     with single_threaded_blas():
         conv_forward_tiled(x, weight.reshape(case.m, -1),
                            bias if case.bias else np.zeros(1, np.float32), case.bias,
                            *case.kernel_args, case.pointwise, fortran_sgemm(), cols, tiles,
-                           store, out, *post, final)
+                           store, out, *post, final, final_c0)
     return out.reshape(case.n, case.m, oh, ow)
 
 
@@ -220,12 +221,12 @@ def _forward_batched(case: Case, x, weight, bias, per: int, store: bool = True,
     tiles = np.full((case.threads, case.m * per * oh * ow), np.nan, dtype=np.float32)
     out = np.full((case.n, 1, case.m, oh * ow), np.nan, dtype=np.float32)
     post = _no_epilogue(case) if post is None else post
-    final = out if final is None else final
+    final = out.reshape(case.n, case.m, oh, ow) if final is None else final
     with single_threaded_blas():
         conv_forward_batched(x, weight.reshape(case.m, -1),
                              bias if case.bias else np.zeros(1, np.float32), case.bias,
                              *case.kernel_args, case.pointwise, fortran_sgemm(), cols, stacks,
-                             tiles, store, out, *post, final)
+                             tiles, store, out, *post, final, 0)
     return out.reshape(case.n, case.m, oh, ow)
 
 
@@ -343,7 +344,7 @@ def _depthwise(case: Case, x, weight, bias, dy, need=(True, True, True)):
     out = np.full((case.n, case.m, *case.out_hw), np.nan, dtype=np.float32)  # overwritten
     depthwise_forward(x, w3, bias if case.bias else np.zeros(1, np.float32), case.bias,
                       *case.pad, *case.stride, *case.dilation, _pads(case), True, out,
-                      *_no_epilogue(case), out)
+                      *_no_epilogue(case), out, 0)
     dw_planes = np.full((case.n, *w3.shape), np.nan, dtype=np.float32)
     db_planes = np.full((case.n, case.m), np.nan, dtype=np.float32)
     dx = np.full(x.shape, 7.0, dtype=np.float32)
@@ -392,12 +393,15 @@ def test_depthwise_backward_computes_only_what_is_asked(need):
 # --- epilogue: the followers run in the convolution's pass ---------------------------------------
 @pytest.mark.parametrize(("kind", "where"), [
     (kind, where) for kind in ("gemm", "tiled", "depthwise")
-    for where in ("in_place", "new_top", "elided")
-    if (kind, where) != ("gemm", "elided")])  # the grouped kernel always stores its output
+    for where in ("in_place", "new_top", "elided", "concat")
+    if (kind, where) not in (("gemm", "elided"), ("gemm", "concat"))])
+    # (the grouped kernel always stores its output)
 def test_epilogue_is_bitwise_the_followers_after_the_convolution(kind, where):
     """BatchNorm ``(v - mean) / std``, the value Scale keeps, Scale ``v * g + b`` and ReLU
     ``v if v > 0 else v * slope``, each rounded as its own layer rounds: the same bits. With
-    ``store`` false (``elided``) the convolution's own output is left as it was."""
+    ``store`` false (``elided``) the convolution's own output is left as it was; ``concat``
+    also writes the result into channels 3 onwards of a wider array (a Concat's top), and
+    nothing else of it."""
     depthwise = kind == "depthwise"
     case = (Case(3, 4, 5, 6, 4, (3, 3), pad=(1, 1), group=4) if depthwise
             else Case(3, 3, 5, 6, 4, (3, 3), pad=(1, 1), stride=(1, 2)))
@@ -415,25 +419,32 @@ def test_epilogue_is_bitwise_the_followers_after_the_convolution(kind, where):
     expected = np.where(scaled > 0, scaled, scaled * slope).astype(np.float32)
     out = np.full((case.n, case.m, *case.out_hw), np.nan, np.float32)
     final = out if where == "in_place" else np.full_like(out, np.nan)
+    c0 = 0
+    if where == "concat":
+        c0, final = 3, np.full((case.n, case.m + 5, *case.out_hw), np.nan, np.float32)
     kept = np.full_like(out, np.nan)
     post = Epilogue(mean=mean, std=std, scale=g, shift=b, slope=float(slope),
                     kept=kept).arguments(case.n, case.m)
-    store = where != "elided"
+    store = where not in ("elided", "concat")
     if depthwise:
         depthwise_forward(x, weight.reshape(case.m, *case.kernel), bias, True, *case.pad,
-                          *case.stride, *case.dilation, _pads(case), store, out, *post, final)
+                          *case.stride, *case.dilation, _pads(case), store, out, *post, final,
+                          c0)
     elif kind == "tiled":
-        out = _forward_tiled(case, x, weight, bias, 7, post, store, final)
+        out = _forward_tiled(case, x, weight, bias, 7, post, store, final, c0)
     else:
         oh, ow = case.out_hw
         cols = np.empty((case.threads, case.c * 9, oh * ow), np.float32)
         conv_forward(x, weight.reshape(1, case.m, -1), bias, True, *case.kernel_args, False,
-                     cols, out.reshape(case.n, 1, case.m, -1), *post, final)
+                     cols, out.reshape(case.n, 1, case.m, -1), *post, final, 0)
+    if where == "concat":
+        assert np.isnan(final[:, :c0]).all() and np.isnan(final[:, c0 + case.m:]).all()
+        final = final[:, c0:c0 + case.m]
     np.testing.assert_array_equal(final, expected)
     np.testing.assert_array_equal(kept, normalized)
     if where == "new_top":
         np.testing.assert_array_equal(out, plain)  # the convolution's own top keeps its value
-    if where == "elided":
+    if where in ("elided", "concat"):
         assert np.isnan(out).all()  # not written
 
 
@@ -470,7 +481,7 @@ def test_depthwise_3x3_planes_read_in_place_keep_the_order_of_the_taps(stride):
             weight[2, 0, 0] = np.inf
             out = np.full((2, 3, *case.out_hw), np.nan, np.float32)
             depthwise_forward(x, weight, np.zeros(1, np.float32), False, 1, 1, stride, stride,
-                              1, 1, _pads(case), True, out, *_no_epilogue(case), out)
+                              1, 1, _pads(case), True, out, *_no_epilogue(case), out, 0)
             expected = _sequential_stencil(x, weight, stride)
             np.testing.assert_array_equal(out, expected, err_msg=f"{h}x{w}")
             assert np.isnan(out[:, 2, 0, 0]).all()  # inf * padding

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pyforge.blob import CopyBack
 from pyforge.net.net import Net
 from pyforge.proto import caffe_pb2, parse_text_proto, read_net_param
 from tests.net_weights import seed_weights
@@ -305,3 +306,128 @@ def test_a_pass_over_part_of_the_net_first_computes_what_the_last_pass_left_out(
     net.blobs["data"].data[...] = x + 5.0
     net.forward_from_to(0, 1)  # the input layer and "pre": a new bottom for the convolution
     np.testing.assert_array_equal(net.blobs["conv"].data, plain.blobs["conv"].data)
+
+
+# --- a chain's result written straight into its part of a Concat's top -------------------------
+BRANCHES = """
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 2 dim: 4 dim: 6 dim: 5 } } }
+layer { name: "conv_a" type: "Convolution" bottom: "data" top: "a"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.5 }
+                            bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu_a" type: "ReLU" bottom: "a" top: "a" relu_param { negative_slope: 0.1 } }
+layer { name: "conv_b" type: "Convolution" bottom: "data" top: "b"
+        convolution_param { num_output: 3 kernel_size: 1
+                            weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "bn" type: "BatchNorm" bottom: "b" top: "b_bn"
+        batch_norm_param { use_global_stats: true } }
+layer { name: "relu_b" type: "ReLU" bottom: "b_bn" top: "b_bn" }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "p"
+        pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 } }
+layer { name: "cat" type: "Concat" bottom: "a" bottom: "b_bn" bottom: "p" top: "cat" }
+layer { name: "ip" type: "InnerProduct" bottom: "cat" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+def _branches(kind: str = "im2col", edit=lambda text: text) -> Net:
+    geometry = {"im2col": "kernel_size: 3 pad: 1", "pointwise": "kernel_size: 1",
+                "depthwise": "kernel_size: 3 pad: 1 group: 4",
+                "shifted_taps": "kernel_size: 3 pad: 1"}[kind]
+    text = BRANCHES.replace("kernel_size: 3 pad: 1\n", geometry + "\n", 1)
+    if kind == "shifted_taps":
+        text = text.replace("dim: 2 dim: 4 dim: 6 dim: 5", "dim: 2 dim: 32 dim: 14 dim: 14")
+    if kind == "depthwise":
+        text = text.replace("num_output: 4", "num_output: 8")
+    param = parse_text_proto(edit(text), caffe_pb2.NetParameter(), "branches.prototxt")
+    param.state.phase = caffe_pb2.TEST
+    net = Net(param, rng=np.random.default_rng(7), logger=QUIET)
+    bn = net.layer_by_name("bn")
+    channels = bn.blobs[0].count
+    bn.blobs[0].data[...] = [0.5, -1.0, 2.0, 0.0][:channels]
+    bn.blobs[1].data[...] = [1.0, 4.0, 0.25, 2.0][:channels]
+    bn.blobs[2].data[...] = 2.0
+    return net
+
+
+def _pending(net: Net, name: str):
+    return net.blob_list[net.blob_names.index(name)].pending
+
+
+@pytest.mark.parametrize("kind", ["im2col", "pointwise", "depthwise", "shifted_taps"])
+def test_a_concat_input_is_written_into_the_concat_top(kind):
+    """Both chains write their result into the Concat's top, which copies only the pooling
+    output; the results' own blobs are copied back when read, with the bits of the layers
+    run one by one. Once read, a blob is written on every pass (and the Concat copies it)."""
+    net, plain = _branches(kind), _branches(kind)
+    assert net.layer_by_name("conv_a").shifted == (kind == "shifted_taps")
+    cat = net.layer_names.index("cat")
+    assert [chain.sink for chain in net.chains.values()] == [cat, cat]
+    rng = np.random.default_rng(15)
+    for step in range(3):
+        x = rng.standard_normal(net.blobs["data"].shape).astype(np.float32)
+        net.blobs["data"].data[...] = x
+        plain.blobs["data"].data[...] = x
+        net.forward_loss()
+        _one_by_one(plain)
+        assert isinstance(_pending(net, "a"), CopyBack) == (step < 2)
+        assert isinstance(_pending(net, "b_bn"), CopyBack)
+        assert _pending(net, "b") is not None  # the convolution's own output, left out
+        names = ("cat", "ip", "p") + (("a",) if step else ())
+        for name in names:
+            np.testing.assert_array_equal(net.blobs[name].data, plain.blobs[name].data,
+                                          err_msg=name)
+    for name in ("a", "b", "b_bn"):
+        np.testing.assert_array_equal(net.blobs[name].data, plain.blobs[name].data)
+
+
+def test_a_new_batch_size_and_a_pass_that_stops_before_the_concat():
+    """A new batch size: the Concat's top has the old shape when the chains run, so they
+    write their own blobs this once. A pass that ends before the Concat leaves its top as
+    Caffe would (the last full pass's values) and the chains' blobs hold this pass's."""
+    net, plain = _branches(), _branches()
+    rng = np.random.default_rng(16)
+    for batch, into_concat in ((2, True), (3, False), (3, True)):
+        for n in (net, plain):
+            n.blobs["data"].reshape(batch, 4, 6, 5)
+        x = rng.standard_normal((batch, 4, 6, 5)).astype(np.float32)
+        net.blobs["data"].data[...] = x
+        plain.blobs["data"].data[...] = x
+        net.forward_loss()
+        _one_by_one(plain)
+        assert isinstance(_pending(net, "a"), CopyBack) == into_concat
+        np.testing.assert_array_equal(net.blobs["ip"].data, plain.blobs["ip"].data)
+    before = net.blobs["cat"].data.copy()
+    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+    net.forward_from_to(0, net.layer_names.index("cat") - 1)
+    np.testing.assert_array_equal(net.blobs["cat"].data, before)
+    plain.blobs["data"].data[...] = net.blobs["data"].data
+    _one_by_one(plain)
+    for name in ("a", "b_bn"):
+        np.testing.assert_array_equal(net.blobs[name].data, plain.blobs[name].data)
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda t: t.replace('layer { name: "ip"', 'layer { name: "relu_cat" '
+                                     'type: "ReLU" bottom: "cat" top: "cat" }\n'
+                                     'layer { name: "ip"'), id="concat_top_written_in_place"),
+    pytest.param(lambda t: t.replace('top: "cat" }', 'top: "cat" concat_param { axis: 2 } }')
+                 .replace("num_output: 3 kernel_size: 1", "num_output: 4 kernel_size: 1"),
+                 id="concat_along_height"),
+    pytest.param(lambda t: t + 'layer { name: "peek" type: "Power" bottom: "a" top: "peek" }',
+                 id="another_reader"),
+    pytest.param(lambda t: "force_backward: true\n" + t, id="backward_runs"),
+])
+def test_no_concat_sink_where_the_result_or_the_top_could_be_needed(change):
+    net, plain = _branches(edit=change), _branches(edit=change)
+    assert all(chain.sink is None for chain in net.chains.values()
+               if net.top_ids[chain.last][0] == net.blob_names.index("a"))
+    x = np.random.default_rng(17).standard_normal(net.blobs["data"].shape)
+    net.blobs["data"].data[...] = x
+    plain.blobs["data"].data[...] = x
+    net.forward_loss()
+    _one_by_one(plain)
+    assert not isinstance(_pending(net, "a"), CopyBack)
+    for name in plain.blobs:
+        np.testing.assert_array_equal(net.blobs[name].data, plain.blobs[name].data)
