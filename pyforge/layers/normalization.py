@@ -13,6 +13,7 @@ from ..kernels import normalization as K
 from ..kernels.normalization import channel_mean_var
 from ..proto import caffe_pb2
 from .base import TEST, Layer, register_layer
+from .ufunc_parts import UfuncParts
 
 LRN = caffe_pb2.LRNParameter
 
@@ -162,6 +163,7 @@ class LRNLayer(Layer):
         self.state = np.zeros(0, np.float32)
         self.work = np.zeros(0, np.float32)
         self.accum = np.zeros(0, np.float32)
+        self.parts = UfuncParts()  # the powers, on every thread
 
     def reshape(self, bottom: list[Blob], top: list[Blob]) -> None:
         if bottom[0].num_axes != 4:
@@ -194,8 +196,15 @@ class LRNLayer(Layer):
         else:
             scale = self.state[0]
             K.lrn_across_scale(x, self.size, self.alpha / _f32(self.size), self.k, scale)
-            np.power(scale, self.neg_beta, out=y)
-            np.multiply(y, x, out=y)
+            self.parts.run(self._scaled, scale, x, y)
+
+    def _scaled(self, scale: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+        """``out = scale^-beta * x`` (Caffe: powx, then mul)."""
+        np.power(scale, self.neg_beta, out=out)
+        np.multiply(out, x, out=out)
+
+    def close(self) -> None:
+        self.parts.close()
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         if not propagate_down[0]:
@@ -211,8 +220,7 @@ class LRNLayer(Layer):
             if self.accum.shape != (n, plane):
                 self.accum = np.empty((n, plane), np.float32)
             scale = self.state[0]
-            np.power(scale, self.neg_beta, out=dx)
-            np.multiply(dy, dx, out=dx)
+            self.parts.run(self._scaled, scale, dy, dx)
             # Caffe computes 2 * alpha * beta / n in double precision.
             cache_ratio = _f32(2.0 * float(self.alpha) * -float(self.neg_beta) / self.size)
             K.lrn_across_backward(x, top[0].data.reshape(self.view), scale, dy, self.size,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
 from pyforge.blob import Blob
 from pyforge.errors import NetError, PyforgeError
+from pyforge.layers.ufunc_parts import MIN_PART
 from pyforge.net.net import Net
 from pyforge.proto import caffe_pb2, parse_text_proto
 from tests.gradient_check import TEST, TRAIN, blob_from, build_layer, setup_forward
@@ -253,6 +255,34 @@ def test_lrn_across_channels_backward():
     window = np.stack([ratio[:, c:c + n].sum(axis=1) for c in range(5)], axis=1)
     expected = dy * scale**-beta - 2 * alpha * beta / n * f64(x) * window
     np.testing.assert_allclose(bottom[0].diff, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_lrn_powers_on_several_threads_give_the_bits_of_one_pass():
+    """The powers run on equal parts of the blob at once (UfuncParts): forward and backward
+    give the bits of one NumPy pass over the whole blob, with an odd-sized blob."""
+    x = RNG.standard_normal((5, 9, 61, 53)).astype(np.float32)
+    dy = RNG.standard_normal(x.shape).astype(np.float32)
+    text = 'type: "LRN" lrn_param { local_size: 5 alpha: 0.3 beta: 0.75 k: 2 }'
+    results = []
+    calls: list[int] = []
+    for split in (True, False):
+        layer, bottom, top = run(text, x)
+        if split:
+            def counted(*parts, original=layer._scaled):
+                calls.append(parts[0].size)
+                original(*parts)
+
+            layer._scaled = counted
+            layer.forward(bottom, top)
+        else:
+            layer.parts.run = lambda function, *arrays: function(*arrays)
+        backward_top0(layer, top, bottom, dy)
+        results.append((top[0].data.copy(), bottom[0].diff.copy()))
+        layer.close()
+    parts = min(numba.get_num_threads(), x.size // MIN_PART)  # 2 on a 2-core machine
+    assert len(calls) == 2 * parts and sum(calls) == 2 * x.size  # forward and backward
+    for mine, whole in zip(*results):
+        np.testing.assert_array_equal(mine.view(np.int32), whole.view(np.int32))
 
 
 @pytest.mark.parametrize(("n", "alpha", "beta"), [(3, 1.0, 0.75), (5, 2.0, 0.5), (1, 0.3, 1.2)])
