@@ -213,11 +213,14 @@ def main() -> int:
     pyforge_time(nets["lenet"], 1)
     pyforge_time(nets["cifar10_quick"], 1)
     pyforge_time(nets["cifar10_quick_all_grads"], 1)
+    from pyforge.layers.blas import blas_name
+
     results: dict = {"threads": int(THREADS), "rounds": args.rounds,
                      "iterations": args.iterations, "machine": os.uname().machine,
                      "openblas": blas_kernels(),
-                     "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE")}
-    print("BLAS:", "; ".join(results["openblas"]), flush=True)
+                     "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
+                     "pyforge_convolution_sgemm": blas_name()}
+    print("BLAS:", "; ".join(results["openblas"]), "| convolutions:", blas_name(), flush=True)
     cases = [("lenet_b64_fwd_bwd", lambda: pyforge_time(nets["lenet"], args.iterations),
               lambda: torch_time("lenet", args.iterations, "fwdbwd")),
              ("cifar10_quick_b100_fwd_bwd",

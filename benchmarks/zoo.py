@@ -442,11 +442,13 @@ def main() -> int:
     import torch
 
     import pyforge
+    from pyforge.layers.blas import blas_name
 
     results = {"threads": THREADS, "rounds": args.rounds, "iterations": args.iterations,
                "versions": {"pyforge": pyforge.__version__, "torch": torch.__version__,
                             "opencv": cv2.__version__, "onnxruntime": onnxruntime.__version__,
                             "numba": numba.__version__, "numpy": np.__version__},
+               "pyforge_convolution_sgemm": blas_name(),
                "nets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.nets.split(","):

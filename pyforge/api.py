@@ -276,6 +276,7 @@ def device_query(gpu: str = "") -> dict[str, str]:
         "numba threading layer": _threading_layer(),
         "numpy": np.__version__,
         "blas": _blas_name(),
+        "convolution sgemm": _convolution_blas(),
         "protobuf": google.protobuf.__version__,
     }
     for key, value in info.items():
@@ -301,6 +302,17 @@ def _threading_layer() -> str:
         return numba.threading_layer()
     except ValueError:
         return "not yet chosen (chosen at the first parallel kernel)"
+
+
+def _convolution_blas() -> str:
+    """The library the convolution kernels' sgemm comes from (PYFORGE_BLAS)."""
+    from .errors import PyforgeError
+    from .layers.blas import blas_name
+
+    try:
+        return blas_name()
+    except PyforgeError as error:
+        return str(error)
 
 
 def _blas_name() -> str:

@@ -180,6 +180,27 @@ def single_threaded_blas():
         yield
 
 
+#: Chooses the library of the convolutions' sgemm (pyforge.layers.blas): ``mkl``, ``scipy``
+#: (SciPy's OpenBLAS), or unset for MKL where the ``mkl`` package is installed.
+BLAS_ENV = "PYFORGE_BLAS"
+
+
+def blas_choice() -> str:
+    """``PYFORGE_BLAS`` lower-cased: ``""`` (unset), ``"mkl"``, ``"scipy"`` or anything else
+    the caller refuses."""
+    return os.environ.get(BLAS_ENV, "").strip().lower()
+
+
+def prepare_mkl() -> None:
+    """Settings MKL reads when it loads (values the user set are kept). Each Numba thread
+    calls its own products: MKL must not start threads of its own (its sequential layer, which
+    also keeps Intel's OpenMP runtime out of the process). And a product must give the same
+    bits whatever the alignment of its operands, which differs between the arrays of two
+    runs: strict conditional numerical reproducibility."""
+    os.environ.setdefault("MKL_THREADING_LAYER", "SEQUENTIAL")
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
 def mpi_launch_size() -> int:
     """The world size an MPI launcher announced in the environment (0 when none did):
     MPICH/Hydra's, Open MPI's, PMIx's and Intel MPI's variables."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, pjit, prange
+from .gemm import gemm_into, gemm_letters
 from .im2col import col2im_one, im2col_one
 
 #: Rows of the ``post`` array of an epilogue: BatchNorm's mean and std, Scale's factor and
@@ -101,21 +102,22 @@ def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, h
 
 @pjit
 def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
-                 cols, out, post, has_bn, keep, has_scale, has_shift, has_relu, slope, kept,
-                 final, final_c0):
+                 sgemm, cols, out, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
+                 kept, final, final_c0):
     """``out[n]`` (G, M/G, oh*ow) = ``weight`` (G, M/G, K/G) @ im2col(x[n]) (+ bias); with
     ``pointwise`` the image itself is the column matrix. Each image's output then goes
     through :func:`apply_epilogue` into ``final`` while it is in cache (nothing when no flag
     is set), at channels ``final_c0`` onwards (``final`` may be a Concat's top).
 
-    Arrays are indexed with integers only (no slices), so Numba knows every operand of
-    ``np.dot`` is C-contiguous and hands it to BLAS without a copy."""
+    Arrays are indexed with integers only (no slices): every operand of :func:`gemm_into`
+    is C-contiguous."""
     n_img = x.shape[0]
     threads = cols.shape[0]
     groups, m_g, k_g = weight.shape
     spatial = out.shape[3]
     for t in prange(threads):
         col = cols[t]
+        ints, scalars, letters = gemm_letters()
         for n in range(t * n_img // threads, (t + 1) * n_img // threads):
             if pointwise:
                 col_g = x[n].reshape(groups, k_g, spatial)
@@ -123,7 +125,8 @@ def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, 
                 im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
                 col_g = col.reshape(groups, k_g, spatial)
             for g in range(groups):
-                np.dot(weight[g], col_g[g], out[n, g])
+                gemm_into(sgemm, ints, scalars, letters, weight[g], False, col_g[g], False,
+                          out[n, g])
             if use_bias:
                 for g in range(groups):
                     for m in range(m_g):
@@ -437,7 +440,7 @@ def conv_backward_shifted(x, taps, dy, kh, kw, ph, pw, dh, dw, oh, ow, sgemm, ne
 
 
 @pjit
-def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
+def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise, sgemm,
                   need_weight, need_bias, need_data, cols, dcols, dw_parts, dw_tmp, db_parts,
                   stacks, dy_stacks, dx):
     """Per-thread weight/bias gradient sums into ``dw_parts`` (T, G, K/G, M/G: the weight
@@ -467,6 +470,7 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
         tmp = dw_tmp[t]
         dw_parts[t] = 0.0
         db_parts[t] = 0.0
+        ints, scalars, letters = gemm_letters()
         last = (t + 1) * n_img // threads
         if (need_weight or need_data) and per > 1:
             stack = stacks[t]
@@ -484,11 +488,13 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
                     for j in range(count):
                         _stack_image(x, first + j, j, pointwise, kh, kw, ph, pw, sh, sw, dh,
                                      dw, oh, ow, col, stack[:k_g * width], width)
-                    np.dot(columns_all, gradients.T, tmp[0])
+                    gemm_into(sgemm, ints, scalars, letters, columns_all, False, gradients,
+                              True, tmp[0])
                     dw_parts[t, 0] += tmp[0]
                 if need_data:
                     # the group's column gradients, then each image's share of them
-                    np.dot(weight[0].T, gradients, columns_all)
+                    gemm_into(sgemm, ints, scalars, letters, weight[0], True, gradients, False,
+                              columns_all)
                     for j in range(count):
                         n = first + j
                         target = dx[n].reshape(k_g, spatial) if pointwise else dcol
@@ -505,7 +511,8 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
                     im2col_one(x, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
                     col_g = col.reshape(groups, k_g, spatial)
                 for g in range(groups):
-                    np.dot(col_g[g], dy[n, g].T, tmp[g])
+                    gemm_into(sgemm, ints, scalars, letters, col_g[g], False, dy[n, g], True,
+                              tmp[g])
                     dw_parts[t, g] += tmp[g]
             if need_bias:
                 for g in range(groups):
@@ -518,9 +525,11 @@ def conv_backward(x, weight, dy, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwi
                 if pointwise:
                     dx_g = dx[n].reshape(groups, k_g, spatial)
                     for g in range(groups):
-                        np.dot(weight[g].T, dy[n, g], dx_g[g])
+                        gemm_into(sgemm, ints, scalars, letters, weight[g], True, dy[n, g],
+                                  False, dx_g[g])
                 else:
                     dcol_g = dcol.reshape(groups, k_g, spatial)
                     for g in range(groups):
-                        np.dot(weight[g].T, dy[n, g], dcol_g[g])
+                        gemm_into(sgemm, ints, scalars, letters, weight[g], True, dy[n, g],
+                                  False, dcol_g[g])
                     col2im_one(dcol, n, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)

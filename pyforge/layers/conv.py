@@ -353,7 +353,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
                                        self._tiles, store, out, *post, *dst)
                 else:
                     conv_forward(b.data, weight, bias, self.bias_term, *args, self.pointwise,
-                                 self._cols, out, *post, *dst)
+                                 fortran_sgemm(), self._cols, out, *post, *dst)
 
     def frozen_params(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the weights and bias as they are now, for a recompute of an elided
@@ -419,9 +419,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 continue
             dy = t.diff.reshape(t.shape[0], g, self.num_output // g, -1)
             with single_threaded_blas():
-                conv_backward(b.data, weight, dy, *args, self.pointwise, need_weight,
-                              need_bias, bool(propagate_down[i]), self._cols, dcols, dw_parts,
-                              dw_tmp, db_parts, stacks, dy_stacks, b.diff)
+                conv_backward(b.data, weight, dy, *args, self.pointwise, fortran_sgemm(),
+                              need_weight, need_bias, bool(propagate_down[i]), self._cols,
+                              dcols, dw_parts, dw_tmp, db_parts, stacks, dy_stacks, b.diff)
             if need_weight:
                 # each group's parts are (threads, K/G, M/G): its (M/G, K/G) diff reversed
                 diff = self.blobs[0].diff.reshape(weight.shape)

@@ -1,4 +1,5 @@
-"""InnerProduct (fully connected): one BLAS GEMM."""
+"""InnerProduct (fully connected): one BLAS GEMM (split over the threads when large, with
+MKL: :func:`pyforge.layers.blas.matmul`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 from ..blob import Blob
 from ..kernels.scatter import scatter_add_rows
 from .base import Layer, register_layer
-from .blas import accumulate_matmul, matmul_into
+from .blas import matmul
 
 
 @register_layer("InnerProduct", "INNER_PRODUCT")
@@ -53,7 +54,7 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         y = top[0].data.reshape(self.m, self.num_output)
         w = self.blobs[0].data
-        matmul_into(x, w if self.transpose else w.T, y)
+        matmul(x, w if self.transpose else w.T, y)
         if self.bias_term:
             y += self.blobs[1].data
 
@@ -62,14 +63,14 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.m, self.k)
         if self.param_propagate_down[0]:
             if self.transpose:
-                accumulate_matmul(x.T, dy, self.blobs[0].diff)
+                matmul(x.T, dy, self.blobs[0].diff, accumulate=True)
             else:
-                accumulate_matmul(dy.T, x, self.blobs[0].diff)
+                matmul(dy.T, x, self.blobs[0].diff, accumulate=True)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0, dtype=np.float32)
         if propagate_down[0]:
             w = self.blobs[0].data
-            matmul_into(dy, w.T if self.transpose else w, bottom[0].diff.reshape(self.m, self.k))
+            matmul(dy, w.T if self.transpose else w, bottom[0].diff.reshape(self.m, self.k))
 
 
 @register_layer("Embed")

@@ -70,6 +70,9 @@ def test_device_query_reports_cpu_blas_and_numba():
     text = log.text
     for key in ("cpu:", "logical cpus:", "numba threads:", "blas:", "numba:", "numpy:"):
         assert key in text
+    from pyforge.layers.blas import blas_name
+
+    assert f"convolution sgemm: {blas_name()}" in text
 
 
 def test_train_accepts_positional_and_flag_solver(in_caffe_ref, tmp_path):

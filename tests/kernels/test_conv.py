@@ -98,7 +98,7 @@ def _forward(case: Case, x, weight, bias) -> np.ndarray:
     out = np.full((case.n, g, case.m // g, oh * ow), np.nan, dtype=np.float32)  # overwritten
     conv_forward(x, weight.reshape(g, case.m // g, -1),
                  bias if case.bias else np.zeros(1, np.float32), case.bias, *case.kernel_args,
-                 case.pointwise, cols, out, *_no_epilogue(case), out, 0)
+                 case.pointwise, fortran_sgemm(), cols, out, *_no_epilogue(case), out, 0)
     return out.reshape(case.n, case.m, oh, ow)
 
 
@@ -148,8 +148,8 @@ def _backward(case: Case, x, weight, dy, need=(True, True, True), per: int = 1):
     stacks = np.full((threads, k * size), np.nan, dtype=np.float32)
     dy_stacks = np.full((threads, case.m * size), np.nan, dtype=np.float32)
     conv_backward(x, w3, dy.reshape(case.n, g, case.m // g, -1), *case.kernel_args,
-                  case.pointwise, *need, cols, dcols, dw_parts, dw_tmp, db_parts, stacks,
-                  dy_stacks, dx)
+                  case.pointwise, fortran_sgemm(), *need, cols, dcols, dw_parts, dw_tmp,
+                  db_parts, stacks, dy_stacks, dx)
     d_weight = np.zeros(w3.shape, dtype=np.float32)
     for part in dw_parts:
         d_weight += part.transpose(0, 2, 1)
@@ -436,7 +436,7 @@ def test_epilogue_is_bitwise_the_followers_after_the_convolution(kind, where):
         oh, ow = case.out_hw
         cols = np.empty((case.threads, case.c * 9, oh * ow), np.float32)
         conv_forward(x, weight.reshape(1, case.m, -1), bias, True, *case.kernel_args, False,
-                     cols, out.reshape(case.n, 1, case.m, -1), *post, final, 0)
+                     fortran_sgemm(), cols, out.reshape(case.n, 1, case.m, -1), *post, final, 0)
     if where == "concat":
         assert np.isnan(final[:, :c0]).all() and np.isnan(final[:, c0 + case.m:]).all()
         final = final[:, c0:c0 + case.m]
