@@ -1,6 +1,7 @@
-"""The layers' matrix products, all through SciPy's BLAS (see :mod:`pyforge.kernels.gemm`):
-``out = a @ b`` and ``out += a @ b`` in place (BLAS's beta = 1, no temporary the size of
-``out``: 151 MB for CaffeNet's fc6 weight gradient)."""
+"""The layers' matrix products (see :mod:`pyforge.kernels.gemm`): ``out = a @ b`` and
+``out += a @ b`` in place (BLAS's beta = 1, no temporary the size of ``out``: 151 MB for
+CaffeNet's fc6 weight gradient) through SciPy's BLAS, and the Fortran sgemm the convolutions
+and the large fully connected products call (Intel MKL's where it is installed)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,6 @@ def accumulate_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                    overwrite_c=True)
     if not np.shares_memory(result, out):  # a BLAS that copied: keep the values anyway
         out[...] = result.T
-
-
 
 
 #: Products of at least this many multiply-adds, with MKL, are split over the threads by

@@ -117,3 +117,54 @@ def test_a_large_product_split_over_the_threads(choose, choice, a_t, b_t, accumu
         expected += out
     blas.matmul(op_a, op_b, out, accumulate=accumulate)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+
+
+NET = """
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 6 dim: 33 dim: 33 } shape { dim: 4 } } }
+layer { name: "grouped" type: "Convolution" bottom: "data" top: "grouped"
+        convolution_param { num_output: 8 kernel_size: 3 group: 2
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "tiled" type: "Convolution" bottom: "grouped" top: "tiled"
+        convolution_param { num_output: 40 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "shifted" type: "Convolution" bottom: "tiled" top: "shifted"
+        convolution_param { num_output: 16 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "batched" type: "Convolution" bottom: "shifted" top: "batched"
+        convolution_param { num_output: 8 kernel_size: 3 stride: 5
+                            weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "batched" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_a_net_trains_alike_on_either_library(choose):
+    """Every convolution kind (grouped, tiled im2col, shifted taps, images side by side)
+    and its backward give
+    the same values, up to float32 rounding, with SciPy's OpenBLAS and with the default
+    library (MKL where installed)."""
+    from pyforge.net.net import Net
+    from pyforge.proto import caffe_pb2, parse_text_proto
+
+    runs = []
+    for choice in ("scipy", None):
+        choose(choice)
+        param = parse_text_proto(NET, caffe_pb2.NetParameter(), "net.prototxt")
+        net = Net(param, rng=np.random.default_rng(6))
+        assert net.layer_by_name("shifted").shifted and net.layer_by_name("tiled").tiled
+        assert net.layer_by_name("batched").images_per_product > 1
+        net.blobs["data"].data[...] = np.random.default_rng(7).standard_normal((4, 6, 33, 33))
+        net.blobs["label"].data[...] = [0, 1, 2, 1]
+        net.forward_loss()
+        net.backward_all()
+        runs.append({"data": {k: b.data.copy() for k, b in net.blobs.items()},
+                     "diff": {k: b.diff.copy() for k, b in net.blobs.items()},
+                     "params": [b.diff.copy() for layer in net.layers for b in layer.blobs]})
+    for key in runs[0]["data"]:
+        for kind in ("data", "diff"):
+            np.testing.assert_allclose(runs[1][kind][key], runs[0][kind][key], rtol=1e-4,
+                                       atol=1e-5, err_msg=f"{kind} of {key}")
+    for mine, theirs in zip(runs[1]["params"], runs[0]["params"]):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
