@@ -142,9 +142,8 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 
 def test_a_net_trains_alike_on_either_library(choose):
     """Every convolution kind (grouped, tiled im2col, shifted taps, images side by side)
-    and its backward give
-    the same values, up to float32 rounding, with SciPy's OpenBLAS and with the default
-    library (MKL where installed)."""
+    and its backward give the same values, up to float32 rounding, with SciPy's OpenBLAS and
+    with the default library (MKL where installed)."""
     from pyforge.net.net import Net
     from pyforge.proto import caffe_pb2, parse_text_proto
 
