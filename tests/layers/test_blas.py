@@ -167,3 +167,14 @@ def test_a_net_trains_alike_on_either_library(choose):
                                        atol=1e-5, err_msg=f"{kind} of {key}")
     for mine, theirs in zip(runs[1]["params"], runs[0]["params"]):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_a_bad_choice_ends_a_command_with_one_line(choose, caffe_ref, capsys):
+    from pyforge.cli import main
+
+    choose("atlas")
+    model = caffe_ref / "shapes" / "examples_mnist_lenet.prototxt"
+    assert main(["time", f"--model={model}", "--iterations=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "pyforge: error: PYFORGE_BLAS='atlas': expected 'mkl' or 'scipy' (or unset)"
+    assert "Traceback" not in "\n".join(err)
