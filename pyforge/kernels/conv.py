@@ -320,9 +320,10 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
     """A stride-1 convolution (one group) without im2col: the output over the padded width,
     (M, oh * Wp), is the sum over kernel taps of ``taps[tap]`` (M, C) times the padded image
     shifted by the tap's offset, a (C, oh * Wp) matrix that BLAS reads in place with row
-    stride ``plane`` (``sgemm`` is SciPy's Fortran sgemm, called with strides). The columns
-    past each row's ``ow`` are computed and dropped (2 of 58 for ResNet's 56x56 layers), while
-    im2col would have written and read a column matrix 9 times the image.
+    stride ``plane`` (``sgemm``: :func:`pyforge.layers.blas.fortran_sgemm`, called with
+    strides). The columns past each row's ``ow`` are computed and dropped (2 of 58 for
+    ResNet's 56x56 layers), while im2col would have written and read a column matrix 9 times
+    the image.
 
     Per output element this adds the channel products tap by tap, where the im2col GEMM
     adds them in (channel, tap) order: the same sum, rounded differently (about 1e-7
