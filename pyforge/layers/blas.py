@@ -81,9 +81,9 @@ def fortran_sgemm() -> ctypes._CFuncPtr:
     an argument, not read as a global, so that Numba can cache them.
 
     Intel MKL's (Caffe's own choice of BLAS, ``BLAS := mkl``) where the ``mkl`` package is
-    installed: on the narrow products convolutions make (16-64 output channels, or 16-64 rows
-    of input) its sgemm ran 1.2-1.9x OpenBLAS's on this project's machine. Else SciPy's
-    OpenBLAS. ``PYFORGE_BLAS`` (:data:`BLAS_ENV`) picks one."""
+    installed: on one thread, on the zoo nets' convolution shapes, its sgemm ran 1.1-2.0x as
+    fast as OpenBLAS's on this project's machine, the most on the narrowest (16-64 channels).
+    Else SciPy's OpenBLAS. ``PYFORGE_BLAS`` (:data:`BLAS_ENV`) picks one."""
     return _sgemm_library()[1]
 
 
