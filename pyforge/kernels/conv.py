@@ -142,19 +142,7 @@ def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, 
 
 
 @jit
-def _sgemm_setup():
-    """The by-address scalars of :func:`_tile_product`: six ints, alpha and beta, 'N'."""
-    ints = np.empty(6, np.int32)
-    scalars = np.empty(2, np.float32)
-    scalars[0] = 1.0
-    scalars[1] = 0.0
-    no_transpose = np.empty(1, np.uint8)
-    no_transpose[0] = 78  # 'N'
-    return ints, scalars, no_transpose
-
-
-@jit
-def _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, offset, stride, width,
+def _tile_product(sgemm, ints, scalars, letters, weight, columns, offset, stride, width,
                   result, result_offset, result_stride):
     """``result[m, j]`` (row ``m`` at ``result_offset + m * result_stride``) = sum over k of
     ``weight[m, k] * columns[offset + k * stride + j]`` for ``j < width`` (added to what is
@@ -169,7 +157,7 @@ def _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, offset, s
     ints[3] = stride
     ints[4] = k
     ints[5] = result_stride
-    sgemm(no_transpose.ctypes, no_transpose.ctypes, ints[0:].ctypes, ints[1:].ctypes,
+    sgemm(letters.ctypes, letters.ctypes, ints[0:].ctypes, ints[1:].ctypes,
           ints[2:].ctypes, scalars[0:].ctypes, columns[offset:].ctypes, ints[3:].ctypes,
           weight.ctypes, ints[4:].ctypes, scalars[1:].ctypes,
           result[result_offset:].ctypes, ints[5:].ctypes)
@@ -198,7 +186,7 @@ def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw
     for t in prange(threads):
         col = cols[t]
         buffer = tiles[t]
-        ints, scalars, no_transpose = _sgemm_setup()
+        ints, scalars, letters = gemm_letters()
         for n in range(t * n_img // threads, (t + 1) * n_img // threads):
             if pointwise:
                 columns = x[n].reshape(k * spatial)
@@ -214,7 +202,7 @@ def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw
                     result, result_offset, result_stride = flat_out, start, spatial
                 else:
                     result, result_offset, result_stride = buffer, 0, width
-                _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, start,
+                _tile_product(sgemm, ints, scalars, letters, weight, columns, start,
                               spatial, width, result, result_offset, result_stride)
                 if not (use_bias or follow):
                     continue
@@ -269,7 +257,7 @@ def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, 
         col = cols[t]
         stack = stacks[t]
         buffer = tiles[t]
-        ints, scalars, no_transpose = _sgemm_setup()
+        ints, scalars, letters = gemm_letters()
         last = (t + 1) * n_img // threads
         for first in range(t * n_img // threads, last, per):
             count = min(per, last - first)
@@ -277,7 +265,7 @@ def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, 
             for j in range(count):
                 _stack_image(x, first + j, j, pointwise, kh, kw, ph, pw, sh, sw, dh, dw, oh,
                              ow, col, stack[:k * width], width)
-            _tile_product(sgemm, ints, scalars, no_transpose, weight, stack, 0, width, width,
+            _tile_product(sgemm, ints, scalars, letters, weight, stack, 0, width, width,
                           buffer, 0, width)
             for j in range(count):
                 n = first + j
@@ -341,7 +329,7 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
         pad = pads[t]
         part = parts[t]
         flat_part = part.reshape(m_out * columns)
-        ints, scalars, no_transpose = _sgemm_setup()
+        ints, scalars, letters = gemm_letters()
         for n in range(t * n_img // threads, (t + 1) * n_img // threads):
             _pad_image(x, n, ph, pw, plane, pad)
             for tap in range(kh * kw):
@@ -349,7 +337,7 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
                 # tap's offset, read as a (C, columns) matrix with row stride plane
                 offset = (tap // kw) * dh * wp + (tap % kw) * dw
                 scalars[1] = 0.0 if tap == 0 else 1.0
-                _tile_product(sgemm, ints, scalars, no_transpose, taps[tap], pad, offset, plane,
+                _tile_product(sgemm, ints, scalars, letters, taps[tap], pad, offset, plane,
                               columns, flat_part, 0, columns)
             flat_kept = kept[n].reshape(kept.shape[1] * kept.shape[2] * kept.shape[3])
             dsts_final = final[n, final_c0:final_c0 + m_out].reshape(m_out, spatial)

@@ -11,7 +11,8 @@ import pytest
 from pyforge.config import BLAS_ENV
 from pyforge.errors import PyforgeError
 from pyforge.kernels._jit import jit
-from pyforge.kernels.conv import _sgemm_setup, _tile_product
+from pyforge.kernels.conv import _tile_product
+from pyforge.kernels.gemm import gemm_letters
 from pyforge.layers import blas
 
 try:
@@ -38,8 +39,8 @@ def choose(monkeypatch):
 
 @jit
 def _product(sgemm, weight, columns, offset, stride, width, result):
-    ints, scalars, no_transpose = _sgemm_setup()
-    _tile_product(sgemm, ints, scalars, no_transpose, weight, columns, offset, stride, width,
+    ints, scalars, letters = gemm_letters()
+    _tile_product(sgemm, ints, scalars, letters, weight, columns, offset, stride, width,
                   result, 0, width)
 
 
