@@ -107,8 +107,8 @@ def _sgemm_library() -> tuple[str, ctypes._CFuncPtr, object]:
         if library is not None:
             return MKL, _SGEMM(ctypes.cast(library.sgemm_, ctypes.c_void_p).value), library
         if choice == "mkl":
-            raise PyforgeError(f"{BLAS_ENV}=mkl, but Intel MKL is not installed (pip install "
-                               "mkl)")
+            raise PyforgeError(f"{BLAS_ENV}=mkl, but Intel MKL is not installed or its "
+                               "libmkl_rt does not load (pip install mkl)")
     address = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
     return "SciPy's OpenBLAS", _SGEMM(address), None
 

@@ -62,7 +62,7 @@ def test_an_unknown_choice_is_one_clear_error(choose):
 def test_each_library_computes_a_tile_of_the_product(choose, choice):
     if choice == "mkl" and not HAS_MKL:
         choose("mkl")
-        with pytest.raises(PyforgeError, match="MKL is not installed"):
+        with pytest.raises(PyforgeError, match="MKL is not installed or its libmkl_rt"):
             blas.fortran_sgemm()
         return
     choose(choice)
@@ -179,3 +179,13 @@ def test_a_bad_choice_ends_a_command_with_one_line(choose, caffe_ref, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "pyforge: error: PYFORGE_BLAS='atlas': expected 'mkl' or 'scipy' (or unset)"
     assert "Traceback" not in "\n".join(err)
+
+
+def test_without_mkl_the_default_is_openblas_and_asking_for_mkl_is_an_error(choose,
+                                                                           monkeypatch):
+    monkeypatch.setattr(blas, "_load_mkl", lambda: None)  # as on a machine without the wheel
+    choose(None)
+    assert blas.blas_name() == "SciPy's OpenBLAS"
+    choose("MKL ")  # case and spaces do not matter
+    with pytest.raises(PyforgeError, match="PYFORGE_BLAS=mkl, but Intel MKL is not installed"):
+        blas.fortran_sgemm()
