@@ -334,6 +334,9 @@ class ConvolutionLayer(BaseConvolutionLayer):
         if self.shifted:
             g = self.geometry
             taps, pads, parts = self._shifted_buffers(weights, *bottom[0].shape[2:])
+            # output rows per product: about TILE_BYTES of result, as the tiled forward
+            wp = bottom[0].shape[3] + 2 * g.pad[1]
+            band = max(1, TILE_BYTES // (4 * self.num_output) // wp)
         with single_threaded_blas():
             for b, t in zip(bottom, top):
                 out, dst = self._destinations(t, epilogue)
@@ -341,7 +344,7 @@ class ConvolutionLayer(BaseConvolutionLayer):
                 if self.shifted:
                     conv_forward_shifted(b.data, taps, bias, self.bias_term, *g.kernel, *g.pad,
                                          *g.dilation, *self.out_hw, fortran_sgemm(), pads,
-                                         parts, store, out, *post, *dst)
+                                         parts, band, store, out, *post, *dst)
                 elif self.images_per_product > 1:
                     conv_forward_batched(b.data, weight[0], bias, self.bias_term, *args,
                                          self.pointwise, fortran_sgemm(), self._cols,

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+import pyforge.layers.conv as conv_module
 from pyforge.blob import Blob
 from pyforge.errors import PyforgeError
 from pyforge.net.net import Net
@@ -198,9 +199,17 @@ SHIFTED = [
 
 @pytest.mark.parametrize(("params", "shape", "pad", "dilation"), SHIFTED)
 @pytest.mark.parametrize("bias", [True, False])
-def test_shifted_tap_convolution_matches_numpy(params, shape, pad, dilation, bias):
+@pytest.mark.parametrize("band", [None, 1, 4], ids=["whole_image", "rows_of_1", "rows_of_4"])
+def test_shifted_tap_convolution_matches_numpy(params, shape, pad, dilation, bias, band,
+                                               monkeypatch):
     """Stride-1 convolutions with 32+ channels over 14x14+ outputs skip im2col
-    (conv_forward_shifted); the result is Caffe's convolution all the same."""
+    (conv_forward_shifted); the result is Caffe's convolution all the same, also when the
+    image is done a band of output rows at a time (a smaller TILE_BYTES; 4 does not divide
+    the 13-16 output rows)."""
+    if band is not None:
+        outputs = int(params.split("num_output: ")[1].split()[0])
+        padded_width = shape[3] + 2 * pad[1]
+        monkeypatch.setattr(conv_module, "TILE_BYTES", 4 * outputs * padded_width * band)
     x = rand(*shape)
     layer, _, top = conv(params + ("" if bias else " bias_term: false"), x)
     assert layer.shifted
