@@ -100,6 +100,23 @@ def apply_epilogue(src, rows, first, post, has_bn, keep, has_scale, has_shift, h
                      has_relu, slope, kept[r])
 
 
+@jit
+def finish_run(span, m, bias, use_bias, store, stored, follow, final_row, post, has_bn, keep,
+               has_scale, has_shift, has_relu, slope, kept_row):
+    """One run of channel ``m``'s output fresh from BLAS, in cache: the bias, then a copy
+    into ``stored`` (the output) when ``store``, then the followers (:func:`epilogue_row`)
+    into ``final_row``."""
+    if use_bias:
+        b = bias[m]
+        for i in range(span.shape[0]):
+            span[i] += b
+    if store:
+        stored[:] = span
+    if follow:
+        epilogue_row(span, final_row, m, post, has_bn, keep, has_scale, has_shift, has_relu,
+                     slope, kept_row)
+
+
 @pjit
 def conv_forward(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, pointwise,
                  sgemm, cols, out, post, has_bn, keep, has_scale, has_shift, has_relu, slope,
@@ -209,15 +226,12 @@ def conv_forward_tiled(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, dw
                 for m in range(m_out):
                     at = result_offset + m * result_stride
                     span = result[at:at + width]
-                    if use_bias:
-                        b = bias[m]
-                        for i in range(width):
-                            span[i] += b
-                    if follow:
-                        at = m * spatial + start
-                        epilogue_row(span, flat_final[at:at + width], m, post, has_bn, keep,
-                                     has_scale, has_shift, has_relu, slope,
-                                     flat_kept[at:at + width] if keep else flat_kept)
+                    at = m * spatial + start
+                    # (``result`` is the output itself when storing: nothing to copy)
+                    finish_run(span, m, bias, use_bias, False, span, follow,
+                               flat_final[at:at + width], post, has_bn, keep, has_scale,
+                               has_shift, has_relu, slope,
+                               flat_kept[at:at + width] if keep else flat_kept)
 
 
 @jit
@@ -275,17 +289,11 @@ def conv_forward_batched(x, weight, bias, use_bias, kh, kw, ph, pw, sh, sw, dh, 
                 for m in range(m_out):
                     at = m * width + j * spatial
                     span = buffer[at:at + spatial]
-                    if use_bias:
-                        b = bias[m]
-                        for i in range(spatial):
-                            span[i] += b
                     at = m * spatial
-                    if store:
-                        flat_out[at:at + spatial] = span
-                    if follow:
-                        epilogue_row(span, flat_final[at:at + spatial], m, post, has_bn, keep,
-                                     has_scale, has_shift, has_relu, slope,
-                                     flat_kept[at:at + spatial] if keep else flat_kept)
+                    finish_run(span, m, bias, use_bias, store, flat_out[at:at + spatial],
+                               follow, flat_final[at:at + spatial], post, has_bn, keep,
+                               has_scale, has_shift, has_relu, slope,
+                               flat_kept[at:at + spatial] if keep else flat_kept)
 
 
 @jit
@@ -352,18 +360,12 @@ def conv_forward_shifted(x, taps, bias, use_bias, kh, kw, ph, pw, dh, dw, oh, ow
                     dst_final = dsts_final[m]
                     for y in range(y0, y0 + rows):
                         at = m * width + (y - y0) * wp
-                        src = flat_part[at:at + ow]
-                        if use_bias:
-                            b = bias[m]
-                            for j in range(ow):
-                                src[j] += b
-                        if store:
-                            dst[y * ow:(y + 1) * ow] = src
-                        if follow:
-                            at = m * spatial + y * ow
-                            epilogue_row(src, dst_final[y * ow:(y + 1) * ow], m, post, has_bn,
-                                         keep, has_scale, has_shift, has_relu, slope,
-                                         flat_kept[at:at + ow] if keep else flat_kept)
+                        row = slice(y * ow, (y + 1) * ow)
+                        at_kept = m * spatial + y * ow
+                        finish_run(flat_part[at:at + ow], m, bias, use_bias, store, dst[row],
+                                   follow, dst_final[row], post, has_bn, keep, has_scale,
+                                   has_shift, has_relu, slope,
+                                   flat_kept[at_kept:at_kept + ow] if keep else flat_kept)
 
 
 @pjit
