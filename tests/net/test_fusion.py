@@ -431,3 +431,21 @@ def test_no_concat_sink_where_the_result_or_the_top_could_be_needed(change):
     assert not isinstance(_pending(net, "a"), CopyBack)
     for name in plain.blobs:
         np.testing.assert_array_equal(net.blobs[name].data, plain.blobs[name].data)
+
+
+# SqueezeNet: 16 expand chains, less fire9's two, whose Concat's top Dropout works on in place.
+@pytest.mark.parametrize(("name", "sunk"), [("squeezenet1_1", 14), ("googlenet", 36)])
+def test_zoo_branches_go_straight_into_their_concats_with_the_same_bits(name, sunk):
+    """SqueezeNet's fire expands and GoogLeNet's inception branches write into their Concats'
+    tops; every blob, read after the pass, holds the bits of the layers run one by one."""
+    net, plain = _zoo(name, 2), _zoo(name, 2)
+    for blob in net.blob_list:
+        blob.observed = False  # seed_weights read every blob; a user holds none of them here
+    x = np.random.default_rng(18).standard_normal(net.blobs["data"].shape).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    plain.blobs["data"].data[...] = x
+    net.forward_loss()
+    _one_by_one(plain)
+    assert sum(isinstance(blob.pending, CopyBack) for blob in net.blob_list) == sunk
+    for key in plain.blobs:
+        np.testing.assert_array_equal(net.blobs[key].data, plain.blobs[key].data, err_msg=key)
