@@ -19,21 +19,22 @@ from ..errors import PyforgeError
 from ..kernels.gemm import gemm_by_threads, matmul_into
 
 
-def _fortran_operand(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(array, transposed) such that op(array) is ``matrix`` with no copy when ``matrix`` is
-    C- or F-contiguous (BLAS reads column-major arrays)."""
-    if matrix.flags.f_contiguous:
+def _operand(matrix: np.ndarray, order: str) -> tuple[np.ndarray, bool]:
+    """(array laid out in ``order``, "C" or "F", transposed) such that ``matrix`` is
+    ``array.T`` when transposed, else ``array``: no copy when ``matrix`` is C- or
+    F-contiguous."""
+    if matrix.flags[f"{order}_CONTIGUOUS"]:
         return matrix, False
-    if matrix.flags.c_contiguous:
+    if matrix.T.flags[f"{order}_CONTIGUOUS"]:
         return matrix.T, True
-    return np.asfortranarray(matrix), False
+    return np.array(matrix, order=order), False
 
 
 def accumulate_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out += a @ b`` in place for a C-contiguous float32 ``out``: BLAS computes the
-    column-major ``out.T += b.T @ a.T``."""
-    op_a, trans_a = _fortran_operand(b.T)
-    op_b, trans_b = _fortran_operand(a.T)
+    column-major ``out.T += b.T @ a.T`` (BLAS reads column-major arrays)."""
+    op_a, trans_a = _operand(b.T, "F")
+    op_b, trans_b = _operand(a.T, "F")
     result = sgemm(1.0, op_a, op_b, beta=1.0, c=out.T, trans_a=trans_a, trans_b=trans_b,
                    overwrite_c=True)
     if not np.shares_memory(result, out):  # a BLAS that copied: keep the values anyway
@@ -55,23 +56,13 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = Fal
     threads = min(numba.get_num_threads(), out.shape[1] // 16)
     macs = out.shape[0] * out.shape[1] * a.shape[1]
     if threads > 1 and macs >= SPLIT_MACS and blas_name() == MKL and out.flags.c_contiguous:
-        (a_base, a_t), (b_base, b_t) = _row_major(a), _row_major(b)
+        (a_base, a_t), (b_base, b_t) = _operand(a, "C"), _operand(b, "C")
         gemm_by_threads(fortran_sgemm(), a_base, a_t, b_base, b_t, 1.0 if accumulate else 0.0,
                         out, threads)
     elif accumulate:
         accumulate_matmul(a, b, out)
     else:
         matmul_into(a, b, out)
-
-
-def _row_major(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
-    """(C-contiguous array, transposed) such that the product operand is ``array.T`` when
-    transposed, else ``array``."""
-    if matrix.flags.c_contiguous:
-        return matrix, False
-    if matrix.flags.f_contiguous:
-        return matrix.T, True
-    return np.ascontiguousarray(matrix), False
 
 
 def fortran_sgemm() -> ctypes._CFuncPtr:
